@@ -1,0 +1,5 @@
+import sys
+
+from fsapp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,559 @@
+"""One call: its context, the apps it asks FreeSWITCH to run, and the handler.
+
+``handle_call`` is what the server runs in the call's greenlet.  Modules get a
+``CallContext`` and talk to the caller only through ``ctx.io`` (a ``CallIO``);
+they never see the socket.  A caller hangup anywhere is one ``Hangup`` exception,
+caught once, in ``handle_call``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fsapp import esl, flow
+from fsapp.esl import Hangup
+from fsapp.store import StorageError, now_iso
+
+if TYPE_CHECKING:
+    from fsapp.app import App
+    from fsapp.config import Config
+    from fsapp.crm import Customer
+
+MAX_HOPS = 100
+PROMPT_DEADLINE = 600.0
+SILENCE = "silence_stream://250"
+
+# originate_disposition / DIALSTATUS -> outcome
+_OUTCOMES = {
+    "SUCCESS": "answered",
+    "ANSWER": "answered",
+    "NO_ANSWER": "no_answer",
+    "NOANSWER": "no_answer",
+    "ALLOTTED_TIMEOUT": "no_answer",
+    "PROGRESS_TIMEOUT": "no_answer",
+    "ORIGINATOR_CANCEL": "no_answer",
+    "USER_BUSY": "busy",
+    "BUSY": "busy",
+    "CALL_REJECTED": "busy",
+    "USER_NOT_REGISTERED": "unregistered",
+    "SUBSCRIBER_ABSENT": "unregistered",
+    "UNALLOCATED_NUMBER": "unregistered",
+    "NO_USER_RESPONSE": "no_answer",
+}
+
+
+def classify(disposition: str) -> str:
+    return _OUTCOMES.get(disposition.upper(), "failed")
+
+
+@dataclass
+class BridgeResult:
+    """What a bridge attempt came to, read from FreeSWITCH's variables."""
+
+    target: str
+    outcome: str  # answered | no_answer | busy | unregistered | failed
+    disposition: str = ""
+    hangup_cause: str = ""
+    start_us: int = 0
+    end_us: int = 0
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome == "answered"
+
+    @property
+    def talk_seconds(self) -> float:
+        if not self.start_us or self.end_us < self.start_us:
+            return 0.0
+        return (self.end_us - self.start_us) / 1_000_000
+
+
+class CallIO:
+    """The apps a module can run on its call, in prompt names and destinations."""
+
+    def __init__(self, session: esl.Session, cfg: Config) -> None:
+        self.session = session
+        self.cfg = cfg
+        self._ask_seq = itertools.count(1)
+        self._bridge_vars_set = False
+        self.transcript: list[tuple[str, str]] = []
+
+    def prompt_path(self, name: str) -> str:
+        return self.cfg.sounds.path(name)
+
+    def play(self, names: str | list[str] | tuple[str, ...]) -> None:
+        """Play one prompt, or several as one file_string playback; empty names are skipped."""
+        items = [names] if isinstance(names, str) else list(names)
+        paths = [self.prompt_path(n) for n in items if n]
+        if not paths:
+            return
+        arg = paths[0] if len(paths) == 1 else "file_string://" + "!".join(paths)
+        self.session.execute("playback", arg, timeout=PROMPT_DEADLINE)
+
+    def say_amount(self, amount: int, before: str = "", after: str = "") -> None:
+        """``before`` + the amount spoken in the configured language + ``after``, as one playback."""
+        from fsapp import say
+
+        sounds = self.cfg.sounds
+        if sounds.say == "mod_say":
+            self.play(before)
+            self.session.execute("say", f"{sounds.language} CURRENCY PRONOUNCED {int(amount)}", timeout=120)
+            self.play(after)
+            return
+        words = say.amount_prompts(int(amount), sounds.language, sounds.currency)
+        self.play([before, *words, after])
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        min_digits: int,
+        max_digits: int,
+        timeout_ms: int = 5000,
+        regex: str = r"^\d+$",
+        terminators: str = "#",
+        digit_timeout_ms: int = 3000,
+    ) -> str:
+        """One play_and_get_digits try; the digits typed, or '' on no or invalid input."""
+        var = f"fsapp_in{next(self._ask_seq)}"
+        file = self.prompt_path(prompt) if prompt else SILENCE
+        arg = (
+            f"{min_digits} {max_digits} 1 {timeout_ms} {terminators or 'none'} {file} {SILENCE} "
+            f"{var} {regex} {digit_timeout_ms}"
+        )
+        deadline = 120 + (timeout_ms + digit_timeout_ms * max_digits) / 1000
+        done = self.session.execute("play_and_get_digits", arg, timeout=deadline)
+        if done.var("read_result") not in ("success", ""):
+            return ""
+        return done.var(var)
+
+    def _prepare_bridge(self) -> None:
+        if not self._bridge_vars_set:
+            # Without continue_on_fail a busy callee makes FreeSWITCH hang up the caller.
+            self.session.execute("multiset", "continue_on_fail=true hangup_after_bridge=false")
+            self._bridge_vars_set = True
+
+    def dial_string(self, dest: flow.Dest, ring_seconds: int) -> str:
+        if dest.kind != "ext" or not flow.EXT_RE.fullmatch(dest.value):
+            raise ValueError(f"not an extension destination: {dest}")
+        return f"{{originate_timeout={int(ring_seconds)}}}" + self.cfg.dial.extension.replace("{ext}", dest.value)
+
+    def bridge(
+        self,
+        dest: flow.Dest,
+        ring_seconds: int,
+        *,
+        on_answer: Callable[[int], None] | None = None,
+        tick: tuple[float, Callable[[], None]] | None = None,
+    ) -> BridgeResult:
+        """Bridge to ``ext:`` or ``queue:``; the result tells answered from no answer, busy, failed."""
+        self._prepare_bridge()
+        s = self.session
+        spans_before = len(s.bridges)
+        watcher = None
+        if on_answer is not None:
+
+            def watcher(ev: esl.Event) -> None:
+                if ev.name == "CHANNEL_BRIDGE":
+                    on_answer(ev.timestamp_us)
+
+        prev, s.on_event = s.on_event, _chain(s.on_event, watcher)
+        try:
+            if dest.kind == "queue":
+                result = self._callcenter(dest, ring_seconds, tick)
+            else:
+                done = s.execute(
+                    "bridge",
+                    self.dial_string(dest, ring_seconds),
+                    timeout=ring_seconds + self.cfg.server.call_timeout_seconds,
+                    tick=tick,
+                )
+                disposition = done.var("originate_disposition") or done.var("DIALSTATUS")
+                result = BridgeResult(
+                    target=str(dest),
+                    outcome=classify(disposition),
+                    disposition=disposition,
+                    hangup_cause=done.var("bridge_hangup_cause") or done.var("originate_failed_cause"),
+                )
+        except Hangup:
+            self._close_span(spans_before)
+            raise
+        finally:
+            s.on_event = prev
+        span = self._close_span(spans_before)
+        if span is not None:
+            result.start_us, result.end_us = span.start_us, span.end_us
+            if result.outcome != "answered":
+                result.outcome = "answered"
+        return result
+
+    def _callcenter(
+        self, dest: flow.Dest, ring_seconds: int, tick: tuple[float, Callable[[], None]] | None
+    ) -> BridgeResult:
+        s = self.session
+        queue = self.cfg.dial.queue.replace("{queue}", dest.value)
+        done = s.execute("callcenter", queue, timeout=ring_seconds + self.cfg.server.call_timeout_seconds, tick=tick)
+        cause = done.var("cc_cause")
+        if cause != "answered":
+            return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
+        # mod_callcenter has uuid_bridged the caller out of the socket app: the talk
+        # goes on until UNBRIDGE; hanging up here would cut it.
+        deadline = time.monotonic() + self.cfg.server.call_timeout_seconds
+        next_tick = time.monotonic() + tick[0] if tick else None
+        while not (s.bridges and s.bridges[-1].end_us) and not s.hungup:
+            wait = deadline if next_tick is None else min(deadline, next_tick)
+            try:
+                s._pump(wait)
+            except esl.Timeout:
+                if time.monotonic() >= deadline:
+                    raise
+            if tick and next_tick is not None and time.monotonic() >= next_tick:
+                tick[1]()
+                next_tick = time.monotonic() + tick[0]
+        agent = done.var("cc_agent") or s.variables.get("cc_agent", "")
+        result = BridgeResult(str(dest), "answered", disposition="SUCCESS", hangup_cause=agent)
+        if s.hungup:
+            self._close_span(len(s.bridges) - 1)
+            raise Hangup(s.hangup_cause)
+        return result
+
+    def _close_span(self, first: int) -> esl.BridgeSpan | None:
+        """The bridged span that began after index ``first``, ended at hangup if never unbridged."""
+        s = self.session
+        spans = s.bridges[first:]
+        if not spans:
+            return None
+        span = spans[-1]
+        if not span.end_us and s.hungup:
+            span.end_us = s.hangup_us or span.start_us
+        return span
+
+    def transfer(self, ext: str, context: str = "") -> None:
+        arg = f"{ext} XML {context}" if context else ext
+        self.session.execute("transfer", arg)
+
+    def record(self, path: str) -> None:
+        self.session.execute("record_session", path)
+
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        self.session.hangup(cause)
+
+
+def _chain(*fns: Callable[[esl.Event], None] | None) -> Callable[[esl.Event], None] | None:
+    live = [f for f in fns if f is not None]
+    if not live:
+        return None
+    if len(live) == 1:
+        return live[0]
+
+    def both(ev: esl.Event) -> None:
+        for f in live:
+            f(ev)
+
+    return both
+
+
+@dataclass
+class CallContext:
+    """Everything one call carries from module to module."""
+
+    uuid: str
+    app: App
+    cfg: Config
+    io: CallIO
+    log: Any
+    caller: str = ""
+    caller_name: str = ""
+    called: str = ""
+    direction: str = "inbound"
+    variables: dict[str, str] = field(default_factory=dict)
+    customer: Customer | None = None
+    auth_method: str = ""
+    auth_result: str = ""
+    modules: list[str] = field(default_factory=list)
+    extension: str = ""
+    bridged: bool = False  # a person or queue was rung
+    answered: bool = False  # a person answered
+    answered_us: int = 0
+    charge: int = 0
+    recording: str = ""
+    error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
+    transferred: bool = False
+    final: str = ""
+    final_status: str = ""
+    mobile: str = ""
+
+    def note_bridge(self, result: BridgeResult, extension: str = "") -> None:
+        self.bridged = True
+        if result.answered:
+            self.answered = True
+            self.answered_us = self.answered_us or result.start_us
+            if extension:
+                self.extension = extension
+
+
+class CallHandler:
+    """Runs one call from ``connect`` to ``exit`` and journals it."""
+
+    def __init__(self, app: App, sock: Any, *, overflow: bool = False) -> None:
+        self.app = app
+        self.cfg = app.config  # a reload applies to new calls; this one keeps its config
+        self.sock = sock
+        self.overflow = overflow
+        self.session = esl.Session(
+            sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
+        )
+
+    def run(self) -> None:
+        s = self.session
+        log = self.app.log
+        ctx: CallContext | None = None
+        outcome = "failed"
+        try:
+            try:
+                s.connect()
+                s.myevents()
+                s.linger()
+            except esl.ESLError as exc:
+                log.warning("call_setup_failed", reason=str(exc))
+                return
+            ctx = self._context()
+            log = ctx.log
+            log.info("call_started", entry=ctx.variables.get("fsapp_module", ""), overflow=self.overflow)
+            try:
+                self.app.store.call_started(self._row(ctx, status="active"))
+            except StorageError as exc:
+                log.error("journal_write_failed", reason=str(exc))
+                if self.cfg.entry.on_storage_failure:
+                    self._go(ctx, self.cfg.entry.on_storage_failure, storage_failed=True)
+                    return
+            outcome = self._drive(ctx)
+        except Hangup:
+            outcome = "hangup"
+        except esl.ESLError as exc:
+            log.warning("call_socket_failed", reason=str(exc))
+            outcome = "socket"
+        except Exception:
+            log.exception("call_crashed")
+            outcome = "crash"
+            if ctx is not None:
+                ctx.error_reason = ctx.error_reason or "daemon fault"
+            try:
+                s.hangup("NORMAL_TEMPORARY_FAILURE")
+            except Exception:  # noqa: BLE001 - the socket may be gone; finish() handles it
+                pass
+        finally:
+            s.finish(timeout=self.cfg.server.command_timeout_seconds)
+            if ctx is not None:
+                self._journal(ctx, outcome)
+                self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+
+    def _context(self) -> CallContext:
+        ch = self.session.channel
+        variables = self.session.variables
+        uuid = self.session.uuid
+        caller = ch.get("Caller-Caller-ID-Number") or ch.get("Channel-Caller-ID-Number", "")
+        log = self.app.log.bind(uuid=uuid, caller=caller)
+        io = CallIO(self.session, self.cfg)
+        direction = (ch.get("Call-Direction") or ch.get("Caller-Direction") or "inbound").lower()
+        return CallContext(
+            uuid=uuid,
+            app=self.app,
+            cfg=self.cfg,
+            io=io,
+            log=log,
+            caller=caller,
+            caller_name=ch.get("Caller-Caller-ID-Name", ""),
+            called=ch.get("Caller-Destination-Number") or ch.get("Channel-Destination-Number", ""),
+            direction="outbound" if direction == "outbound" else "inbound",
+            variables=variables,
+        )
+
+    def _drive(self, ctx: CallContext) -> str:
+        cfg = self.cfg
+        if self.overflow:
+            ctx.log.warning("call_overflow", destination=cfg.entry.overflow)
+            return self._go(ctx, cfg.entry.overflow)
+        self.session.execute("answer")
+        if cfg.journal.record:
+            self._record(ctx)
+        entry = ctx.variables.get("fsapp_module") or cfg.entry.default
+        if entry and flow.CODE_RE.fullmatch(entry) and entry not in cfg.modules:
+            ctx.log.warning("entry_unknown", module=entry)
+            entry = cfg.entry.default
+        if not entry:
+            ctx.log.error("entry_missing")
+            return self._go(ctx, "hangup:NORMAL_TEMPORARY_FAILURE")
+        return self._go(ctx, entry)
+
+    def _record(self, ctx: CallContext) -> None:
+        if ctx.recording:
+            return
+        path = f"{self.cfg.journal.record_dir}/{time.strftime('%Y/%m/%d')}/{ctx.uuid}.wav"
+        ctx.io.record(path)
+        ctx.recording = path
+
+    def _go(self, ctx: CallContext, dest_text: str, *, storage_failed: bool = False) -> str:
+        """Follow destinations until one hands the call to FreeSWITCH or hangs it up."""
+        from fsapp.modules import KINDS
+
+        for _hop in range(MAX_HOPS):
+            dest = flow.parse_dest(dest_text)
+            if dest.kind == "module":
+                module = self.cfg.modules[dest.value]
+                ctx.modules.append(module.code)
+                if not module.enabled:
+                    ctx.log.info("module_disabled", module=module.code, destination=module.error)
+                    dest_text = module.error
+                    continue
+                if module.record and not storage_failed:
+                    self._record(ctx)
+                ctx.log.info("module_entered", module=module.code, kind=module.kind)
+                dest_text = KINDS[module.kind].run(ctx, module)
+                result = "next" if dest_text == module.next else "error" if dest_text == module.error else "other"
+                self.app.metrics.module_result(module.code, result)
+                ctx.log.info("module_left", module=module.code, result=result, destination=dest_text)
+                continue
+            ctx.final = str(dest)
+            return self._terminal(ctx, dest)
+        ctx.log.error("call_loop_limit", hops=MAX_HOPS)
+        ctx.final = "hangup:NORMAL_TEMPORARY_FAILURE"
+        ctx.error_reason = ctx.error_reason or "destination loop"
+        ctx.io.hangup("NORMAL_TEMPORARY_FAILURE")
+        return "hangup"
+
+    def _terminal(self, ctx: CallContext, dest: flow.Dest) -> str:
+        if dest.kind == "hangup":
+            ctx.log.info("call_hangup_sent", cause=dest.value)
+            ctx.io.hangup(dest.value)
+            return "hangup"
+        if dest.kind == "transfer":
+            ctx.log.info("call_transferred", extension=dest.value, context=dest.context)
+            ctx.io.transfer(dest.value, dest.context)
+            ctx.transferred = True
+            return "transfer"
+        # ext: / queue: as a plain destination: ring, then the [dial] fallback if nobody answers.
+        ctx.log.info("bridge_started", target=str(dest))
+        result = ctx.io.bridge(dest, self.cfg.dial.ring_seconds)
+        ctx.note_bridge(result, dest.value if dest.kind == "ext" else result.hangup_cause)
+        ctx.log.info("bridge_ended", target=str(dest), outcome=result.outcome, talk_seconds=result.talk_seconds)
+        if result.answered:
+            ctx.io.hangup("NORMAL_CLEARING")
+            return "hangup"
+        fallback = self.cfg.dial.fallback
+        ctx.final = fallback
+        return self._go(ctx, fallback)
+
+    # ------------------------------------------------------------ journal
+
+    def _journal(self, ctx: CallContext, outcome: str) -> None:
+        status = self._status(ctx, outcome)
+        ctx.final_status = status
+        row = self._row(ctx, status=status)
+        too_long = row["too_long"]
+        if too_long:
+            ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
+            self.app.notify_too_long(row)
+        try:
+            self.app.store.call_finished(ctx.uuid, row)
+        except StorageError as exc:
+            ctx.log.error("journal_write_failed", reason=str(exc))
+            self.app.journal_backlog(row)
+        ctx.log.info(
+            "call_ended",
+            status=status,
+            hangup_cause=row["hangup_cause"],
+            talk_seconds=row["talk_seconds"],
+            total_seconds=row["total_seconds"],
+            charge=ctx.charge,
+        )
+
+    def _status(self, ctx: CallContext, outcome: str) -> str:
+        if ctx.transferred:
+            return "transferred"
+        if ctx.answered:
+            return "answered"
+        if ctx.bridged:
+            return "missed"
+        if outcome in ("crash",) or (ctx.error_reason and outcome != "hangup"):
+            return "failed"
+        if outcome in ("hangup", "socket"):
+            return "abandoned"
+        return "completed"
+
+    def _row(self, ctx: CallContext, *, status: str) -> dict[str, Any]:
+        s = self.session
+        ch = s.channel
+        done = s.hangup_complete
+        created_us = _int(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
+        started = created_us / 1e6
+        end_us = 0
+        total = 0
+        if done is not None:
+            end_us = _int(done.var("end_uepoch")) or _int(done.get("Caller-Channel-Hangup-Time"))
+            total = _int(done.var("duration"))
+        ended: float | None = end_us / 1e6 if end_us else None
+        if status != "active" and ended is None:
+            ended = time.time()
+            total = max(0, int(round(ended - started)))
+        elif not total and ended is not None:
+            total = max(0, int(round(ended - started)))
+        talk = _talk_seconds(s, done)
+        answered_us = ctx.answered_us or (s.bridges[0].start_us if s.bridges else 0)
+        hangup_cause = s.hangup_cause
+        if done is not None:
+            hangup_cause = done.var("hangup_cause") or done.get("Hangup-Cause") or hangup_cause
+        return {
+            "uuid": ctx.uuid,
+            "started_at": now_iso(started),
+            "answered_at": now_iso(answered_us / 1e6) if answered_us else None,
+            "ended_at": now_iso(ended) if ended else None,
+            "direction": ctx.direction,
+            "caller": ctx.caller,
+            "caller_name": ctx.caller_name,
+            "called": ctx.called,
+            "extension": ctx.extension,
+            "status": status,
+            "total_seconds": total,
+            "talk_seconds": talk,
+            "too_long": talk > self.cfg.journal.too_long_seconds,
+            "customer_id": ctx.customer.id if ctx.customer else "",
+            "customer_name": ctx.customer.name if ctx.customer else "",
+            "customer_type": ctx.customer.type if ctx.customer else "",
+            "modules": ctx.modules,
+            "auth_method": ctx.auth_method,
+            "auth_result": ctx.auth_result,
+            "charge": ctx.charge,
+            "recording": ctx.recording,
+            "hangup_cause": hangup_cause or "",
+            "final_destination": ctx.final,
+            "entry_module": ctx.modules[0] if ctx.modules else "",
+            "daemon": self.app.daemon_id,
+        }
+
+
+def _int(v: str | None) -> int:
+    try:
+        return int(v or 0)
+    except ValueError:
+        return 0
+
+
+def _talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
+    """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs."""
+    total_us = 0
+    for span in s.bridges:
+        end = span.end_us or s.hangup_us or (_int(done.var("end_uepoch")) if done else 0)
+        if end > span.start_us:
+            total_us += end - span.start_us
+    if not total_us and done is not None:
+        bridge_us, end_us = _int(done.var("bridge_uepoch")), _int(done.var("end_uepoch"))
+        if bridge_us and end_us > bridge_us:
+            total_us = end_us - bridge_us
+    return int(round(total_us / 1e6))

@@ -1,0 +1,176 @@
+"""The ``fsapp`` command line. Exit codes: 0 ok, 1 runtime failure, 2 bad input or config."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from fsapp import config as configmod
+from fsapp import log as logmod
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input: the message names the argument or file at fault."""
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="config file (default: fsapp.toml if present, else the shipped sample)")
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    if args.config:
+        return args.config
+    return "fsapp.toml" if os.path.exists("fsapp.toml") else None
+
+
+def load_config(args: argparse.Namespace, *, check_files: bool = True) -> configmod.Config:
+    return configmod.load(_config_path(args), check_files=check_files)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fsapp", description="Customer-club engine for FreeSWITCH (outbound ESL).")
+    p.add_argument("--log-level", default=os.environ.get("FSAPP_LOG_LEVEL", ""),
+                   help="debug, info, warning, error (default: info; warning for simulate)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the daemon")
+    _config_arg(s)
+
+    s = sub.add_parser("check", help="validate the config and every prompt it names")
+    _config_arg(s)
+
+    s = sub.add_parser("simulate", help="play FreeSWITCH's side of one call and print a transcript")
+    _config_arg(s)
+    s.add_argument("--caller", required=True, help="caller ID number, e.g. 09121234567")
+    s.add_argument("--caller-name", default="Simulated caller")
+    s.add_argument("--called", default="7000", help="destination number")
+    s.add_argument("--module", default="", help="entry module code (the fsapp_module channel variable)")
+    s.add_argument("--direction", default="inbound", choices=("inbound", "outbound"))
+    s.add_argument("--dtmf", default="", help="comma-separated inputs, one per digit prompt ('' = no input)")
+    s.add_argument("--bridge", action="append", default=[],
+                   help="answer:SECONDS[:caller] | no-answer | busy | unregistered | failed (repeat per bridge)")
+    s.add_argument("--hangup-after", type=int, default=None, help="caller hangs up during the Nth app")
+    s.add_argument("--connect", default="", help="HOST:PORT of a running daemon (default: in-process)")
+
+    from fsapp import journal
+
+    journal.add_cli(sub, _config_arg)
+    from fsapp import customers
+
+    customers.add_cli(sub, _config_arg)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logmod.configure(args.log_level or ("warning" if args.command in ("simulate", "loadtest") else "info"))
+    try:
+        handler = HANDLERS.get(args.command) or getattr(args, "handler", None)
+        if handler is None:
+            parser.error(f"unknown command {args.command}")
+        return int(handler(args) or 0)
+    except configmod.ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UsageError as exc:
+        print(f"fsapp {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fsapp.app import App
+    from fsapp.server import Server
+    from fsapp.store import StorageError
+
+    path = _config_path(args)
+    cfg = configmod.load(path)
+    try:
+        app = App(cfg)
+    except StorageError as exc:
+        print(f"{cfg.file}:storage.url: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    server = Server(app)
+    log = logmod.get("fsapp")
+
+    def reload() -> None:
+        try:
+            new = configmod.load(path)
+        except configmod.ConfigError as exc:
+            log.error("config_reload_rejected", problems=exc.problems)
+            return
+        app.reconfigure(new)
+        log.info("config_reloaded", modules=len(new.modules))
+
+    server.on_reload = reload
+    server.serve_forever()
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import gevent
+
+    from fsapp import simulate
+    from fsapp.fakefs import BridgePlan, Script, run_call
+
+    for plan in args.bridge:
+        try:
+            BridgePlan.parse(plan)
+        except ValueError as exc:
+            raise UsageError(f"--bridge: {exc}") from None
+    dtmf = args.dtmf.split(",") if args.dtmf else []
+    variables = {"fsapp_module": args.module} if args.module else {}
+    script = Script(caller=args.caller, caller_name=args.caller_name, destination=args.called,
+                    direction=args.direction, variables=variables, dtmf=dtmf, bridges=args.bridge,
+                    hangup_after=args.hangup_after)
+    cfg = load_config(args)
+    if args.connect:
+        try:
+            host, port = configmod.parse_listen(args.connect)
+        except ValueError as exc:
+            raise UsageError(f"--connect: {exc}") from None
+        call = run_call((host, port), script)
+        row = None
+        try:
+            from fsapp.store import open_store
+
+            gevent.sleep(0.2)
+            row = open_store(cfg.storage_url).get_call(call.uuid)
+        except Exception:  # noqa: BLE001 - the daemon's journal may live elsewhere
+            row = None
+        print(simulate.describe(cfg, call, row))
+        return EXIT_OK if not call.error else EXIT_RUNTIME
+    server = simulate.in_process_server(cfg)
+    try:
+        call = run_call(server.address, script)
+        simulate.wait_idle(server)
+        row = server.app.store.get_call(call.uuid)
+    finally:
+        server.stream.close()
+    print(simulate.describe(cfg, call, row))
+    return EXIT_OK if not call.error else EXIT_RUNTIME
+
+
+HANDLERS: dict[str, Any] = {
+    "serve": cmd_serve,
+    "check": cmd_check,
+    "simulate": cmd_simulate,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

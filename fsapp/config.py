@@ -1,0 +1,521 @@
+"""Configuration: TOML into frozen dataclasses; every problem names ``file:key``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from fsapp import flow
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SAMPLE_CONFIG = PACKAGE_DIR / "sample" / "fsapp.toml"
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` holds one ``file:key: message`` each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ------------------------------------------------------------------ option schema
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One kind-specific module key: its type, default and role."""
+
+    type: type | tuple[type, ...]
+    default: Any = None
+    role: str = "plain"  # plain | prompt | dest | destmap | destlist
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    required: bool = False
+
+
+def prompt(default: str = "") -> Opt:
+    return Opt(str, default, "prompt")
+
+
+def dest(required: bool = False) -> Opt:
+    return Opt(str, "", "dest", required=required)
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    code: str
+    name: str
+    kind: str
+    enabled: bool
+    next: str
+    error: str
+    record: bool
+    options: Mapping[str, Any]
+    where: str  # "file:modules[3]" for messages
+
+    def __getitem__(self, key: str) -> Any:
+        return self.options[key]
+
+    def prompts(self, schema: Mapping[str, Opt]) -> list[str]:
+        return [self.options[k] for k, o in schema.items() if o.role == "prompt" and self.options[k]]
+
+    def destinations(self, schema: Mapping[str, Opt]) -> list[tuple[str, str]]:
+        """(key, destination) pairs: next, error and every destination option."""
+        out = [("next", self.next), ("error", self.error)]
+        for key, opt in schema.items():
+            value = self.options[key]
+            if opt.role == "dest" and value:
+                out.append((key, value))
+            elif opt.role == "destmap":
+                out.extend((f"{key}.{k}", v) for k, v in value.items())
+            elif opt.role == "destlist":
+                out.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        return out
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8084
+    allow: tuple[str, ...] = ("127.0.0.1",)
+    max_calls: int = 5000
+    drain_seconds: float = 30.0
+    metrics_listen: str = ""
+    backlog: int = 4096
+    command_timeout_seconds: float = 10.0
+    call_timeout_seconds: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class CRMConfig:
+    kind: str = "local"
+    url: str = ""
+    token_env: str = ""
+    timeout_seconds: float = 3.0
+    connect_timeout_seconds: float = 1.0
+    breaker_threshold: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    region: str = "IR"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SoundsConfig:
+    dir: Path = Path("sounds")
+    language: str = "fa"
+    fs_dir: str = ""  # how FreeSWITCH sees dir; "" = the absolute path of dir
+    say: str = "files"  # files | mod_say
+    currency: str = "rial"
+
+    def path(self, name: str) -> str:
+        """What playback gets for prompt ``group/name`` (FreeSWITCH picks the rate folder)."""
+        base = self.fs_dir or str(self.dir)
+        return f"{base}/{self.language}/{name}.wav"
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    too_long_seconds: int = 600
+    record: bool = False
+    record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
+    notify_command: str = ""
+
+
+@dataclass(frozen=True)
+class DialConfig:
+    extension: str = "user/{ext}@${domain_name}"
+    queue: str = "{queue}@default"
+    ring_seconds: int = 30
+    fallback: str = "hangup:NO_ANSWER"
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    pin_max_failures: int = 5
+    pin_window_seconds: int = 900
+    pin_lockout_seconds: int = 1800
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    meter_heartbeat_seconds: float = 15.0
+    outbox_retry_seconds: float = 5.0
+    outbox_max_retry_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
+class EntryConfig:
+    default: str = ""
+    overflow: str = "hangup:NORMAL_TEMPORARY_FAILURE"
+    on_storage_failure: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    server: ServerConfig
+    storage_url: str
+    crm: CRMConfig
+    sounds: SoundsConfig
+    journal: JournalConfig
+    dial: DialConfig
+    security: SecurityConfig
+    billing: BillingConfig
+    entry: EntryConfig
+    modules: Mapping[str, ModuleConfig]
+
+    def module(self, code: str) -> ModuleConfig:
+        return self.modules[code]
+
+
+# ------------------------------------------------------------------ loading
+
+
+class _Reader:
+    """Reads typed keys from one TOML table, collecting problems."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.file}:{key}: {message}")
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(key, "must be a table")
+            return {}
+        return value
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        section: str,
+        key: str,
+        typ: type | tuple[type, ...],
+        default: Any,
+        *,
+        minimum: float | None = None,
+        choices: Iterable[Any] = (),
+    ) -> Any:
+        full = f"{section}.{key}" if section else key
+        if key not in data:
+            return default
+        value = data[key]
+        ok = isinstance(value, typ) and not (typ in (int, float, (int, float)) and isinstance(value, bool))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            self.fail(full, f"must be {names}, not {type(value).__name__}")
+            return default
+        choices = tuple(choices)
+        if choices and value not in choices:
+            self.fail(full, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
+            return default
+        if minimum is not None and value < minimum:
+            self.fail(full, f"must be at least {minimum}, not {value}")
+            return default
+        return value
+
+    def unknown(self, data: Mapping[str, Any], section: str, known: Iterable[str]) -> None:
+        known = set(known)
+        for key in data:
+            if key not in known:
+                self.fail(f"{section}.{key}" if section else key, "unknown key")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    host = host.strip("[]")
+    ipaddress.ip_address(host) if host not in ("localhost", "") else None
+    return host, int(port)
+
+
+def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    p = Path(path) if path else SAMPLE_CONFIG
+    file = str(path) if path else "fsapp.toml (sample)"
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
+    if path:
+        return from_dict(data, file=file, base=p.resolve().parent, check_files=check_files)
+    # The shipped sample works from the working directory (its database lands there),
+    # with the prompts of the source tree when the working directory has none.
+    base = Path.cwd()
+    sounds_base = base if (base / "sounds").is_dir() else PACKAGE_DIR.parent
+    return from_dict(data, file=file, base=base, sounds_base=sounds_base, check_files=check_files)
+
+
+def _relative(base: Path, value: str) -> Path:
+    q = Path(value)
+    return q if q.is_absolute() else base / q
+
+
+def from_dict(
+    data: Mapping[str, Any],
+    *,
+    file: str = "fsapp.toml",
+    base: Path | None = None,
+    sounds_base: Path | None = None,
+    check_files: bool = True,
+) -> Config:
+    from fsapp.modules import KINDS
+
+    base = base or Path.cwd()
+    problems: list[str] = []
+    r = _Reader(file, problems)
+    r.unknown(
+        data, "", ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules")
+    )
+
+    s = r.table(data, "server")
+    r.unknown(s, "server", ServerConfig.__dataclass_fields__.keys() - {"listen_host", "listen_port"} | {"listen"})
+    host, port = ServerConfig.listen_host, ServerConfig.listen_port
+    listen = r.get(s, "server", "listen", str, "127.0.0.1:8084")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        r.fail("server.listen", str(exc))
+    allow = r.get(s, "server", "allow", list, ["127.0.0.1"])
+    for i, a in enumerate(allow):
+        try:
+            ipaddress.ip_network(str(a), strict=False)
+        except ValueError:
+            r.fail(f"server.allow[{i}]", f"not an IP address or network: {a!r}")
+    metrics_listen = r.get(s, "server", "metrics_listen", str, "")
+    if metrics_listen:
+        try:
+            parse_listen(metrics_listen)
+        except ValueError as exc:
+            r.fail("server.metrics_listen", str(exc))
+    server = ServerConfig(
+        listen_host=host,
+        listen_port=port,
+        allow=tuple(str(a) for a in allow),
+        max_calls=r.get(s, "server", "max_calls", int, 5000, minimum=1),
+        drain_seconds=r.get(s, "server", "drain_seconds", float, 30.0, minimum=0),
+        metrics_listen=metrics_listen,
+        backlog=r.get(s, "server", "backlog", int, 4096, minimum=16),
+        command_timeout_seconds=r.get(s, "server", "command_timeout_seconds", float, 10.0, minimum=0.1),
+        call_timeout_seconds=r.get(s, "server", "call_timeout_seconds", float, 14400.0, minimum=1),
+    )
+
+    st = r.table(data, "storage")
+    r.unknown(st, "storage", ("url",))
+    storage_url = r.get(st, "storage", "url", str, "sqlite:///fsapp.db")
+    if storage_url.startswith("sqlite:///"):
+        db = storage_url[len("sqlite:///") :]
+        if db != ":memory:" and not Path(db).is_absolute():
+            storage_url = "sqlite:///" + str(base / db)
+    elif not storage_url.startswith(("postgresql://", "postgres://")):
+        r.fail("storage.url", f"must start with sqlite:/// or postgresql://, not {storage_url!r}")
+
+    c = r.table(data, "crm")
+    known_crm = set(CRMConfig.__dataclass_fields__) - {"extra"}
+    crm = CRMConfig(
+        kind=r.get(c, "crm", "kind", str, "local", choices=("local", "http", "payamgostar")),
+        url=r.get(c, "crm", "url", str, ""),
+        token_env=r.get(c, "crm", "token_env", str, ""),
+        timeout_seconds=r.get(c, "crm", "timeout_seconds", float, 3.0, minimum=0.1),
+        connect_timeout_seconds=r.get(c, "crm", "connect_timeout_seconds", float, 1.0, minimum=0.1),
+        breaker_threshold=r.get(c, "crm", "breaker_threshold", int, 5, minimum=1),
+        breaker_cooldown_seconds=r.get(c, "crm", "breaker_cooldown_seconds", float, 30.0, minimum=0),
+        region=r.get(c, "crm", "region", str, "IR"),
+        extra=MappingProxyType({k: v for k, v in c.items() if k not in known_crm}),
+    )
+    if crm.kind != "local" and not crm.url:
+        r.fail("crm.url", f"required for kind {crm.kind!r}")
+    if crm.kind == "local":
+        r.unknown(c, "crm", known_crm)
+
+    so = r.table(data, "sounds")
+    r.unknown(so, "sounds", ("dir", "language", "fs_dir", "say", "currency"))
+    sounds = SoundsConfig(
+        dir=_relative(sounds_base or base, r.get(so, "sounds", "dir", str, "sounds")),
+        language=r.get(so, "sounds", "language", str, "fa", choices=("fa", "en")),
+        fs_dir=r.get(so, "sounds", "fs_dir", str, ""),
+        say=r.get(so, "sounds", "say", str, "files", choices=("files", "mod_say")),
+        currency=r.get(so, "sounds", "currency", str, "rial", choices=("rial", "toman")),
+    )
+    if check_files and not sounds.dir.is_dir():
+        r.fail("sounds.dir", f"no such directory: {sounds.dir}")
+
+    j = r.table(data, "journal")
+    r.unknown(j, "journal", JournalConfig.__dataclass_fields__)
+    journal = JournalConfig(
+        too_long_seconds=r.get(j, "journal", "too_long_seconds", int, 600, minimum=1),
+        record=r.get(j, "journal", "record", bool, False),
+        record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
+        notify_command=r.get(j, "journal", "notify_command", str, ""),
+    )
+
+    d = r.table(data, "dial")
+    r.unknown(d, "dial", DialConfig.__dataclass_fields__)
+    dial = DialConfig(
+        extension=r.get(d, "dial", "extension", str, DialConfig.extension),
+        queue=r.get(d, "dial", "queue", str, DialConfig.queue),
+        ring_seconds=r.get(d, "dial", "ring_seconds", int, 30, minimum=1),
+        fallback=r.get(d, "dial", "fallback", str, DialConfig.fallback),
+    )
+    if "{ext}" not in dial.extension:
+        r.fail("dial.extension", "must contain {ext}")
+    if "{queue}" not in dial.queue:
+        r.fail("dial.queue", "must contain {queue}")
+
+    se = r.table(data, "security")
+    r.unknown(se, "security", SecurityConfig.__dataclass_fields__)
+    security = SecurityConfig(
+        pin_max_failures=r.get(se, "security", "pin_max_failures", int, 5, minimum=1),
+        pin_window_seconds=r.get(se, "security", "pin_window_seconds", int, 900, minimum=1),
+        pin_lockout_seconds=r.get(se, "security", "pin_lockout_seconds", int, 1800, minimum=1),
+    )
+
+    b = r.table(data, "billing")
+    r.unknown(b, "billing", BillingConfig.__dataclass_fields__)
+    billing = BillingConfig(
+        meter_heartbeat_seconds=r.get(b, "billing", "meter_heartbeat_seconds", float, 15.0, minimum=1),
+        outbox_retry_seconds=r.get(b, "billing", "outbox_retry_seconds", float, 5.0, minimum=0.05),
+        outbox_max_retry_seconds=r.get(b, "billing", "outbox_max_retry_seconds", float, 600.0, minimum=1),
+    )
+
+    e = r.table(data, "entry")
+    r.unknown(e, "entry", EntryConfig.__dataclass_fields__)
+    entry = EntryConfig(
+        default=r.get(e, "entry", "default", str, ""),
+        overflow=r.get(e, "entry", "overflow", str, EntryConfig.overflow),
+        on_storage_failure=r.get(e, "entry", "on_storage_failure", str, ""),
+    )
+
+    modules: dict[str, ModuleConfig] = {}
+    raw_modules = data.get("modules", [])
+    if not isinstance(raw_modules, list):
+        r.fail("modules", "must be an array of tables ([[modules]])")
+        raw_modules = []
+    for i, m in enumerate(raw_modules):
+        where = f"modules[{i}]"
+        if not isinstance(m, dict):
+            r.fail(where, "must be a table")
+            continue
+        code = m.get("code")
+        if not isinstance(code, str) or not code:
+            r.fail(f"{where}.code", "missing")
+            continue
+        if not flow.CODE_RE.fullmatch(code):
+            r.fail(f"{where}.code", f"{code!r} must be letters, digits, '_' or '-'")
+            continue
+        if code in modules:
+            r.fail(f"{where}.code", f"duplicate code {code!r} (also {modules[code].where})")
+            continue
+        kind = m.get("kind")
+        if kind not in KINDS:
+            r.fail(f"{where}.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+            continue
+        schema = KINDS[kind].schema
+        r.unknown(m, where, {"code", "name", "kind", "enabled", "next", "error", "record", *schema})
+        opts: dict[str, Any] = {}
+        for key, opt in schema.items():
+            full = f"{where}.{key}"
+            if key not in m:
+                if opt.required:
+                    r.fail(full, "missing")
+                opts[key] = _freeze(opt.default)
+                continue
+            value = m[key]
+            if opt.role == "destmap":
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    r.fail(full, "must be a table of destinations")
+                    value = {}
+            elif opt.role == "destlist":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    r.fail(full, "must be a list of destinations")
+                    value = []
+            else:
+                value = r.get(m, where, key, opt.type, opt.default, minimum=opt.minimum, choices=opt.choices)
+            opts[key] = _freeze(value)
+        for key in ("next", "error"):
+            if not isinstance(m.get(key), str) or not m.get(key):
+                r.fail(f"{where}.{key}", "missing destination")
+        modules[code] = ModuleConfig(
+            code=code,
+            name=str(m.get("name", code)),
+            kind=kind,
+            enabled=bool(m.get("enabled", True)),
+            next=str(m.get("next", "")),
+            error=str(m.get("error", "")),
+            record=bool(m.get("record", False)),
+            options=MappingProxyType(opts),
+            where=where,
+        )
+        problems.extend(f"{file}:{where}.{msg}" for msg in KINDS[kind].validate(modules[code]))
+
+    cfg = Config(
+        file=file,
+        server=server,
+        storage_url=storage_url,
+        crm=crm,
+        sounds=sounds,
+        journal=journal,
+        dial=dial,
+        security=security,
+        billing=billing,
+        entry=entry,
+        modules=MappingProxyType(modules),
+    )
+    problems.extend(flow.check_graph(cfg))
+    if check_files and sounds.dir.is_dir():
+        problems.extend(check_prompt_files(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def prompt_names(cfg: Config) -> dict[str, str]:
+    """Every prompt the config names -> the key that names it."""
+    from fsapp import say
+    from fsapp.modules import KINDS
+
+    names: dict[str, str] = {}
+    for m in cfg.modules.values():
+        schema = KINDS[m.kind].schema
+        for key, opt in schema.items():
+            if opt.role == "prompt" and m.options[key]:
+                names.setdefault(m.options[key], f"{m.where}.{key}")
+        if KINDS[m.kind].speaks_numbers and cfg.sounds.say == "files":
+            for name in say.number_prompt_names(cfg.sounds.language):
+                names.setdefault(name, f"{m.where} (spoken amounts)")
+    return names
+
+
+def check_prompt_files(cfg: Config) -> list[str]:
+    from fsapp import sounds
+
+    problems = []
+    for name, key in prompt_names(cfg).items():
+        for message in sounds.check(cfg.sounds.dir, cfg.sounds.language, [name]):
+            problems.append(f"{cfg.file}:{key}: {message}")
+    return problems

@@ -1,0 +1,433 @@
+"""The event-socket layer: the only code in fsapp that speaks ESL.
+
+One `Session` per call, driven from the call's own greenlet: there is no reader
+greenlet and no queue.  Every wait reads frames from the socket until what it waits
+for arrives, dispatching the events it meets on the way, under a deadline.
+
+Facts of real FreeSWITCH 1.10 this layer relies on (see the wire transcripts):
+
+- replies are not always the next frame: events queued earlier come first, so
+  frames are told apart by ``Content-Type`` only;
+- each ``sendmsg`` execute carries an ``Event-UUID`` that comes back as
+  ``Application-UUID`` on its CHANNEL_EXECUTE_COMPLETE;
+- at hangup CHANNEL_HANGUP comes *before* the running app's completion, and after
+  the linger notice a ``sendmsg`` still gets ``+OK`` but nothing runs.
+
+greenswitch's ESLEvent is not used for parsing: it URL-decodes a whole header block
+before splitting it into lines, so an encoded newline inside a value (``%0A``, as in
+the connect reply's ``Reply-Text: %2BOK%0A``) splits a header in two.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import gevent.socket
+
+MAX_HEADER_BYTES = 256 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class ESLError(Exception):
+    """The socket or the peer misbehaved: closed, timed out, or sent a bad frame."""
+
+
+class ProtocolError(ESLError):
+    """A frame that does not follow the event-socket wire format."""
+
+
+class ConnectionClosed(ESLError):
+    """FreeSWITCH closed the socket."""
+
+
+class Timeout(ESLError):
+    """A wait passed its deadline."""
+
+
+class Hangup(Exception):
+    """The channel is gone: the caller hung up or FreeSWITCH hung up the channel."""
+
+    def __init__(self, cause: str = "") -> None:
+        super().__init__(cause or "hangup")
+        self.cause = cause
+
+
+def decode(value: str) -> str:
+    """URL-decode an ESL header value (invalid UTF-8 becomes U+FFFD)."""
+    if "%" not in value:
+        return value
+    return unquote(value, errors="replace")
+
+
+def parse_headers(block: bytes, *, urlencoded: bool) -> dict[str, str]:
+    """Parse ``Name: value`` lines; values are URL-decoded when ``urlencoded``."""
+    headers: dict[str, str] = {}
+    text = block.decode("utf-8", errors="replace")
+    for line in text.split("\n"):
+        if not line:
+            continue
+        name, sep, value = line.partition(": ")
+        if not sep:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise ProtocolError(f"header line without a colon: {line[:80]!r}")
+        name = name.strip()
+        if not name:
+            raise ProtocolError(f"header line without a name: {line[:80]!r}")
+        if urlencoded:
+            value = decode(value)
+        # FreeSWITCH repeats some headers (Hangup-Cause); the first one wins.
+        headers.setdefault(name, value)
+    return headers
+
+
+@dataclass(slots=True)
+class Frame:
+    """One ESL message: its outer headers and the raw body."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+
+@dataclass(slots=True)
+class Event:
+    """A decoded ``text/event-plain`` event."""
+
+    headers: dict[str, str]
+    body: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.headers.get("Event-Name", "")
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.headers.get(key, default)
+
+    def var(self, name: str, default: str = "") -> str:
+        return self.headers.get("variable_" + name, default)
+
+    @property
+    def timestamp_us(self) -> int:
+        """FreeSWITCH's own clock for this event, in microseconds."""
+        try:
+            return int(self.headers.get("Event-Date-Timestamp", "0"))
+        except ValueError:
+            return 0
+
+
+def parse_event(body: bytes) -> Event:
+    """Parse the body of a ``text/event-plain`` frame."""
+    head, sep, rest = body.partition(b"\n\n")
+    headers = parse_headers(head, urlencoded=True)
+    text = ""
+    if sep and "Content-Length" in headers:
+        try:
+            n = int(headers["Content-Length"])
+        except ValueError as exc:
+            raise ProtocolError("event body Content-Length is not a number") from exc
+        text = rest[:n].decode("utf-8", errors="replace")
+    return Event(headers, text)
+
+
+class FrameReader:
+    """Splits a byte stream into ESL frames."""
+
+    __slots__ = ("_buf", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame in the buffer, or None if more bytes are needed."""
+        buf = self._buf
+        # FreeSWITCH never sends blank lines between frames, but be lenient.
+        while buf[:1] == b"\n":
+            del buf[:1]
+        end = buf.find(b"\n\n")
+        if end < 0:
+            if len(buf) > MAX_HEADER_BYTES:
+                raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
+            return None
+        if end > MAX_HEADER_BYTES:
+            raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
+        headers = parse_headers(bytes(buf[:end]), urlencoded=False)
+        length = 0
+        if "Content-Length" in headers:
+            raw = headers["Content-Length"].strip()
+            if not raw.isdigit():
+                raise ProtocolError(f"bad Content-Length: {raw[:20]!r}")
+            length = int(raw)
+            if length > MAX_BODY_BYTES:
+                raise ProtocolError(f"Content-Length {length} over the {MAX_BODY_BYTES} limit")
+        total = end + 2 + length
+        if len(buf) < total:
+            return None
+        body = bytes(buf[end + 2 : total])
+        del buf[:total]
+        return Frame(headers, body)
+
+    def read(self, deadline: float | None) -> Frame:
+        """Block (cooperatively) until a frame arrives or the deadline passes."""
+        while True:
+            frame = self.next_frame()
+            if frame is not None:
+                return frame
+            if deadline is None:
+                self._sock.settimeout(None)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Timeout("no frame before the deadline")
+                self._sock.settimeout(remaining)
+            try:
+                data = self._sock.recv(65536)
+            except gevent.socket.timeout as exc:
+                raise Timeout("no frame before the deadline") from exc
+            except OSError as exc:
+                raise ConnectionClosed(f"socket error: {exc}") from exc
+            if not data:
+                raise ConnectionClosed("FreeSWITCH closed the socket")
+            self._buf += data
+
+
+def _clean_arg(value: str) -> str:
+    """Arguments travel in a header line: no newline may reach the wire."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("ESL arguments cannot contain line breaks")
+    return value
+
+
+@dataclass
+class BridgeSpan:
+    """One bridged period as FreeSWITCH timestamped it (microseconds)."""
+
+    start_us: int
+    end_us: int = 0
+    other_uuid: str = ""
+
+
+@dataclass
+class Session:
+    """One outbound-socket call: FreeSWITCH connected to us for one channel."""
+
+    sock: Any
+    command_timeout: float = 5.0
+    on_command: Callable[[str, float], None] | None = None
+    on_event: Callable[[Event], None] | None = None
+    channel: dict[str, str] = field(default_factory=dict)
+    uuid: str = ""
+    hungup: bool = False
+    hangup_cause: str = ""
+    hangup_complete: Event | None = None
+    lingering: bool = False
+    closed: bool = False
+    hangup_requested: bool = False
+    hangup_us: int = 0
+    bridges: list[BridgeSpan] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    _reader: FrameReader = field(init=False)
+    _completions: dict[str, Event] = field(default_factory=dict)
+    _waiting: set[str] = field(default_factory=set)
+    _replies: list[Frame] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reader = FrameReader(self.sock)
+
+    # ---------------------------------------------------------------- reading
+
+    def _pump(self, deadline: float | None) -> None:
+        """Read and dispatch one frame."""
+        frame = self._reader.read(deadline)
+        ctype = frame.content_type
+        if ctype == "text/event-plain":
+            self._dispatch(parse_event(frame.body))
+        elif ctype in ("command/reply", "api/response"):
+            self._replies.append(frame)
+        elif ctype == "text/disconnect-notice":
+            if frame.headers.get("Content-Disposition") == "linger":
+                self.lingering = True
+            else:
+                self.closed = True
+        elif ctype in ("text/event-json", "text/event-xml", "log/data"):
+            pass  # never subscribed; ignore rather than fail
+        else:
+            raise ProtocolError(f"unexpected Content-Type {ctype[:60]!r}")
+
+    def _dispatch(self, ev: Event) -> None:
+        if self.uuid and ev.get("Unique-ID") not in ("", self.uuid):
+            return  # another channel's event (never with myevents; ignore)
+        name = ev.name
+        if name == "CHANNEL_EXECUTE_COMPLETE":
+            app_uuid = ev.get("Application-UUID")
+            if app_uuid in self._waiting:
+                self._completions[app_uuid] = ev
+        elif name == "CHANNEL_HANGUP":
+            self.hungup = True
+            self.hangup_cause = ev.get("Hangup-Cause")
+            self.hangup_us = ev.timestamp_us
+        elif name == "CHANNEL_HANGUP_COMPLETE":
+            self.hungup = True
+            self.hangup_cause = self.hangup_cause or ev.get("Hangup-Cause")
+            self.hangup_complete = ev
+        elif name == "CHANNEL_BRIDGE":
+            self.bridges.append(BridgeSpan(ev.timestamp_us, 0, ev.get("Bridge-B-Unique-ID")))
+        elif name == "CHANNEL_UNBRIDGE":
+            if self.bridges and not self.bridges[-1].end_us:
+                self.bridges[-1].end_us = ev.timestamp_us
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _send(self, text: str) -> None:
+        try:
+            self.sock.sendall(text.encode("utf-8"))
+        except OSError as exc:
+            raise ConnectionClosed(f"socket error on send: {exc}") from exc
+
+    def _command(self, text: str, timeout: float | None = None) -> Frame:
+        """Send a command and wait for its reply (events met on the way are dispatched)."""
+        started = time.monotonic()
+        deadline = self._deadline(self.command_timeout if timeout is None else timeout)
+        self._replies.clear()
+        self._send(text)
+        while not self._replies:
+            self._pump(deadline)
+        reply = self._replies.pop(0)
+        if self.on_command is not None:
+            self.on_command(text.split("\n", 1)[0], time.monotonic() - started)
+        return reply
+
+    # --------------------------------------------------------------- commands
+
+    def connect(self) -> dict[str, str]:
+        """Send ``connect``; the reply carries the channel's data."""
+        reply = self._command("connect\n\n")
+        if reply.content_type != "command/reply":
+            raise ProtocolError("connect was not answered by a command/reply")
+        self.channel = {k: decode(v) for k, v in reply.headers.items()}
+        self.uuid = self.channel.get("Unique-ID") or self.channel.get("Channel-Unique-ID", "")
+        if not self.uuid:
+            raise ProtocolError("connect reply carries no Unique-ID")
+        self.variables.update(
+            (k[9:], v) for k, v in self.channel.items() if k.startswith("variable_")
+        )
+        return self.channel
+
+    def myevents(self) -> None:
+        self._expect_ok(self._command("myevents\n\n"), "myevents")
+
+    def linger(self) -> None:
+        self._expect_ok(self._command("linger\n\n"), "linger")
+
+    def _expect_ok(self, reply: Frame, what: str) -> None:
+        text = reply.headers.get("Reply-Text", "")
+        if not text.startswith("+OK"):
+            raise ESLError(f"{what} refused: {text[:80]}")
+
+    def execute(
+        self,
+        app: str,
+        arg: str = "",
+        *,
+        timeout: float | None = None,
+        tick: tuple[float, Callable[[], None]] | None = None,
+    ) -> Event:
+        """Run a dialplan app on the channel and wait for its CHANNEL_EXECUTE_COMPLETE.
+
+        Raises Hangup as soon as the channel is down (before or while the app runs):
+        once the channel is gone no app runs and no completion may ever come.
+        ``tick`` is (seconds, fn): fn runs every that many seconds while waiting.
+        """
+        if self.hungup or self.lingering:
+            raise Hangup(self.hangup_cause)
+        event_uuid = str(uuidlib.uuid4())
+        lines = ["sendmsg", "call-command: execute", f"execute-app-name: {_clean_arg(app)}"]
+        if arg:
+            lines.append(f"execute-app-arg: {_clean_arg(arg)}")
+        lines.append(f"Event-UUID: {event_uuid}")
+        self._waiting.add(event_uuid)
+        started = time.monotonic()
+        try:
+            reply = self._command("\n".join(lines) + "\n\n")
+            text = reply.headers.get("Reply-Text", "")
+            if not text.startswith("+OK"):
+                raise ESLError(f"execute {app} refused: {text[:80]}")
+            deadline = self._deadline(timeout)
+            next_tick = time.monotonic() + tick[0] if tick else None
+            while event_uuid not in self._completions:
+                if self.hungup or self.lingering:
+                    raise Hangup(self.hangup_cause)
+                wait_until = deadline
+                if next_tick is not None and (wait_until is None or next_tick < wait_until):
+                    wait_until = next_tick
+                try:
+                    self._pump(wait_until)
+                except Timeout:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise Timeout(f"{app} did not complete in {timeout} s") from None
+                if tick is not None and next_tick is not None and time.monotonic() >= next_tick:
+                    tick[1]()
+                    next_tick = time.monotonic() + tick[0]
+            done = self._completions.pop(event_uuid)
+        finally:
+            self._waiting.discard(event_uuid)
+        for key, value in done.headers.items():
+            if key.startswith("variable_"):
+                self.variables[key[9:]] = value
+        if self.on_command is not None:
+            self.on_command("execute " + app, time.monotonic() - started)
+        return done
+
+    def set_var(self, name: str, value: str) -> None:
+        self.execute("set", f"{name}={value}")
+
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang the channel up (a call-command: no execute events follow)."""
+        if self.hungup or self.lingering:
+            return
+        self.hangup_requested = True
+        self._command(f"sendmsg\ncall-command: hangup\nhangup-cause: {_clean_arg(cause)}\n\n")
+
+    def api(self, command: str, timeout: float | None = None) -> str:
+        reply = self._command(f"api {_clean_arg(command)}\n\n", timeout)
+        return reply.body.decode("utf-8", errors="replace")
+
+    def finish(self, timeout: float = 5.0, *, wait_hangup: bool = True) -> None:
+        """Collect CHANNEL_HANGUP_COMPLETE (when the channel is down), send ``exit``."""
+        deadline = time.monotonic() + timeout
+        try:
+            if wait_hangup and (self.hungup or self.hangup_requested):
+                while self.hangup_complete is None and not self.closed:
+                    self._pump(deadline)
+            if not self.closed:
+                self._replies.clear()
+                self._send("exit\n\n")
+                # +OK bye, the disconnect notice, then EOF; stop at whichever comes.
+                while not self.closed:
+                    self._pump(deadline)
+        except (ESLError, OSError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass

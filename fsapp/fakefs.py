@@ -1,0 +1,683 @@
+"""FreeSWITCH's side of an outbound event socket, for simulate, loadtest and tests.
+
+``FakeCall`` connects to the daemon as FreeSWITCH's ``socket`` app would, answers
+``connect`` with channel data, answers every command, and emits the events a real
+FreeSWITCH 1.10 emits, in the same order and framing as the wire transcripts:
+CHANNEL_HANGUP before the running app's completion, the linger notice after
+CHANNEL_HANGUP_COMPLETE, ``+OK`` but no events for a sendmsg after hangup, and so on.
+
+Time is virtual: a 10-minute bridge advances the call's clock (and every
+FreeSWITCH timestamp the daemon sees) by 10 minutes without waiting for it,
+unless the bridge is scripted to ``hold`` in real time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+import gevent.socket
+
+from fsapp.esl import FrameReader, parse_headers
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_/,$()")
+DISCONNECT_BODY = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
+CORE_UUID = "3d9d09fa-d0e9-48f9-aaf9-98e77cabf86a"
+
+
+def fs_encode(value: str) -> str:
+    """URL-encode a header value the way FreeSWITCH does (space is %20, '/$(),' kept)."""
+    out = []
+    for b in value.encode("utf-8"):
+        out.append(chr(b) if b in _SAFE else f"%{b:02X}")
+    return "".join(out)
+
+
+@dataclass
+class BridgePlan:
+    """How one bridge (or callcenter) attempt goes."""
+
+    outcome: str  # answer | no-answer | busy | unregistered | failed
+    seconds: float = 0.0  # talk time when answered
+    caller_hangs_up: bool = False  # the caller, not the agent, ends the talk
+    hold: bool = False  # keep the bridge up in real time (for kill tests)
+
+    @classmethod
+    def parse(cls, text: str) -> BridgePlan:
+        parts = text.split(":")
+        kind = parts[0]
+        if kind == "answer":
+            seconds = float(parts[1]) if len(parts) > 1 and parts[1] else 5.0
+            flags = set(parts[2:])
+            unknown = flags - {"caller", "hold"}
+            if unknown:
+                raise ValueError(f"bridge plan {text!r}: unknown flag {sorted(unknown)[0]!r}")
+            return cls("answer", seconds, "caller" in flags, "hold" in flags)
+        if kind in ("no-answer", "busy", "unregistered", "failed"):
+            return cls(kind)
+        raise ValueError(f"bridge plan {text!r}: answer:SECONDS[:caller][:hold], no-answer, busy, unregistered, failed")
+
+
+@dataclass
+class Script:
+    """What the caller and the network do during one call."""
+
+    caller: str = "5551234"
+    caller_name: str = "SIPp customer"
+    destination: str = "7000"
+    direction: str = "inbound"
+    variables: dict[str, str] = field(default_factory=dict)
+    dtmf: list[str] = field(default_factory=list)  # one entry per play_and_get_digits; "" = no input
+    bridges: list[str] = field(default_factory=list)  # one BridgePlan per bridge/callcenter
+    hangup_after: int | None = None  # the caller hangs up while the Nth app runs (1-based)
+    channel_uuid: str = ""
+
+
+@dataclass
+class Step:
+    """One thing the daemon made FreeSWITCH do, for transcripts and assertions."""
+
+    app: str
+    arg: str = ""
+    result: str = ""
+
+
+_DISPOSITION = {
+    "no-answer": ("NO_ANSWER", "NOANSWER", "NO_ANSWER", "", 5.0),
+    "busy": ("USER_BUSY", "BUSY", "USER_BUSY", "sip:486", 0.02),
+    "unregistered": ("USER_NOT_REGISTERED", "CHANUNAVAIL", "USER_NOT_REGISTERED", "", 0.01),
+    "failed": ("NORMAL_TEMPORARY_FAILURE", "CHANUNAVAIL", "NORMAL_TEMPORARY_FAILURE", "sip:503", 0.05),
+}
+
+_Q850 = {"NORMAL_CLEARING": "16", "USER_BUSY": "17", "NO_ANSWER": "19", "NORMAL_TEMPORARY_FAILURE": "41"}
+
+
+class CallerHungUp(Exception):
+    pass
+
+
+class _Channel:
+    """The channel's state and the frames FreeSWITCH would send for it."""
+
+    def __init__(self, address: tuple[str, int], script: Script, *, start_us: int | None = None,
+                 linger_timeout: float = 10.0, io_timeout: float = 30.0) -> None:
+        self.address = address
+        self.script = script
+        self.uuid = script.channel_uuid or str(uuidlib.uuid4())
+        self.now_us = start_us if start_us is not None else int(time.time() * 1_000_000)
+        self.created_us = self.now_us
+        self.seq = 1423
+        self.vars: dict[str, str] = {}
+        self.steps: list[Step] = []
+        self.frames_out: list[bytes] = []
+        self.commands: list[str] = []
+        self.app_count = 0
+        self.up = True
+        self.lingering_requested = False
+        self.myevents = False
+        self.bridged_us = 0
+        self.hangup_cause = ""
+        self.hangup_us = 0
+        self.exit_received = False
+        self.closed_by_peer = False
+        self.setup_latency = 0.0
+        self.command_latencies: list[float] = []
+        self.io_timeout = io_timeout
+        self.linger_timeout = linger_timeout
+        self._dtmf = list(script.dtmf)
+        self._bridges = [BridgePlan.parse(b) for b in script.bridges]
+        self._sock: Any = None
+        self._out: list[bytes] = []
+        self.channel_state = "CS_EXECUTE"
+        self.answer_state = "answered"
+        self.transferred = False
+        self.error = ""
+
+    # ----------------------------------------------------------- wire helpers
+
+    def _send(self, data: bytes) -> None:
+        # Frames are sent together when the command is handled (as FreeSWITCH's
+        # socket loop does), so no frame waits on Nagle + delayed ACK.
+        self.frames_out.append(data)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._sock.sendall(data)
+
+    def _reply(self, text: str) -> None:
+        self._send(f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode())
+
+    def _headers(self, name: str, extra: Iterable[tuple[str, str]] = (), *, calling: str = "switch_channel.c",
+                 function: str = "switch_channel_perform_event") -> list[tuple[str, str]]:
+        self.seq += 1
+        ts = self.now_us
+        t = time.gmtime(ts / 1e6)
+        local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts / 1e6))
+        cid = self.script
+        h: list[tuple[str, str]] = [
+            ("Event-Name", name),
+            ("Core-UUID", CORE_UUID),
+            ("FreeSWITCH-Hostname", "vm"),
+            ("FreeSWITCH-Switchname", "vm"),
+            ("FreeSWITCH-IPv4", "192.0.2.2"),
+            ("FreeSWITCH-IPv6", "fd00::2"),
+            ("Event-Date-Local", local),
+            ("Event-Date-GMT", time.strftime("%a, %d %b %Y %H:%M:%S GMT", t)),
+            ("Event-Date-Timestamp", str(ts)),
+            ("Event-Calling-File", calling),
+            ("Event-Calling-Function", function),
+            ("Event-Calling-Line-Number", "1"),
+            ("Event-Sequence", str(self.seq)),
+        ]
+        h.extend(extra)
+        chan = f"sofia/external/{cid.caller}@127.0.0.1:5070"
+        h += [
+            ("Channel-State", self.channel_state),
+            ("Channel-Call-State", "HANGUP" if not self.up else "ACTIVE"),
+            ("Channel-State-Number", {"CS_EXECUTE": "4", "CS_HANGUP": "10", "CS_REPORTING": "11"}.get(
+                self.channel_state, "4")),
+            ("Channel-Name", chan),
+            ("Unique-ID", self.uuid),
+            ("Call-Direction", cid.direction),
+            ("Presence-Call-Direction", cid.direction),
+            ("Channel-HIT-Dialplan", "true"),
+            ("Channel-Call-UUID", self.uuid),
+            ("Answer-State", self.answer_state),
+        ]
+        if self.hangup_cause:
+            h.append(("Hangup-Cause", self.hangup_cause))
+        h += [
+            ("Channel-Read-Codec-Name", "PCMU"),
+            ("Channel-Read-Codec-Rate", "8000"),
+            ("Channel-Read-Codec-Bit-Rate", "64000"),
+            ("Channel-Write-Codec-Name", "PCMU"),
+            ("Channel-Write-Codec-Rate", "8000"),
+            ("Channel-Write-Codec-Bit-Rate", "64000"),
+        ]
+        h += self._caller_profile()
+        h += [("variable_" + k, v) for k, v in self.vars.items()]
+        return h
+
+    def _caller_profile(self) -> list[tuple[str, str]]:
+        s = self.script
+        chan = f"sofia/external/{s.caller}@127.0.0.1:5070"
+        return [
+            ("Caller-Direction", s.direction),
+            ("Caller-Logical-Direction", s.direction),
+            ("Caller-Username", s.caller),
+            ("Caller-Dialplan", "XML"),
+            ("Caller-Caller-ID-Name", s.caller_name),
+            ("Caller-Caller-ID-Number", s.caller),
+            ("Caller-Orig-Caller-ID-Name", s.caller_name),
+            ("Caller-Orig-Caller-ID-Number", s.caller),
+            ("Caller-Network-Addr", "127.0.0.1"),
+            ("Caller-ANI", s.caller),
+            ("Caller-Destination-Number", s.destination),
+            ("Caller-Unique-ID", self.uuid),
+            ("Caller-Source", "mod_sofia"),
+            ("Caller-Context", "public"),
+            ("Caller-Channel-Name", chan),
+            ("Caller-Profile-Index", "1"),
+            ("Caller-Profile-Created-Time", str(self.created_us)),
+            ("Caller-Channel-Created-Time", str(self.created_us)),
+            ("Caller-Channel-Answered-Time", str(self.created_us)),
+            ("Caller-Channel-Progress-Time", "0"),
+            ("Caller-Channel-Progress-Media-Time", str(self.created_us)),
+            ("Caller-Channel-Hangup-Time", str(self.hangup_us)),
+            ("Caller-Channel-Transfer-Time", "0"),
+            ("Caller-Channel-Resurrect-Time", "0"),
+            ("Caller-Channel-Bridged-Time", str(self.bridged_us)),
+            ("Caller-Channel-Last-Hold", "0"),
+            ("Caller-Channel-Hold-Accum", "0"),
+            ("Caller-Screen-Bit", "true"),
+            ("Caller-Privacy-Hide-Name", "false"),
+            ("Caller-Privacy-Hide-Number", "false"),
+        ]
+
+    def _event(self, name: str, extra: Iterable[tuple[str, str]] = (), tail: Iterable[tuple[str, str]] = (),
+               **kw: str) -> None:
+        if not self.myevents:
+            return
+        headers = self._headers(name, extra, **kw) + list(tail)
+        body = "".join(f"{k}: {fs_encode(v)}\n" for k, v in headers) + "\n"
+        raw = body.encode("ascii")
+        self._send(b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(raw) + raw)
+
+    def _execute_events(self, app: str, arg: str, app_uuid: str) -> None:
+        self.vars["current_application"] = app
+        if arg:
+            self.vars["current_application_data"] = arg
+        tail = [("Application", app)]
+        if arg:
+            tail.append(("Application-Data", arg))
+        tail.append(("Application-UUID", app_uuid))
+        self._event("CHANNEL_EXECUTE", tail=tail, calling="switch_core_session.c",
+                    function="switch_core_session_exec")
+
+    def _complete(self, app: str, arg: str, app_uuid: str, response: str = "_none_") -> None:
+        tail = [("Application", app)]
+        if arg:
+            tail.append(("Application-Data", arg))
+        tail += [("Application-Response", response), ("Application-UUID", app_uuid)]
+        self._event("CHANNEL_EXECUTE_COMPLETE", tail=tail, calling="switch_core_session.c",
+                    function="switch_core_session_exec")
+
+    def _advance(self, seconds: float) -> None:
+        self.now_us += int(seconds * 1_000_000)
+
+
+
+class _CommandReader(FrameReader):
+    """Reads daemon commands: a first line (``connect``, ``sendmsg``...) then headers."""
+
+    def next_command(self) -> tuple[str, dict[str, str]] | None:
+        buf = self._buf
+        end = buf.find(b"\n\n")
+        if end < 0:
+            return None
+        block = bytes(buf[:end]).decode("utf-8", errors="replace")
+        del buf[: end + 2]
+        first, _, rest = block.partition("\n")
+        return first.strip(), parse_headers(rest.encode(), urlencoded=False) if rest else {}
+
+
+class FakeFreeSWITCH(_Channel):
+    """The stand-in proper: reads commands and plays FreeSWITCH's part."""
+
+    def run(self) -> FakeFreeSWITCH:
+        t0 = time.monotonic()
+        try:
+            self._sock = gevent.socket.create_connection(self.address, timeout=self.io_timeout)
+            self._sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            self.error = f"connect failed: {exc}"
+            return self
+        reader = _CommandReader(self._sock)
+        first = True
+        try:
+            while True:
+                cmd = reader.next_command()
+                if cmd is None:
+                    deadline = self.linger_timeout if (not self.up and self.lingering_requested) else self.io_timeout
+                    self._sock.settimeout(deadline)
+                    try:
+                        data = self._sock.recv(65536)
+                    except (TimeoutError, gevent.socket.timeout):
+                        self.error = "daemon went quiet" if self.up else "daemon never sent exit"
+                        break
+                    except OSError:
+                        self.closed_by_peer = True
+                        break
+                    if not data:
+                        self.closed_by_peer = True
+                        break
+                    reader.feed(data)
+                    continue
+                if first:
+                    self.setup_latency = time.monotonic() - t0
+                    first = False
+                name, headers = cmd
+                self.commands.append(name)
+                started = time.monotonic()
+                try:
+                    keep = self.handle(name, headers)
+                finally:
+                    self._flush()
+                self.command_latencies.append(time.monotonic() - started)
+                if not keep:
+                    break
+        except CallerHungUp:
+            pass
+        except OSError:
+            self.closed_by_peer = True
+        finally:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        return self
+
+    # ----------------------------------------------------------- commands
+
+    def handle(self, name: str, headers: dict[str, str]) -> bool:
+        if name == "connect":
+            self._send_channel_data()
+            return True
+        if name == "myevents" or name.startswith("myevents "):
+            self.myevents = True
+            self._reply("+OK Events Enabled")
+            self._event("CHANNEL_PARK", calling="switch_ivr.c", function="switch_ivr_park")
+            return True
+        if name == "linger" or name.startswith("linger "):
+            self.lingering_requested = True
+            self._reply("+OK will linger")
+            return True
+        if name.startswith("event "):
+            self._reply("+OK event listener enabled plain")
+            return True
+        if name == "exit":
+            self.exit_received = True
+            self._reply("+OK bye")
+            self._send(b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: %s\n"
+                       b"Content-Disposition: disconnect\nContent-Length: %d\n\n"
+                       % (self.uuid.encode(), len(DISCONNECT_BODY)) + DISCONNECT_BODY)
+            return False
+        if name.startswith("api "):
+            body = b"+OK\n" if name.startswith("api uuid_break") else b"-ERR no such command\n"
+            self._send(b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body)
+            return True
+        if name == "sendmsg" or name.startswith("sendmsg "):
+            return self._sendmsg(headers)
+        self._reply("-ERR command not found")
+        return True
+
+    def _send_channel_data(self) -> None:
+        for k, v in self.script.variables.items():
+            self.vars[k] = v
+        self.vars.setdefault("direction", self.script.direction)
+        self.vars.setdefault("uuid", self.uuid)
+        self.vars.setdefault("call_uuid", self.uuid)
+        self.vars.setdefault("socket_host", "127.0.0.1")
+        s = self.script
+        chan = f"sofia/external/{s.caller}@127.0.0.1:5070"
+        headers = self._headers("CHANNEL_DATA", calling="mod_event_socket.c", function="parse_command")
+        # CHANNEL_DATA carries Channel-* copies of the caller profile before the rest.
+        channel = [
+            ("Channel-Direction", s.direction),
+            ("Channel-Logical-Direction", s.direction),
+            ("Channel-Username", s.caller),
+            ("Channel-Dialplan", "XML"),
+            ("Channel-Caller-ID-Name", s.caller_name),
+            ("Channel-Caller-ID-Number", s.caller),
+            ("Channel-ANI", s.caller),
+            ("Channel-Destination-Number", s.destination),
+            ("Channel-Unique-ID", self.uuid),
+            ("Channel-Source", "mod_sofia"),
+            ("Channel-Context", "public"),
+            ("Channel-Channel-Name", chan),
+        ]
+        headers = headers[:13] + channel + headers[13:]
+        body = "".join(f"{k}: {fs_encode(v)}\n" for k, v in headers)
+        body += "Content-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n"
+        self._send(body.encode("ascii"))
+
+    def _sendmsg(self, headers: dict[str, str]) -> bool:
+        command = headers.get("call-command", "")
+        self._reply("+OK")
+        if not self.up:
+            return True  # after hangup: +OK, and nothing runs
+        if command == "hangup":
+            cause = headers.get("hangup-cause", "NORMAL_CLEARING")
+            self.steps.append(Step("hangup", cause, "call-command"))
+            self._teardown(cause, running=None)
+            return True
+        if command != "execute":
+            return True
+        app = headers.get("execute-app-name", "")
+        arg = headers.get("execute-app-arg", "")
+        app_uuid = headers.get("Event-UUID") or str(uuidlib.uuid4())
+        self.app_count += 1
+        self._execute_events(app, arg, app_uuid)
+        if self.script.hangup_after is not None and self.app_count >= self.script.hangup_after:
+            self._caller_hangup_during(app, arg, app_uuid)
+            return True
+        handler = getattr(self, "_app_" + app, None)
+        if handler is None:
+            self.steps.append(Step(app, arg, "_none_"))
+            self._advance(0.001)
+            self._complete(app, arg, app_uuid)
+            return True
+        handler(arg, app_uuid)
+        return True
+
+    # ----------------------------------------------------------- apps
+
+    def _app_answer(self, arg: str, app_uuid: str) -> None:
+        self.steps.append(Step("answer"))
+        self._advance(0.02)
+        self._complete("answer", arg, app_uuid)
+
+    def _app_set(self, arg: str, app_uuid: str) -> None:
+        k, _, v = arg.partition("=")
+        self.vars[k] = v
+        self.steps.append(Step("set", arg))
+        self._complete("set", arg, app_uuid)
+
+    def _app_multiset(self, arg: str, app_uuid: str) -> None:
+        for item in arg.split():
+            k, _, v = item.partition("=")
+            self.vars[k] = v
+        self.steps.append(Step("multiset", arg))
+        self._complete("multiset", arg, app_uuid)
+
+    def _app_playback(self, arg: str, app_uuid: str) -> None:
+        files = arg[len("file_string://"):].split("!") if arg.startswith("file_string://") else [arg]
+        self.steps.append(Step("playback", arg, "FILE PLAYED"))
+        seconds = 1.5 * len(files)
+        self._advance(seconds)
+        self.vars.update(playback_seconds=str(int(seconds)), playback_ms=str(int(seconds * 1000)))
+        self._complete("playback", arg, app_uuid, "FILE PLAYED")
+
+    def _app_say(self, arg: str, app_uuid: str) -> None:
+        self.steps.append(Step("say", arg))
+        self._advance(2)
+        self._complete("say", arg, app_uuid)
+
+    def _app_record_session(self, arg: str, app_uuid: str) -> None:
+        self.steps.append(Step("record_session", arg))
+        self.vars["record_session"] = arg
+        self._complete("record_session", arg, app_uuid)
+
+    def _app_play_and_get_digits(self, arg: str, app_uuid: str) -> None:
+        parts = arg.split(" ")
+        var = parts[7] if len(parts) > 7 else "collected_digits"
+        regex = parts[8] if len(parts) > 8 else ""
+        max_digits = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 128
+        typed = self._dtmf.pop(0) if self._dtmf else ""
+        self._advance(1.0)
+        for d in typed + ("#" if typed else ""):
+            self._advance(0.3)
+            self._event("DTMF", [("DTMF-Digit", d), ("DTMF-Duration", "2240"), ("DTMF-Source", "RTP")])
+        if not typed:
+            self._advance(int(parts[3]) / 1000 if len(parts) > 3 and parts[3].isdigit() else 5)
+        digits = typed[:max_digits]
+        ok = bool(digits) and (not regex or re.search(regex, digits) is not None)
+        if ok:
+            self.vars[var] = digits
+            self.vars["read_result"] = "success"
+            self.vars["read_terminator_used"] = "#"
+        else:
+            self.vars.pop(var, None)
+            self.vars["read_result"] = "failure"
+            if digits:
+                self.vars[var + "_invalid"] = digits
+        self.vars["digits_dialed"] = self.vars.get("digits_dialed", "") + typed + ("#" if typed else "")
+        self.steps.append(Step("play_and_get_digits", arg, digits if ok else ("invalid:" + digits if digits else "")))
+        self._complete("play_and_get_digits", arg, app_uuid)
+
+    def _next_bridge(self) -> BridgePlan:
+        return self._bridges.pop(0) if self._bridges else BridgePlan("no-answer")
+
+    def _app_bridge(self, arg: str, app_uuid: str) -> None:
+        plan = self._next_bridge()
+        other = str(uuidlib.uuid4())
+        self.steps.append(Step("bridge", arg, plan.outcome if plan.outcome != "answer" else f"answer:{plan.seconds:g}"))
+        if plan.outcome != "answer":
+            disp, dial, cause, proto, secs = _DISPOSITION[plan.outcome]
+            if plan.outcome == "no-answer" and "originate_timeout=" in arg:
+                secs = float(arg.split("originate_timeout=", 1)[1].split("}")[0].split(",")[0] or 5)
+            self._advance(secs)
+            self.vars.update(originate_disposition=disp, DIALSTATUS=dial, originate_failed_cause=cause,
+                             last_bridge_hangup_cause=cause, originate_causes=f"{other};{cause}")
+            if proto:
+                self.vars["last_bridge_proto_specific_hangup_cause"] = proto
+            if self.vars.get("continue_on_fail") != "true" and plan.outcome != "no-answer":
+                # FreeSWITCH hangs the caller up itself (transcript 03c).
+                self.vars["hangup_cause"] = cause
+                self._teardown(cause, running=("bridge", arg, app_uuid))
+                return
+            self._complete("bridge", arg, app_uuid)
+            return
+        self._advance(2.0)  # ringing
+        self._bridge_talk(plan, other, arg, app_uuid, "bridge")
+
+    def _bridge_talk(self, plan: BridgePlan, other: str, arg: str, app_uuid: str, app: str) -> None:
+        self.bridged_us = self.now_us
+        self.vars.update(originate_disposition="SUCCESS", DIALSTATUS="SUCCESS",
+                         originate_causes=f"{other};NONE", signal_bond=other)
+        if not self.vars.get("bridge_uepoch"):
+            self.vars["bridge_epoch"] = str(self.now_us // 1_000_000)
+            self.vars["bridge_uepoch"] = str(self.now_us)
+        bridge_ids = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", other)]
+        self._event("CHANNEL_BRIDGE", bridge_ids, calling="switch_ivr_bridge.c",
+                    function="switch_ivr_multi_threaded_bridge")
+        if plan.hold:
+            # Real time: the daemon's meter heartbeats happen while we wait here.
+            self._flush()
+            end = time.monotonic() + plan.seconds
+            while time.monotonic() < end:
+                gevent.sleep(min(0.05, max(0.0, end - time.monotonic())))
+                self.now_us = self.bridged_us + int((plan.seconds - (end - time.monotonic())) * 1e6)
+            self.now_us = self.bridged_us + int(plan.seconds * 1e6)
+        else:
+            self._advance(plan.seconds)
+        if plan.caller_hangs_up:
+            self._teardown("NORMAL_CLEARING", running=(app, arg, app_uuid), unbridge=other)
+            return
+        self.vars.update(last_bridge_to=other, bridge_channel=f"sofia/internal/{other[:8]}",
+                         bridge_hangup_cause="NORMAL_CLEARING",
+                         last_bridge_proto_specific_hangup_cause="sip:200")
+        self._event("CHANNEL_UNBRIDGE", bridge_ids, calling="switch_ivr_bridge.c",
+                    function="switch_ivr_multi_threaded_bridge")
+        if app == "bridge":
+            self._complete("bridge", arg, app_uuid)
+
+    def _app_callcenter(self, arg: str, app_uuid: str) -> None:
+        plan = self._next_bridge()
+        self.steps.append(Step("callcenter", arg, plan.outcome if plan.outcome != "answer" else
+                               f"answer:{plan.seconds:g}"))
+        self.vars.update(cc_queue=arg, cc_side="member", cc_member_uuid=str(uuidlib.uuid4()),
+                         cc_queue_joined_epoch=str(self.now_us // 1_000_000))
+        if plan.outcome != "answer":
+            self._advance(30)
+            self.vars["cc_cause"] = "timeout"
+            self._complete("callcenter", arg, app_uuid)
+            return
+        self._advance(2.0)
+        other = str(uuidlib.uuid4())
+        self.vars.update(cc_cause="answered", cc_agent_uuid=other)
+        # Completes at agent answer (transcript 07), then uuid_bridge takes the caller.
+        self._complete("callcenter", arg, app_uuid)
+        self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()))
+        self._event("CHANNEL_EXECUTE", tail=[("Application", "uuid_bridge"), ("Application-Data", other)])
+        self.vars.update(cc_agent="agent1@default", cc_agent_bridged="true")
+        self._bridge_talk(plan, other, arg, app_uuid, "callcenter")
+        if self.up:
+            # Nothing follows the socket app in the dialplan: FreeSWITCH hangs up.
+            self._teardown("NORMAL_CLEARING", running=None, after_socket=True)
+
+    def _app_transfer(self, arg: str, app_uuid: str) -> None:
+        self.steps.append(Step("transfer", arg))
+        self.transferred = True
+        self._complete("transfer", arg, app_uuid)
+        self._event("CHANNEL_UNPARK")
+        self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()))
+
+    def _app_hangup(self, arg: str, app_uuid: str) -> None:
+        cause = arg or "NORMAL_CLEARING"
+        self.steps.append(Step("hangup", cause, "execute"))
+        self._teardown(cause, running=("hangup", arg, app_uuid))
+
+    # ----------------------------------------------------------- hangup
+
+    def _caller_hangup_during(self, app: str, arg: str, app_uuid: str) -> None:
+        self.steps.append(Step(app, arg, "caller hung up"))
+        self._advance(0.5)
+        if app in ("bridge", "callcenter"):
+            plan = self._next_bridge()
+            if plan.outcome == "answer":
+                other = str(uuidlib.uuid4())
+                self._advance(2.0)
+                self._bridge_talk(BridgePlan("answer", plan.seconds, True, plan.hold), other, arg, app_uuid, app)
+                return
+        response = "PLAYBACK ERROR" if app == "playback" else "_none_"
+        if app == "play_and_get_digits":
+            self.vars["read_result"] = "failure"
+        self._teardown("NORMAL_CLEARING", running=(app, arg, app_uuid), response=response, by_caller=True)
+
+    def _teardown(self, cause: str, running: tuple[str, str, str] | None, *, response: str = "_none_",
+                  unbridge: str = "", by_caller: bool = False, after_socket: bool = False) -> None:
+        """The channel goes down: the events, in FreeSWITCH's order, then linger or close."""
+        self.up = False
+        self.hangup_cause = cause
+        self.hangup_us = self.now_us
+        self.answer_state = "hangup"
+        self.vars["hangup_cause"] = cause
+        self.vars["hangup_cause_q850"] = _Q850.get(cause, "16")
+        self.vars["sip_hangup_disposition"] = "recv_bye" if by_caller or unbridge else "send_bye"
+        self._event("CHANNEL_HANGUP", [("Hangup-Cause", cause)])
+        if unbridge:
+            self.vars.update(last_bridge_to=unbridge, bridge_hangup_cause=cause)
+            self._event("CHANNEL_UNBRIDGE", [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", unbridge)])
+        if running is not None:
+            app, arg, app_uuid = running
+            self._complete(app, arg, app_uuid, response)
+        if not self.transferred and not after_socket:
+            self._event("CHANNEL_UNPARK")
+            self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()), response)
+        self._advance(0.02)
+        self.channel_state = "CS_HANGUP"
+        self._event("CHANNEL_STATE")
+        self.channel_state = "CS_REPORTING"
+        self._event("CHANNEL_STATE")
+        start = self.created_us
+        end = self.now_us
+        self.vars.update(
+            start_epoch=str(start // 1_000_000), start_uepoch=str(start),
+            answer_epoch=str(start // 1_000_000), answer_uepoch=str(start),
+            end_epoch=str(end // 1_000_000), end_uepoch=str(end),
+            duration=str((end - start) // 1_000_000), billsec=str((end - start) // 1_000_000),
+            mduration=str((end - start) // 1000), billmsec=str((end - start) // 1000),
+            uduration=str(end - start),
+        )
+        self.vars.setdefault("bridge_epoch", "0")
+        self.vars.setdefault("bridge_uepoch", "0")
+        self._event("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)],
+                    calling="switch_core_state_machine.c", function="switch_core_session_reporting_state")
+        chan = f"sofia/external/{self.script.caller}@127.0.0.1:5070"
+        if self.lingering_requested:
+            self._send(f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.uuid}\n"
+                       f"Content-Disposition: linger\nChannel-Name: {chan}\nLinger-Time: -1\n"
+                       f"Content-Length: 0\n\n".encode())
+        else:
+            self._send(b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: %s\n"
+                       b"Content-Disposition: disconnect\nContent-Length: %d\n\n"
+                       % (self.uuid.encode(), len(DISCONNECT_BODY)) + DISCONNECT_BODY)
+            raise CallerHungUp()
+
+    # ----------------------------------------------------------- reading it back
+
+    def prompts(self) -> list[str]:
+        """Every file played, in order (file_string lists split)."""
+        out: list[str] = []
+        for st in self.steps:
+            if st.app == "playback":
+                arg = st.arg
+                out += arg[len("file_string://"):].split("!") if arg.startswith("file_string://") else [arg]
+        return out
+
+    def apps(self) -> list[str]:
+        return [st.app for st in self.steps]
+
+
+def run_call(address: tuple[str, int], script: Script, **kw: Any) -> FakeFreeSWITCH:
+    """Play one call against the daemon at ``address`` and return the finished stand-in."""
+    return FakeFreeSWITCH(address, script, **kw).run()

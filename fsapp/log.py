@@ -1,0 +1,58 @@
+"""structlog, configured once: JSON lines off a TTY, console rendering on one.
+
+Secrets never reach a log line: a processor blanks PIN and token fields and
+masks long digit runs (card-like numbers) in every string value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = frozenset({"pin", "password", "token", "authorization", "secret", "api_key", "new_pin"})
+_CARD_RE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Blank secret fields; mask card-like digit runs in strings."""
+    for key, value in list(event.items()):
+        if key.lower() in SECRET_KEYS or "pin" in key.lower().split("_"):
+            event[key] = "[redacted]"
+        elif isinstance(value, str) and _CARD_RE.search(value):
+            event[key] = _CARD_RE.sub(lambda m: m.group(0)[:4] + "*" * (len(m.group(0)) - 4), value)
+    return event
+
+
+_configured = False
+
+
+def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
+    """Configure structlog once per process (later calls only change the level)."""
+    global _configured
+    stream = stream or sys.stderr
+    if json is None:
+        json = not (hasattr(stream, "isatty") and stream.isatty())
+    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=not _configured,
+    )
+    _configured = True
+
+
+def get(name: str = "fsapp") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,36 @@
+"""Module kinds, registered in one explicit table.
+
+A kind is a ``Kind``: the function that runs it, the schema of its own keys, a
+validator for rules the schema cannot say, and two facts the config checks use.
+``run(ctx, module) -> str`` returns the destination the call goes to next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fsapp.modules import menu
+
+if TYPE_CHECKING:
+    from fsapp.call import CallContext
+    from fsapp.config import ModuleConfig, Opt
+
+
+def _no_rules(module: ModuleConfig) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Kind:
+    run: Callable[[CallContext, ModuleConfig], str]
+    schema: Mapping[str, Opt]
+    validate: Callable[[ModuleConfig], list[str]] = _no_rules
+    bridges: bool = False  # hands the caller to a person itself (has its own way out)
+    speaks_numbers: bool = False  # plays amounts from the number prompts
+
+
+KINDS: dict[str, Kind] = {
+    "menu": Kind(menu.run, menu.SCHEMA, menu.validate),
+}

@@ -1,0 +1,123 @@
+"""``fsapp serve``: gevent's StreamServer, one greenlet per call.
+
+- peers outside ``[server] allow`` are closed before a byte is read, and logged;
+- above ``max_calls`` a call is still taken, and sent to ``[entry] overflow``;
+- SIGTERM/SIGINT stop accepting, let live calls finish up to ``drain_seconds``,
+  then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket as pysocket
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pool
+from gevent.server import StreamServer
+
+from fsapp.app import App
+from fsapp.call import CallHandler
+
+
+class Server:
+    def __init__(self, app: App, *, listener: Any = None) -> None:
+        self.app = app
+        cfg = app.config.server
+        self.log = app.log.bind(component="server")
+        self.allow = [ipaddress.ip_network(a, strict=False) for a in cfg.allow]
+        self.calls: set[gevent.Greenlet] = set()
+        self.draining = False
+        self.stopped = gevent.event.Event()
+        # The pool is the hard ceiling (live calls + overflow calls being turned away).
+        self.pool = gevent.pool.Pool(cfg.max_calls + max(64, cfg.max_calls // 10))
+        if listener is None:
+            listener = self._listen(cfg.listen_host, cfg.listen_port, cfg.backlog)
+        extra = {"backlog": cfg.backlog} if isinstance(listener, tuple) else {}
+        self.stream = StreamServer(listener, self._handle, spawn=self.pool, **extra)
+        self.on_reload: Callable[[], None] | None = None
+
+    @staticmethod
+    def _listen(host: str, port: int, backlog: int) -> pysocket.socket:
+        family = pysocket.AF_INET6 if ":" in host else pysocket.AF_INET
+        sock = pysocket.socket(family, pysocket.SOCK_STREAM)
+        sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return sock
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.stream.address[:2]
+
+    def allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allow)
+
+    def _handle(self, sock: Any, address: tuple[Any, ...]) -> None:
+        peer = address[0] if address else ""
+        if not self.allowed(peer):
+            self.log.warning("connection_refused", peer=peer, reason="not in server.allow")
+            self.app.metrics.rejected("allow")
+            sock.close()
+            return
+        if self.draining:
+            self.log.warning("connection_refused", peer=peer, reason="draining")
+            self.app.metrics.rejected("draining")
+            sock.close()
+            return
+        sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
+        overflow = len(self.calls) >= self.app.config.server.max_calls
+        if overflow:
+            self.app.metrics.rejected("overflow")
+        me = gevent.getcurrent()
+        self.calls.add(me)
+        self.app.metrics.live(len(self.calls))
+        try:
+            CallHandler(self.app, sock, overflow=overflow).run()
+        finally:
+            self.calls.discard(me)
+            self.app.metrics.live(len(self.calls))
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def start(self) -> None:
+        self.stream.start()
+        host, port = self.address
+        self.log.info("server_started", listen=f"{host}:{port}", max_calls=self.app.config.server.max_calls)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting; wait for live calls up to ``timeout``; kill what is left."""
+        if self.draining:
+            return
+        self.draining = True
+        timeout = self.app.config.server.drain_seconds if timeout is None else timeout
+        self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
+        self.stream.close()
+        left = gevent.joinall(list(self.calls), timeout=timeout)
+        still = [g for g in self.calls if g not in left and not g.dead]
+        if still:
+            self.log.warning("server_drain_timeout", killed_calls=len(still))
+            gevent.killall(still, timeout=5)
+        self.log.info("server_stopped")
+        self.stopped.set()
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (drain, return) — SIGHUP calls ``on_reload``."""
+        self.start()
+        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.drain))
+        gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.drain))
+        if self.on_reload is not None:
+            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
+        self.stopped.wait()

@@ -1,0 +1,362 @@
+"""The storage database: journal, customer directory, lockouts, meters, ledger, outbox.
+
+All SQL lives here, written once; the backend (``sqlite.py``) only runs it.
+Schema changes are numbered migrations applied in order at open.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fsapp.store.sqlite import SQLiteDB, StorageError
+
+__all__ = ["Store", "StorageError", "open_store"]
+
+MIGRATIONS: list[str] = [
+    # 1: the call journal, the customer directory, PIN failures
+    """
+    CREATE TABLE calls (
+        uuid TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        answered_at TEXT,
+        ended_at TEXT,
+        direction TEXT NOT NULL DEFAULT 'inbound',
+        caller TEXT NOT NULL DEFAULT '',
+        caller_name TEXT NOT NULL DEFAULT '',
+        called TEXT NOT NULL DEFAULT '',
+        extension TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'active',
+        total_seconds INTEGER NOT NULL DEFAULT 0,
+        talk_seconds INTEGER NOT NULL DEFAULT 0,
+        too_long INTEGER NOT NULL DEFAULT 0,
+        customer_id TEXT NOT NULL DEFAULT '',
+        customer_name TEXT NOT NULL DEFAULT '',
+        customer_type TEXT NOT NULL DEFAULT '',
+        modules TEXT NOT NULL DEFAULT '[]',
+        auth_method TEXT NOT NULL DEFAULT '',
+        auth_result TEXT NOT NULL DEFAULT '',
+        charge INTEGER NOT NULL DEFAULT 0,
+        recording TEXT NOT NULL DEFAULT '',
+        downloaded INTEGER NOT NULL DEFAULT 0,
+        hangup_cause TEXT NOT NULL DEFAULT '',
+        final_destination TEXT NOT NULL DEFAULT '',
+        entry_module TEXT NOT NULL DEFAULT '',
+        daemon TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX calls_started ON calls (started_at);
+    CREATE INDEX calls_customer ON calls (customer_id, started_at);
+    CREATE INDEX calls_status ON calls (status, started_at);
+
+    CREATE TABLE customers (
+        id TEXT PRIMARY KEY,
+        number TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL DEFAULT '',
+        mobile TEXT NOT NULL DEFAULT '',
+        pin_hash TEXT NOT NULL DEFAULT '',
+        sales TEXT NOT NULL DEFAULT '',
+        support TEXT NOT NULL DEFAULT '',
+        other TEXT NOT NULL DEFAULT '',
+        debt INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE customer_phones (
+        phone TEXT NOT NULL,
+        customer_id TEXT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+        PRIMARY KEY (phone, customer_id)
+    );
+    CREATE TABLE pin_failures (
+        customer_id TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX pin_failures_customer ON pin_failures (customer_id, at);
+    CREATE TABLE lockouts (
+        customer_id TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    );
+    """,
+    # 2: meters, the ledger, the outbox
+    """
+    CREATE TABLE meters (
+        call_uuid TEXT NOT NULL,
+        module TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        interval_minutes INTEGER NOT NULL,
+        amount_per_interval INTEGER NOT NULL,
+        product_code TEXT NOT NULL DEFAULT '',
+        product_name TEXT NOT NULL DEFAULT '',
+        invoice_type TEXT NOT NULL DEFAULT '',
+        account TEXT NOT NULL DEFAULT '',
+        send_payment_link INTEGER NOT NULL DEFAULT 0,
+        mobile TEXT NOT NULL DEFAULT '',
+        target TEXT NOT NULL DEFAULT '',
+        bridge_us INTEGER NOT NULL DEFAULT 0,
+        seen_us INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'open',
+        daemon TEXT NOT NULL DEFAULT '',
+        opened_at REAL NOT NULL,
+        PRIMARY KEY (call_uuid, module)
+    );
+    CREATE TABLE charges (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_uuid TEXT NOT NULL,
+        module TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        talk_seconds INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        amount INTEGER NOT NULL,
+        debt_after INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL DEFAULT 'call',
+        created_at TEXT NOT NULL,
+        UNIQUE (call_uuid, module)
+    );
+    CREATE INDEX charges_customer ON charges (customer_id, created_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        delivered_at REAL,
+        result TEXT NOT NULL DEFAULT '',
+        last_error TEXT NOT NULL DEFAULT '',
+        locked_by TEXT NOT NULL DEFAULT '',
+        locked_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
+    """,
+]
+
+CALL_FIELDS = (
+    "uuid started_at answered_at ended_at direction caller caller_name called extension status "
+    "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon"
+).split()
+
+
+def now_iso(ts: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
+
+
+class Store:
+    """Everything fsapp keeps, above one database connection."""
+
+    def __init__(self, db: SQLiteDB) -> None:
+        self.db = db
+
+    # ------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        with self.db.transaction():
+            row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
+            current = int(row["v"]) if row and row["v"] is not None else 0
+            for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+        return len(MIGRATIONS)
+
+    def ping(self) -> bool:
+        return self.db.ping()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------ journal
+
+    def call_started(self, row: dict[str, Any]) -> None:
+        cols = [c for c in CALL_FIELDS if c in row]
+        self.db.execute(
+            f"INSERT OR IGNORE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [_sql_value(row[c]) for c in cols],
+        )
+
+    def call_finished(self, uuid: str, row: dict[str, Any]) -> None:
+        cols = [c for c in CALL_FIELDS if c in row and c != "uuid"]
+        with self.db.transaction():
+            changed = self.db.execute(
+                f"UPDATE calls SET {', '.join(c + ' = ?' for c in cols)} WHERE uuid = ?",
+                [*(_sql_value(row[c]) for c in cols), uuid],
+            )
+            if not changed:
+                self.call_started({**row, "uuid": uuid})
+
+    def get_call(self, uuid: str) -> dict[str, Any] | None:
+        row = self.db.one("SELECT * FROM calls WHERE uuid = ?", (uuid,))
+        return _call_out(row) if row else None
+
+    def list_calls(
+        self,
+        *,
+        date_from: str = "",
+        date_to: str = "",
+        customer: str = "",
+        status: str = "",
+        direction: str = "",
+        too_long: bool = False,
+        number: str = "",
+        order: str = "started_at",
+        descending: bool = False,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if date_from:
+            where.append("started_at >= ?")
+            params.append(date_from)
+        if date_to:
+            where.append("started_at < ?")
+            params.append(_next_day(date_to))
+        if customer:
+            where.append("customer_id = ?")
+            params.append(customer)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if direction:
+            where.append("direction = ?")
+            params.append(direction)
+        if too_long:
+            where.append("too_long = 1")
+        if number:
+            where.append("(caller LIKE ? OR called LIKE ? OR extension = ?)")
+            params += [f"%{number}%", f"%{number}%", number]
+        if order not in CALL_FIELDS:
+            raise ValueError(f"cannot sort by {order!r}")
+        sql = "SELECT * FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def mark_downloaded(self, uuid: str) -> bool:
+        return self.db.execute("UPDATE calls SET downloaded = 1 WHERE uuid = ?", (uuid,)) > 0
+
+    def close_stale_calls(self, daemon: str) -> int:
+        """Calls a dead daemon left 'active' become 'failed' (its meters are reconciled apart)."""
+        return self.db.execute(
+            "UPDATE calls SET status = 'failed', hangup_cause = CASE WHEN hangup_cause = '' "
+            "THEN 'DAEMON_RESTART' ELSE hangup_cause END WHERE status = 'active' AND daemon = ?",
+            (daemon,),
+        )
+
+    # ------------------------------------------------------------ directory
+
+    def customer_rows(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        rows = self.db.query(f"SELECT * FROM customers {where} ORDER BY id", params)
+        if not rows:
+            return rows
+        ids = [r["id"] for r in rows]
+        phones: dict[str, list[str]] = {}
+        for chunk in _chunks(ids, 500):
+            for p in self.db.query(
+                f"SELECT phone, customer_id FROM customer_phones WHERE customer_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY phone",
+                chunk,
+            ):
+                phones.setdefault(p["customer_id"], []).append(p["phone"])
+        for r in rows:
+            r["phones"] = phones.get(r["id"], [])
+        return rows
+
+    def upsert_customer(self, c: dict[str, Any], phones: Iterable[str]) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO customers (id, number, name, type, mobile, pin_hash, sales, support, other, debt)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET number = excluded.number, name = excluded.name,"
+                " type = excluded.type, mobile = excluded.mobile,"
+                " pin_hash = CASE WHEN excluded.pin_hash = '' THEN customers.pin_hash ELSE excluded.pin_hash END,"
+                " sales = excluded.sales, support = excluded.support, other = excluded.other, debt = excluded.debt",
+                (
+                    c["id"], c["number"], c.get("name", ""), c.get("type", ""), c.get("mobile", ""),
+                    c.get("pin_hash", ""), c.get("sales", ""), c.get("support", ""), c.get("other", ""),
+                    int(c.get("debt", 0)),
+                ),
+            )
+            self.db.execute("DELETE FROM customer_phones WHERE customer_id = ?", (c["id"],))
+            for phone in dict.fromkeys(phones):
+                self.db.execute(
+                    "INSERT INTO customer_phones (phone, customer_id) VALUES (?, ?)", (phone, c["id"])
+                )
+
+    def set_pin_hash(self, customer_id: str, pin_hash: str) -> bool:
+        return self.db.execute("UPDATE customers SET pin_hash = ? WHERE id = ?", (pin_hash, customer_id)) > 0
+
+    # ------------------------------------------------------------ PIN lockout
+
+    def record_pin_failure(self, customer_id: str, now: float, window: float, limit: int, lockout: float) -> bool:
+        """Count a wrong PIN; lock the customer when the window holds ``limit``. True if now locked."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - window,))
+            self.db.execute("INSERT INTO pin_failures (customer_id, at) VALUES (?, ?)", (customer_id, now))
+            row = self.db.one(
+                "SELECT COUNT(*) AS n FROM pin_failures WHERE customer_id = ? AND at >= ?",
+                (customer_id, now - window),
+            )
+            if row and row["n"] >= limit:
+                self.db.execute(
+                    "INSERT INTO lockouts (customer_id, until) VALUES (?, ?)"
+                    " ON CONFLICT (customer_id) DO UPDATE SET until = excluded.until",
+                    (customer_id, now + lockout),
+                )
+                self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+                return True
+        return False
+
+    def locked_until(self, customer_id: str, now: float) -> float:
+        row = self.db.one("SELECT until FROM lockouts WHERE customer_id = ? AND until > ?", (customer_id, now))
+        return float(row["until"]) if row else 0.0
+
+    def clear_pin_failures(self, customer_id: str) -> None:
+        self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+
+
+def _sql_value(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v), ensure_ascii=False)
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+def _call_out(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["modules"] = json.loads(row.get("modules") or "[]")
+    row["too_long"] = bool(row.get("too_long"))
+    row["downloaded"] = bool(row.get("downloaded"))
+    return row
+
+
+def _next_day(date: str) -> str:
+    import datetime as dt
+
+    if "T" in date:
+        return date
+    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+
+
+def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def open_store(url: str) -> Store:
+    """Open the database named by ``[storage] url`` and bring its schema up to date."""
+    if url.startswith("sqlite:///"):
+        db = SQLiteDB(url[len("sqlite:///") :])
+    elif url.startswith(("postgresql://", "postgres://")):
+        raise StorageError("storage.url: PostgreSQL is not supported by this build yet")
+    else:
+        raise StorageError(f"storage.url: unsupported database URL {url!r}")
+    store = Store(db)
+    store.migrate()
+    return store
