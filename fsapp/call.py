@@ -335,7 +335,7 @@ class CallHandler:
                     return
             outcome = self._drive(ctx)
         except Hangup:
-            outcome = "hangup"
+            outcome = "caller_hangup"
         except esl.ESLError as exc:
             log.warning("call_socket_failed", reason=str(exc))
             outcome = "socket"
@@ -481,9 +481,9 @@ class CallHandler:
             return "answered"
         if ctx.bridged:
             return "missed"
-        if outcome in ("crash",) or (ctx.error_reason and outcome != "hangup"):
+        if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
             return "failed"
-        if outcome in ("hangup", "socket"):
+        if outcome in ("caller_hangup", "socket"):
             return "abandoned"
         return "completed"
 

@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hangup-after", type=int, default=None, help="caller hangs up during the Nth app")
     s.add_argument("--connect", default="", help="HOST:PORT of a running daemon (default: in-process)")
 
+    s = sub.add_parser("sounds", help="the prompt pipeline: build, check, tts")
+    ssub = s.add_subparsers(dest="sounds_command", required=True, metavar="ACTION")
+    b = ssub.add_parser("build", help="convert a designer's drop folder into the prompt layout")
+    _config_arg(b)
+    b.add_argument("--src", required=True, help="drop folder laid out as <language>/<group>/<name>.<ext>")
+    b.add_argument("--dest", default="", help="prompt folder (default: [sounds] dir)")
+    b.add_argument("--silence-thresh", type=float, default=-50.0, help="dBFS below which edges are trimmed")
+    b.add_argument("--target-dbfs", type=float, default=-20.0, help="loudness to normalise to")
+    c = ssub.add_parser("check", help="list prompts the config names that are missing or in the wrong format")
+    _config_arg(c)
+    t = ssub.add_parser("tts", help="render placeholder prompts from <dir>/<language>/prompts.toml (espeak-ng)")
+    _config_arg(t)
+    t.add_argument("--language", default="", help="fa or en (default: [sounds] language)")
+    t.add_argument("--overwrite", action="store_true", help="replace prompts that already exist")
+
     from fsapp import journal
 
     journal.add_cli(sub, _config_arg)
@@ -165,7 +180,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK if not call.error else EXIT_RUNTIME
 
 
+def cmd_sounds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fsapp import sounds
+
+    cfg = load_config(args, check_files=False)
+    try:
+        if args.sounds_command == "build":
+            dest = Path(args.dest) if args.dest else cfg.sounds.dir
+            reports = sounds.build(Path(args.src), dest, silence_thresh_dbfs=args.silence_thresh,
+                                   target_dbfs=args.target_dbfs)
+            print(sounds.format_report(reports))
+            return EXIT_BAD_INPUT if any(r.status == "error" for r in reports) else EXIT_OK
+        if args.sounds_command == "tts":
+            made = sounds.tts(cfg.sounds.dir, args.language or cfg.sounds.language, overwrite=args.overwrite)
+            print(f"{len(made)} prompts rendered")
+            return EXIT_OK
+    except sounds.SoundsError as exc:
+        raise UsageError(str(exc)) from None
+    problems = configmod.check_prompt_files(cfg)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return EXIT_BAD_INPUT
+    print(f"{len(configmod.prompt_names(cfg))} prompts ok in {cfg.sounds.dir}/{cfg.sounds.language}")
+    return EXIT_OK
+
+
 HANDLERS: dict[str, Any] = {
+    "sounds": cmd_sounds,
     "serve": cmd_serve,
     "check": cmd_check,
     "simulate": cmd_simulate,

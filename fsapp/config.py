@@ -235,7 +235,7 @@ class _Reader:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"not HOST:PORT: {text!r}")
     host = host.strip("[]")
     ipaddress.ip_address(host) if host not in ("localhost", "") else None

@@ -1,0 +1,238 @@
+"""The daemon, the call engine and the menu, over a real TCP socket with the stand-in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import gevent.socket
+import pytest
+
+from fsapp import config as configmod
+from fsapp.fakefs import Script, run_call
+from fsapp.simulate import wait_idle
+from tests.conftest import ROOT, write_config
+
+MENU = """
+[[modules]]
+code = "main"
+kind = "menu"
+prompt = "menu/main"
+invalid_prompt = "menu/invalid"
+options = { "1" = "ext:1001", "2" = "queue:support", "0" = "transfer:9196:public", "3" = "second" }
+timeout_ms = 3000
+max_attempts = 3
+next = "hangup"
+error = "hangup:CALL_REJECTED"
+
+[[modules]]
+code = "second"
+kind = "menu"
+prompt = "menu/main"
+options = { "1" = "ext:1002" }
+max_attempts = 1
+next = "hangup"
+error = "main"
+"""
+
+
+def test_menu_routes_by_digit(make_config, daemon):
+    """Digit 1 bridges to the extension; the row says answered with that extension."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(caller="09121234567", dtmf=["1"], bridges=["answer:42"])
+    assert fake.apps() == ["answer", "play_and_get_digits", "multiset", "bridge", "hangup"]
+    assert "user/1001@${domain_name}" in fake.steps[3].arg
+    assert fake.exit_received
+    assert row["status"] == "answered"
+    assert row["extension"] == "1001"
+    assert row["talk_seconds"] == 42
+    assert row["modules"] == ["main"]
+
+
+def test_menu_routes_to_queue_transfer_and_submenu(make_config, daemon):
+    """Digit 2 goes to the callcenter queue, 0 transfers to the dialplan, 3 enters another menu."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(dtmf=["2"], bridges=["answer:10"])
+    assert [s.app for s in fake.steps if s.app == "callcenter"] == ["callcenter"]
+    assert fake.steps[-1].arg == "support@default"
+    assert row["status"] == "answered" and row["talk_seconds"] == 10
+    fake, row = d.call(dtmf=["0"])
+    assert fake.steps[-1].app == "transfer" and fake.steps[-1].arg == "9196 XML public"
+    assert row["status"] == "transferred"
+    fake, row = d.call(dtmf=["3", "1"], bridges=["no-answer"])
+    assert row["modules"] == ["main", "second"]
+    assert row["status"] == "missed"
+
+
+def test_menu_no_input_and_invalid_input_then_error(make_config, daemon):
+    """No input, then invalid input, then no input: three attempts, invalid prompt between, then error."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(dtmf=["", "7", ""])
+    asks = [s for s in fake.steps if s.app == "play_and_get_digits"]
+    assert [a.result for a in asks] == ["", "invalid:7", ""]
+    plays = fake.prompts()
+    assert len(plays) == 2 and all(p.endswith("/fa/menu/invalid.wav") for p in plays)
+    assert fake.steps[-1].app == "hangup" and fake.steps[-1].arg == "CALL_REJECTED"
+    assert row["status"] == "completed"
+    assert row["final_destination"] == "hangup:CALL_REJECTED"
+
+
+def test_caller_hangup_during_prompt_ends_cleanly(make_config, daemon):
+    """A caller hanging up in the first prompt: greenlet ends, socket closed, row abandoned."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(dtmf=["1"], hangup_after=2)
+    assert fake.exit_received  # collected HANGUP_COMPLETE, then sent exit
+    assert not d.server.calls
+    assert row["status"] == "abandoned"
+    assert row["hangup_cause"] == "NORMAL_CLEARING"
+    assert row["ended_at"] and row["total_seconds"] >= 0
+
+
+def test_two_hundred_concurrent_calls_complete(make_config, daemon):
+    """200 simultaneous calls all finish, each journaled once, nothing left running."""
+    d = daemon(make_config(MENU))
+    calls = [gevent.spawn(run_call, d.address, Script(caller=f"0912{i:07}", dtmf=["1"], bridges=["answer:30"]))
+             for i in range(200)]
+    gevent.joinall(calls, timeout=60)
+    fakes = [g.value for g in calls]
+    wait_idle(d.server)
+    assert all(f is not None and f.exit_received and not f.error for f in fakes)
+    rows = d.store.list_calls()
+    assert len(rows) == 200
+    assert {r["status"] for r in rows} == {"answered"}
+    assert not d.server.calls
+
+
+def test_peer_outside_allow_is_refused(make_config, daemon):
+    """A peer outside server.allow is closed before any command is sent."""
+    cfg = make_config(MENU.replace('allow = ["127.0.0.1"]', ""), extra="")
+    cfg = configmod.from_dict(
+        {**_as_dict(cfg), "server": {"listen": "127.0.0.1:0", "allow": ["10.9.8.0/24"]}},
+        check_files=False,
+    )
+    d = daemon(cfg)
+    s = gevent.socket.create_connection(d.address, timeout=5)
+    assert s.recv(100) == b""  # closed at once, nothing sent
+    s.close()
+    assert d.store.list_calls() == []
+
+
+def _as_dict(cfg: configmod.Config) -> dict:
+    import tomllib
+
+    path = Path(cfg.storage_url[len("sqlite:///"):]).parent / "fsapp.toml"
+    return tomllib.loads(path.read_text())
+
+
+def test_overflow_above_max_calls(make_config, daemon, tmp_path):
+    """Above max_calls a new call is not dropped: it goes to [entry] overflow."""
+    cfg = make_config(MENU, extra="")
+    data = _as_dict(cfg)
+    data["server"]["max_calls"] = 1
+    data["entry"]["overflow"] = "hangup:USER_BUSY"
+    cfg = configmod.from_dict(data, check_files=False)
+    d = daemon(cfg)
+    first = gevent.spawn(run_call, d.address, Script(dtmf=["1"], bridges=["answer:1:hold"]))
+    deadline = time.monotonic() + 5
+    while not d.server.calls and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    second, row = d.call(caller="1002")
+    first.join(10)
+    assert second.steps[-1].app == "hangup" and second.steps[-1].arg == "USER_BUSY"
+    assert "answer" not in second.apps()
+    assert first.value.steps[-1].app == "hangup" and first.value.exit_received
+
+
+def _serve(config_path: Path, tmp_path: Path) -> tuple[subprocess.Popen, tuple[str, int]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(config_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if "server_started" in line:
+            import json
+
+            port = int(json.loads(line)["listen"].rsplit(":", 1)[1])
+            break
+    assert port, "daemon did not start"
+    return proc, ("127.0.0.1", port)
+
+
+def test_sigterm_drains_live_call_and_exits_zero(tmp_path):
+    """SIGTERM: stop accepting, let the live call finish, exit 0."""
+    path = write_config(tmp_path, MENU)
+    proc, address = _serve(path, tmp_path)
+    try:
+        live = gevent.spawn(run_call, address, Script(dtmf=["1"], bridges=["answer:1.5:hold"]))
+        gevent.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        live.join(15)
+        assert live.value.exit_received and live.value.steps[-1].app == "hangup"
+        assert proc.wait(15) == 0
+        with pytest.raises(OSError):
+            socket.create_connection(address, timeout=1)
+    finally:
+        proc.kill()
+        proc.wait()
+    from fsapp.store import open_store
+
+    rows = open_store(f"sqlite:///{tmp_path / 'fsapp.db'}").list_calls()
+    assert [r["status"] for r in rows] == ["answered"]
+
+
+BAD = {
+    "unknown kind": ('[[modules]]\ncode = "x"\nkind = "teleport"\nnext = "hangup"\nerror = "hangup"\n',
+                     "modules[1].kind: unknown kind 'teleport'"),
+    "unknown destination": ('[[modules]]\ncode = "x"\nkind = "menu"\noptions = { "1" = "nowhere" }\n'
+                            'next = "hangup"\nerror = "hangup"\n', "modules[1].options.1: unknown module code"),
+    "missing destination": ('[[modules]]\ncode = "x"\nkind = "menu"\noptions = { "1" = "hangup" }\n'
+                            'next = "hangup"\n', "modules[1].error: missing destination"),
+    "duplicate code": ('[[modules]]\ncode = "main"\nkind = "menu"\noptions = { "1" = "hangup" }\n'
+                       'next = "hangup"\nerror = "hangup"\n', "modules[1].code: duplicate code 'main'"),
+    "loop": ('[[modules]]\ncode = "a"\nkind = "menu"\noptions = { "1" = "b" }\nnext = "b"\nerror = "b"\n'
+             '[[modules]]\ncode = "b"\nkind = "menu"\noptions = { "1" = "a" }\nnext = "a"\nerror = "a"\n',
+             "modules[1]: module 'a' loops without ever reaching FreeSWITCH or a hangup"),
+    "missing prompt": ('[[modules]]\ncode = "x"\nkind = "menu"\nprompt = "menu/nonexistent"\n'
+                       'options = { "1" = "hangup" }\nnext = "hangup"\nerror = "hangup"\n',
+                       "modules[1].prompt: "),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_check_reports_each_problem_with_its_key(tmp_path, case):
+    """`fsapp check` exits 2 with one file:key: message line per problem."""
+    body, expected = BAD[case]
+    path = write_config(tmp_path, MENU.split("[[modules]]\ncode = \"second\"")[0].replace(
+        '"3" = "second"', '"3" = "hangup"') + body)
+    proc = subprocess.run([sys.executable, "-m", "fsapp", "check", "-c", str(path)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert any(line.startswith(f"{path}:") and expected in line for line in lines), lines
+
+
+def test_check_reports_bad_listen_and_serve_refuses(tmp_path):
+    """A bad listen address is reported by key, and `serve` refuses to start on it."""
+    path = write_config(tmp_path, MENU)
+    path.write_text(path.read_text().replace('listen = "127.0.0.1:0"', 'listen = "localhost-no-port"'))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command in ("check", "serve"):
+        proc = subprocess.run([sys.executable, "-m", "fsapp", command, "-c", str(path)], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert proc.returncode == 2
+        assert f"{path}:server.listen: not HOST:PORT" in proc.stderr
+
+
+def test_sample_config_checks_clean():
+    """The shipped sample config passes `fsapp check`, prompts included."""
+    proc = subprocess.run([sys.executable, "-m", "fsapp", "check"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
