@@ -8,6 +8,8 @@ import socket
 import subprocess
 from typing import Any
 
+import gevent
+
 from fsapp import log as logmod
 from fsapp.config import Config
 from fsapp.store import Store, open_store
@@ -37,6 +39,12 @@ class NullMetrics:
     def live(self, n: int) -> None:
         pass
 
+    def outbox(self, depth: int, oldest_age_seconds: float) -> None:
+        pass
+
+    def draining(self, flag: bool) -> None:
+        pass
+
 
 class App:
     def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:
@@ -47,6 +55,41 @@ class App:
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)
         self._backlog: list[dict[str, Any]] = []
+        from fsapp.outbox import OutboxWorker
+
+        self.outbox = OutboxWorker(self)
+        self._maintenance: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        """Background work: settle meters dead daemons left, deliver the outbox."""
+        self._reconcile()
+        self.outbox.start()
+        self._maintenance = gevent.spawn(self._maintain)
+
+    def stop(self) -> None:
+        self.outbox.stop()
+        if self._maintenance is not None:
+            self._maintenance.kill()
+
+    def _reconcile(self) -> None:
+        from fsapp import ledger
+        from fsapp.store import StorageError
+
+        try:
+            made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
+                                    me=self.daemon_id, log=self.log)
+        except StorageError as exc:
+            self.log.error("reconcile_failed", reason=str(exc))
+            return
+        if made:
+            self.outbox.poke()
+
+    def _maintain(self) -> None:
+        while True:
+            gevent.sleep(self.config.billing.meter_heartbeat_seconds)
+            self._reconcile()
+            if self._backlog:
+                self.flush_backlog()
 
     def reconfigure(self, config: Config) -> None:
         """New calls use ``config``; live calls keep the one they started with."""
@@ -91,4 +134,8 @@ def make_crm(config: Config, store: Store, metrics: Any) -> Any:
         from fsapp.crm.http import HttpCRM
 
         return HttpCRM.from_config(config.crm, on_result=metrics.crm)
+    if kind == "payamgostar":
+        from fsapp.crm.payamgostar import PayamgostarCRM
+
+        return PayamgostarCRM.from_config(config.crm, on_result=metrics.crm)
     raise ValueError(f"crm.kind: {kind!r} is not available in this build")

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from fsapp import esl, flow
 from fsapp.esl import Hangup
 from fsapp.store import StorageError, now_iso
@@ -273,7 +271,8 @@ class CallContext:
     called: str = ""
     direction: str = "inbound"
     variables: dict[str, str] = field(default_factory=dict)
-    customer: Customer | None = None
+    customer: Customer | None = None  # identified: later modules act for this customer
+    claimed: Customer | None = None  # named but not authenticated (wrong PIN, locked, registered)
     auth_method: str = ""
     auth_result: str = ""
     modules: list[str] = field(default_factory=list)
@@ -506,6 +505,7 @@ class CallHandler:
             total = max(0, int(round(ended - started)))
         talk = _talk_seconds(s, done)
         answered_us = ctx.answered_us or (s.bridges[0].start_us if s.bridges else 0)
+        who = ctx.customer or ctx.claimed
         hangup_cause = s.hangup_cause
         if done is not None:
             hangup_cause = done.var("hangup_cause") or done.get("Hangup-Cause") or hangup_cause
@@ -523,9 +523,9 @@ class CallHandler:
             "total_seconds": total,
             "talk_seconds": talk,
             "too_long": talk > self.cfg.journal.too_long_seconds,
-            "customer_id": ctx.customer.id if ctx.customer else "",
-            "customer_name": ctx.customer.name if ctx.customer else "",
-            "customer_type": ctx.customer.type if ctx.customer else "",
+            "customer_id": who.id if who else "",
+            "customer_name": who.name if who else "",
+            "customer_type": who.type if who else "",
             "modules": ctx.modules,
             "auth_method": ctx.auth_method,
             "auth_result": ctx.auth_result,

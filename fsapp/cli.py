@@ -75,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fsapp import journal
 
     journal.add_cli(sub, _config_arg)
-    from fsapp import customers
+    from fsapp import customers, ledger
 
     customers.add_cli(sub, _config_arg)
+    ledger.add_cli(sub, _config_arg)
     return p
 
 
@@ -153,6 +154,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     direction=args.direction, variables=variables, dtmf=dtmf, bridges=args.bridge,
                     hangup_after=args.hangup_after)
     cfg = load_config(args)
+    if _config_path(args) is None:
+        _seed_sample_directory(cfg)
     if args.connect:
         try:
             host, port = configmod.parse_listen(args.connect)
@@ -176,6 +179,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         row = server.app.store.get_call(call.uuid)
     finally:
         server.stream.close()
+        server.app.stop()
     print(simulate.describe(cfg, call, row))
     return EXIT_OK if not call.error else EXIT_RUNTIME
 
@@ -206,6 +210,26 @@ def cmd_sounds(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     print(f"{len(configmod.prompt_names(cfg))} prompts ok in {cfg.sounds.dir}/{cfg.sounds.language}")
     return EXIT_OK
+
+
+def _seed_sample_directory(cfg: configmod.Config) -> None:
+    """On the shipped sample config, an empty local directory gets the sample customers."""
+    from fsapp import customers
+    from fsapp.store import open_store
+
+    if cfg.crm.kind != "local":
+        return
+    store = open_store(cfg.storage_url)
+    try:
+        if store.customer_count():
+            return
+        sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
+        rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
+        customers.save_rows(store, rows)
+        print(f"(sample customer directory loaded into {cfg.storage_url[len('sqlite:///'):]}: "
+              f"{', '.join(r['id'] for r in rows)})\n")
+    finally:
+        store.close()
 
 
 HANDLERS: dict[str, Any] = {

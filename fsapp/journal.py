@@ -42,8 +42,8 @@ def _date(text: str) -> str:
 def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("calls", help="the call journal: filter, sort, group, export")
     config_arg(p)
-    p.add_argument("--from", dest="date_from", type=_date, default="", help="first day, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", type=_date, default="", help="last day, YYYY-MM-DD (inclusive)")
+    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
     p.add_argument("--customer", default="", help="one customer's history")
     p.add_argument("--status", default="", choices=("",) + STATUSES)
     p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
@@ -72,7 +72,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
     if args.sort not in CALL_FIELDS:
         raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(EXPORT_FIELDS)})")
     rows = store.list_calls(
-        date_from=args.date_from, date_to=args.date_to, customer=args.customer, status=args.status,
+        date_from=args.date_from or "", date_to=args.date_to or "", customer=args.customer, status=args.status,
         direction=args.direction, too_long=args.too_long, number=args.number, order=args.sort,
         descending=args.desc, limit=args.limit,
     )

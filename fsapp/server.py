@@ -93,6 +93,7 @@ class Server:
                 pass
 
     def start(self) -> None:
+        self.app.start()
         self.stream.start()
         host, port = self.address
         self.log.info("server_started", listen=f"{host}:{port}", max_calls=self.app.config.server.max_calls)
@@ -102,6 +103,7 @@ class Server:
         if self.draining:
             return
         self.draining = True
+        self.app.metrics.draining(True)
         timeout = self.app.config.server.drain_seconds if timeout is None else timeout
         self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
         self.stream.close()
@@ -110,6 +112,7 @@ class Server:
         if still:
             self.log.warning("server_drain_timeout", killed_calls=len(still))
             gevent.killall(still, timeout=5)
+        self.app.stop()
         self.log.info("server_stopped")
         self.stopped.set()
 

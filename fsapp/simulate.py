@@ -8,7 +8,7 @@ from typing import Any
 import gevent
 
 from fsapp.config import Config
-from fsapp.fakefs import FakeFreeSWITCH, Script
+from fsapp.fakefs import FakeFreeSWITCH
 
 
 def in_process_server(cfg: Config) -> Any:

@@ -71,6 +71,7 @@ class Daemon:
 
     def stop(self) -> None:
         self.server.stream.close()
+        self.app.stop()
         self.app.store.close()
 
 

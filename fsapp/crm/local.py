@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from fsapp import phones, pins
-from fsapp.crm import Customer, CRMError
-from fsapp.store import Store, StorageError
+from fsapp.crm import CRMError, Customer
+from fsapp.store import StorageError, Store
 
 
 def to_customer(row: dict[str, Any]) -> Customer:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fsapp.modules import menu
+from fsapp.modules import balance, bill, club, expert, menu
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
@@ -33,4 +33,8 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "menu": Kind(menu.run, menu.SCHEMA, menu.validate),
+    "customer_club": Kind(club.run, club.SCHEMA, club.validate),
+    "balance": Kind(balance.run, balance.SCHEMA, balance.validate, speaks_numbers=True),
+    "case_expert": Kind(expert.run, expert.SCHEMA),
+    "telephone_bill": Kind(bill.run, bill.SCHEMA, bill.validate, bridges=True, speaks_numbers=True),
 }

@@ -97,6 +97,7 @@ MIGRATIONS: list[str] = [
         state TEXT NOT NULL DEFAULT 'open',
         daemon TEXT NOT NULL DEFAULT '',
         opened_at REAL NOT NULL,
+        beat_at REAL NOT NULL,
         PRIMARY KEY (call_uuid, module)
     );
     CREATE TABLE charges (
@@ -267,6 +268,10 @@ class Store:
             r["phones"] = phones.get(r["id"], [])
         return rows
 
+    def customer_count(self) -> int:
+        row = self.db.one("SELECT COUNT(*) AS n FROM customers")
+        return int(row["n"]) if row else 0
+
     def upsert_customer(self, c: dict[str, Any], phones: Iterable[str]) -> None:
         with self.db.transaction():
             self.db.execute(
@@ -318,6 +323,155 @@ class Store:
 
     def clear_pin_failures(self, customer_id: str) -> None:
         self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+
+
+    # ------------------------------------------------------------ meters and ledger
+
+    def meter_open(self, m: dict[str, Any]) -> None:
+        """Record a billed bridge before it starts (so a crash leaves a trace)."""
+        cols = list(m)
+        self.db.execute(
+            f"INSERT INTO meters ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            " ON CONFLICT (call_uuid, module) DO NOTHING",
+            [m[c] for c in cols],
+        )
+
+    def meter_bridged(self, call_uuid: str, module: str, bridge_us: int, now: float) -> None:
+        self.db.execute(
+            "UPDATE meters SET bridge_us = ?, seen_us = ?, beat_at = ? WHERE call_uuid = ? AND module = ?"
+            " AND state = 'open' AND bridge_us = 0",
+            (bridge_us, bridge_us, now, call_uuid, module),
+        )
+
+    def meter_beat(self, call_uuid: str, module: str, seen_us: int, now: float) -> None:
+        self.db.execute(
+            "UPDATE meters SET seen_us = MAX(seen_us, ?), beat_at = ? WHERE call_uuid = ? AND module = ?"
+            " AND state = 'open'",
+            (seen_us, now, call_uuid, module),
+        )
+
+    def open_meters(self, *, stale_before: float | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM meters WHERE state = 'open'"
+        params: list[Any] = []
+        if stale_before is not None:
+            sql += " AND beat_at < ?"
+            params.append(stale_before)
+        return self.db.query(sql + " ORDER BY opened_at", params)
+
+    def settle(
+        self,
+        meter: dict[str, Any],
+        *,
+        talk_seconds: int,
+        units: int,
+        amount: int,
+        source: str,
+        outbox: list[tuple[str, str, dict[str, Any]]],
+        now: float,
+    ) -> dict[str, Any] | None:
+        """Close a meter and charge it, once: ledger row, debt, outbox rows, one transaction.
+
+        Returns the charge, or None if the meter was already settled (by another daemon,
+        or by reconcile): the UNIQUE (call_uuid, module) ledger key makes it exactly once.
+        """
+        uuid, module = meter["call_uuid"], meter["module"]
+        with self.db.transaction():
+            closed = self.db.execute(
+                "UPDATE meters SET state = ?, seen_us = MAX(seen_us, bridge_us + ?) WHERE call_uuid = ? AND module = ?"
+                " AND state = 'open'",
+                ("charged" if amount else "closed", talk_seconds * 1_000_000, uuid, module),
+            )
+            if not closed:
+                return None
+            if not amount:
+                return {"call_uuid": uuid, "module": module, "amount": 0, "units": 0, "talk_seconds": talk_seconds}
+            customer = meter["customer_id"]
+            changed = self.db.execute("UPDATE customers SET debt = debt + ? WHERE id = ?", (amount, customer))
+            if changed:
+                row = self.db.one("SELECT debt FROM customers WHERE id = ?", (customer,))
+                debt = int(row["debt"]) if row else amount
+            else:
+                row = self.db.one("SELECT COALESCE(SUM(amount), 0) AS s FROM charges WHERE customer_id = ?",
+                                  (customer,))
+                debt = int(row["s"]) + amount if row else amount
+            created = now_iso(now)
+            self.db.execute(
+                "INSERT INTO charges (call_uuid, module, customer_id, talk_seconds, units, amount, debt_after,"
+                " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (uuid, module, customer, talk_seconds, units, amount, debt, source, created),
+            )
+            for kind, key, payload in outbox:
+                self.outbox_add(kind, key, payload, now)
+        return {"call_uuid": uuid, "module": module, "customer_id": customer, "talk_seconds": talk_seconds,
+                "units": units, "amount": amount, "debt": debt, "created_at": created, "source": source}
+
+    def charges(self, customer: str = "") -> list[dict[str, Any]]:
+        sql = "SELECT * FROM charges"
+        params: list[Any] = []
+        if customer:
+            sql += " WHERE customer_id = ?"
+            params.append(customer)
+        return self.db.query(sql + " ORDER BY id", params)
+
+    # ------------------------------------------------------------ outbox
+
+    def outbox_add(self, kind: str, key: str, payload: dict[str, Any], now: float) -> bool:
+        """Queue a CRM write once per idempotency key; False if that key was already queued."""
+        return self.db.execute(
+            "INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (kind, key, json.dumps(payload, ensure_ascii=False), now, now),
+        ) > 0
+
+    def outbox_claim(self, worker: str, now: float, limit: int = 20, lease: float = 60.0) -> list[dict[str, Any]]:
+        """Take due rows for ``worker`` under a lease; other workers skip them until it ends."""
+        with self.db.transaction():
+            rows = self.db.query(
+                "SELECT id FROM outbox WHERE delivered_at IS NULL AND next_at <= ? AND locked_until < ?"
+                " ORDER BY next_at, id LIMIT ?",
+                (now, now, limit),
+            )
+            ids = [r["id"] for r in rows]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            self.db.execute(
+                f"UPDATE outbox SET locked_by = ?, locked_until = ? WHERE id IN ({marks})", [worker, now + lease, *ids]
+            )
+            out = self.db.query(f"SELECT * FROM outbox WHERE id IN ({marks}) ORDER BY next_at, id", ids)
+        for r in out:
+            r["payload"] = json.loads(r["payload"])
+        return out
+
+    def outbox_delivered(self, row_id: int, worker: str, result: str, now: float) -> bool:
+        return self.db.execute(
+            "UPDATE outbox SET delivered_at = ?, result = CASE WHEN result = '' THEN ? ELSE result END,"
+            " attempts = attempts + 1, locked_by = '', locked_until = 0, last_error = ''"
+            " WHERE id = ? AND locked_by = ? AND delivered_at IS NULL",
+            (now, result, row_id, worker),
+        ) > 0
+
+    def outbox_failed(self, row_id: int, worker: str, error: str, next_at: float) -> None:
+        self.db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_at = ?, locked_by = '', locked_until = 0"
+            " WHERE id = ? AND locked_by = ?",
+            (error[:500], next_at, row_id, worker),
+        )
+
+    def outbox_rows(self, *, pending_only: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM outbox"
+        if pending_only:
+            sql += " WHERE delivered_at IS NULL"
+        rows = self.db.query(sql + " ORDER BY id")
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_stats(self, now: float) -> tuple[int, float]:
+        row = self.db.one("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE delivered_at IS NULL")
+        if not row or not row["n"]:
+            return 0, 0.0
+        return int(row["n"]), max(0.0, now - float(row["oldest"]))
 
 
 def _sql_value(v: Any) -> Any:

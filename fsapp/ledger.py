@@ -1,0 +1,160 @@
+"""Meters, charges and reconciliation; ``fsapp ledger``.
+
+A billed bridge is metered in the store before it starts, stamped with
+FreeSWITCH's CHANNEL_BRIDGE time when the callee answers, and re-stamped every
+``[billing] meter_heartbeat_seconds`` while it lasts. When the talk ends the meter
+is settled from FreeSWITCH's timestamps. If the daemon dies mid-bridge, the meter
+stays open; ``reconcile`` (run by every daemon at start and periodically, and by
+``fsapp ledger reconcile``) charges it from the last stamp, exactly once: a crash
+loses at most one heartbeat interval of talk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fsapp import billing
+from fsapp.store import Store
+
+
+def outbox_for(
+    meter: dict[str, Any], units: int, amount: int, talk_seconds: int
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The CRM writes a charge causes: an invoice, and a payment link if asked for."""
+    if not amount:
+        return []
+    uuid, module = meter["call_uuid"], meter["module"]
+    rows: list[tuple[str, str, dict[str, Any]]] = [(
+        "invoice", f"{uuid}-{module}-invoice", {
+            "customer_id": meter["customer_id"], "product_code": meter["product_code"],
+            "product_name": meter["product_name"], "invoice_type": meter["invoice_type"], "amount": amount,
+            "account": meter["account"], "call_uuid": uuid, "talk_seconds": talk_seconds, "units": units,
+        },
+    )]
+    if meter["send_payment_link"] and meter["mobile"]:
+        rows.append(("payment_link", f"{uuid}-{module}-link", {
+            "customer_id": meter["customer_id"], "mobile": meter["mobile"], "amount": amount,
+            "account": meter["account"],
+        }))
+    return rows
+
+
+def settle(store: Store, meter: dict[str, Any], talk_seconds: int, *, source: str = "call",
+           now: float | None = None) -> dict[str, Any] | None:
+    """Charge a meter for ``talk_seconds`` (once); None if it was already settled."""
+    units, amount = billing.charge(talk_seconds, meter["interval_minutes"], meter["amount_per_interval"])
+    return store.settle(meter, talk_seconds=talk_seconds, units=units, amount=amount, source=source,
+                        outbox=outbox_for(meter, units, amount, talk_seconds),
+                        now=time.time() if now is None else now)
+
+
+def _daemon_alive(daemon: str) -> bool:
+    host, _, pid = daemon.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host: judged by its heartbeat age only
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: float | None = None,
+              log: Any = None) -> list[dict[str, Any]]:
+    """Settle the meters that dead daemons left open; return the charges made."""
+    now = time.time() if now is None else now
+    stale_before = now - 3 * heartbeat_seconds
+    made = []
+    for meter in store.open_meters():
+        if meter["daemon"] == me:
+            continue
+        dead = not _daemon_alive(meter["daemon"]) or meter["beat_at"] < stale_before
+        if not dead:
+            continue
+        talk = billing.talk_seconds(meter["bridge_us"], meter["seen_us"]) if meter["bridge_us"] else 0
+        charge = settle(store, meter, talk, source="reconciled", now=now)
+        if charge is not None:
+            made.append(charge)
+            if log is not None:
+                log.warning("meter_reconciled", call_uuid=meter["call_uuid"], module=meter["module"],
+                            daemon=meter["daemon"], talk_seconds=talk, amount=charge["amount"])
+            store.db.execute(
+                "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
+                " charge = charge + ?, talk_seconds = MAX(talk_seconds, ?) WHERE uuid = ?",
+                (charge["amount"], talk, meter["call_uuid"]),
+            )
+    return made
+
+
+# ---------------------------------------------------------------- CLI
+
+CHARGE_FIELDS = ["call_uuid", "customer_id", "module", "talk_seconds", "units", "amount", "created_at", "debt"]
+
+
+def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("ledger", help="charges, debts and the CRM outbox; reconcile meters")
+    config_arg(p)
+    p.add_argument("action", nargs="?", default="charges", choices=("charges", "outbox", "reconcile"))
+    p.add_argument("--customer", default="")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    p.set_defaults(handler=cmd_ledger)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from fsapp.cli import load_config
+    from fsapp.store import open_store
+
+    cfg = load_config(args, check_files=False)
+    store = open_store(cfg.storage_url)
+    out = sys.stdout
+    if args.action == "reconcile":
+        made = reconcile(store, heartbeat_seconds=cfg.billing.meter_heartbeat_seconds, me="")
+        for c in made:
+            print(f"{c['call_uuid']} {c['module']}: {c['talk_seconds']} s, {c['amount']:,} rial")
+        print(f"{len(made)} open meters reconciled")
+        return 0
+    if args.action == "outbox":
+        rows = store.outbox_rows()
+        view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
+                 "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
+                 "last_error": r["last_error"], "amount": r["payload"].get("amount", "")} for r in rows]
+        _emit(view, ["id", "kind", "key", "state", "attempts", "amount", "last_error"], args.format, out)
+        return 0
+    rows = [{**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
+            for r in store.charges(args.customer)]
+    _emit(rows, CHARGE_FIELDS, args.format, out)
+    if args.format == "table":
+        total = sum(r["amount"] for r in rows)
+        pending, _age = store.outbox_stats(time.time())
+        print(f"{len(rows)} charges, {total:,} rial; {pending} CRM writes pending")
+    return 0
+
+
+def _emit(rows: list[dict[str, Any]], fields: list[str], fmt: str, out: Any) -> None:
+    if fmt == "json":
+        out.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        widths = {f: max([len(f)] + [len(_cell(r.get(f))) for r in rows]) for f in fields}
+        out.write("  ".join(f"{f:{widths[f]}}" for f in fields) + "\n")
+        for r in rows:
+            out.write("  ".join(f"{_cell(r.get(f)):{widths[f]}}" for f in fields) + "\n")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "" if v is None else str(v)

@@ -1,0 +1,134 @@
+"""``telephone_bill`` (seed 000): paid service billed by bridged talk time.
+
+Debt above ``max_debt``: ``debt_prompt`` and the amount, then ``error``. Otherwise
+the call is metered (see ``fsapp.ledger``) and bridged to ``targets`` in order until
+one answers; the talk is charged from FreeSWITCH's CHANNEL_BRIDGE/UNBRIDGE (or
+hangup) timestamps: ceil(talk / interval) * amount_per_interval rial, into the
+ledger and, through the outbox, an invoice in the CRM (and a payment link).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fsapp import billing, flow, ledger
+from fsapp.config import Opt, prompt
+from fsapp.crm import CRMError
+from fsapp.esl import Hangup
+
+if TYPE_CHECKING:
+    from fsapp.call import BridgeResult, CallContext
+    from fsapp.config import ModuleConfig
+
+SCHEMA = {
+    "product_name": Opt(str, ""),
+    "product_code": Opt(str, "", required=True),
+    "invoice_type": Opt(str, "invoice"),
+    "interval_minutes": Opt(int, 1, minimum=1),
+    "amount_per_interval": Opt(int, 0, minimum=0, required=True),
+    "send_payment_link": Opt(bool, False),
+    "account": Opt(str, ""),
+    "max_debt": Opt(int, 0),
+    "ring_seconds": Opt(int, 25, minimum=1),
+    "targets": Opt(list, (), "destlist"),
+    "debt_prompt": prompt(),
+    "connecting": prompt(),
+}
+
+
+def validate(m: ModuleConfig) -> list[str]:
+    problems = []
+    if not m["targets"]:
+        problems.append("targets: at least one ext: or queue: destination")
+    for i, t in enumerate(m["targets"]):
+        try:
+            d = flow.parse_dest(t)
+        except ValueError:
+            continue  # reported by the graph check
+        if d.kind not in ("ext", "queue"):
+            problems.append(f"targets[{i}]: {t!r} is not an ext: or queue: destination")
+    return problems
+
+
+def run(ctx: CallContext, m: ModuleConfig) -> str:
+    customer = ctx.customer
+    if customer is None:
+        ctx.log.info("bill_no_customer", module=m.code)
+        return m.error
+    try:
+        debt = ctx.app.crm.balance(customer.id, m["invoice_type"])
+    except CRMError as exc:
+        ctx.log.warning("bill_crm_failed", module=m.code, operation=exc.operation, reason=exc.reason)
+        ctx.error_reason = f"crm {exc.operation or 'request'} failed"
+        return m.error
+    if debt > m["max_debt"]:
+        ctx.log.info("bill_debt_exceeded", module=m.code, customer_id=customer.id, debt=debt, max_debt=m["max_debt"])
+        ctx.io.say_amount(debt, before=m["debt_prompt"])
+        return m.error
+
+    store = ctx.app.store
+    now = time.time()
+    meter = {
+        "call_uuid": ctx.uuid, "module": m.code, "customer_id": customer.id,
+        "interval_minutes": m["interval_minutes"], "amount_per_interval": m["amount_per_interval"],
+        "product_code": m["product_code"], "product_name": m["product_name"], "invoice_type": m["invoice_type"],
+        "account": m["account"], "send_payment_link": int(m["send_payment_link"]),
+        "mobile": ctx.mobile or customer.mobile, "target": "", "bridge_us": 0, "seen_us": 0, "state": "open",
+        "daemon": ctx.app.daemon_id, "opened_at": now, "beat_at": now,
+    }
+    store.meter_open(meter)
+    heartbeat = ctx.cfg.billing.meter_heartbeat_seconds
+    bridged_at: list[float] = []  # monotonic time of CHANNEL_BRIDGE, to stamp heartbeats
+
+    def on_answer(bridge_us: int) -> None:
+        meter["bridge_us"] = bridge_us
+        bridged_at.append(time.monotonic())
+        store.meter_bridged(ctx.uuid, m.code, bridge_us, time.time())
+
+    def beat() -> None:
+        if meter["bridge_us"] and bridged_at:
+            seen = meter["bridge_us"] + int((time.monotonic() - bridged_at[-1]) * 1_000_000)
+            store.meter_beat(ctx.uuid, m.code, seen, time.time())
+
+    ctx.io.play(m["connecting"])
+    result: BridgeResult | None = None
+    try:
+        for target in m["targets"]:
+            dest = flow.parse_dest(target)
+            ctx.log.info("bridge_started", module=m.code, target=target)
+            result = ctx.io.bridge(dest, m["ring_seconds"], on_answer=on_answer, tick=(heartbeat, beat))
+            ctx.note_bridge(result, dest.value if dest.kind == "ext" else "")
+            ctx.log.info("bridge_ended", module=m.code, target=target, outcome=result.outcome,
+                         disposition=result.disposition, talk_seconds=result.talk_seconds)
+            if result.answered:
+                break
+    except Hangup:
+        # The caller hung up, maybe mid-talk: charge what FreeSWITCH timestamped, then end.
+        _settle(ctx, m, meter)
+        raise
+    _settle(ctx, m, meter, result)
+    return m.next if result is not None and result.answered else m.error
+
+
+def _settle(ctx: CallContext, m: ModuleConfig, meter: dict, result: BridgeResult | None = None) -> None:
+    s = ctx.io.session
+    if result is not None and result.answered:
+        start, end = result.start_us, result.end_us
+    elif meter["bridge_us"]:
+        start = meter["bridge_us"]
+        span_end = s.bridges[-1].end_us if s.bridges else 0
+        end = span_end or s.hangup_us
+    else:
+        start = end = 0
+    talk = billing.talk_seconds(start, end)
+    charge = ledger.settle(ctx.app.store, meter, talk)
+    if charge is None:
+        ctx.log.warning("bill_already_settled", module=m.code)
+        return
+    ctx.charge += charge["amount"]
+    if charge["amount"]:
+        ctx.app.metrics.charge(charge["amount"])
+        ctx.app.outbox.poke()
+    ctx.log.info("call_charged", module=m.code, customer_id=meter["customer_id"], talk_seconds=talk,
+                 units=charge.get("units", 0), amount=charge["amount"])
