@@ -50,7 +50,7 @@ class App:
     def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:
         self.config = config
         self.log = logmod.get("fsapp")
-        self.store = store or open_store(config.storage_url)
+        self.store = store or open_store(config.storage_url, pool_size=config.storage_pool_size)
         self.metrics = metrics or NullMetrics()
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)

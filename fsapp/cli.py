@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("serve", "simulate", "loadtest"):
+        # Cooperative sockets for requests (the HTTP CRM) and psycopg: one slow
+        # CRM or database answer must not stall the other calls.
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            monkey.patch_all(thread=False, subprocess=False)
     logmod.configure(args.log_level or ("warning" if args.command in ("simulate", "loadtest") else "info"))
     try:
         handler = HANDLERS.get(args.command) or getattr(args, "handler", None)
@@ -167,7 +174,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             from fsapp.store import open_store
 
             gevent.sleep(0.2)
-            row = open_store(cfg.storage_url).get_call(call.uuid)
+            row = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size).get_call(call.uuid)
         except Exception:  # noqa: BLE001 - the daemon's journal may live elsewhere
             row = None
         print(simulate.describe(cfg, call, row))
@@ -219,7 +226,7 @@ def _seed_sample_directory(cfg: configmod.Config) -> None:
 
     if cfg.crm.kind != "local":
         return
-    store = open_store(cfg.storage_url)
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
     try:
         if store.customer_count():
             return

@@ -170,6 +170,7 @@ class Config:
     billing: BillingConfig
     entry: EntryConfig
     modules: Mapping[str, ModuleConfig]
+    storage_pool_size: int = 20
 
     def module(self, code: str) -> ModuleConfig:
         return self.modules[code]
@@ -318,8 +319,9 @@ def from_dict(
     )
 
     st = r.table(data, "storage")
-    r.unknown(st, "storage", ("url",))
+    r.unknown(st, "storage", ("url", "pool_size"))
     storage_url = r.get(st, "storage", "url", str, "sqlite:///fsapp.db")
+    pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
     if storage_url.startswith("sqlite:///"):
         db = storage_url[len("sqlite:///") :]
         if db != ":memory:" and not Path(db).is_absolute():
@@ -469,6 +471,7 @@ def from_dict(
         file=file,
         server=server,
         storage_url=storage_url,
+        storage_pool_size=pool_size,
         crm=crm,
         sounds=sounds,
         journal=journal,

@@ -143,7 +143,7 @@ def cmd_customers(args: argparse.Namespace) -> int:
 
     cfg = load_config(args, check_files=False)
     region = cfg.crm.region
-    store = open_store(cfg.storage_url)
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
     action = args.customers_command
     if action == "import":
         path = Path(args.file)

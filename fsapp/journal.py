@@ -63,7 +63,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
     from fsapp.store import CALL_FIELDS, open_store
 
     cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url)
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
     if args.mark_downloaded:
         if not store.mark_downloaded(args.mark_downloaded):
             raise UsageError(f"--mark-downloaded: no call with uuid {args.mark_downloaded!r}")

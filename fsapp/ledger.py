@@ -90,7 +90,7 @@ def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: floa
                             daemon=meter["daemon"], talk_seconds=talk, amount=charge["amount"])
             store.db.execute(
                 "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
-                " charge = charge + ?, talk_seconds = MAX(talk_seconds, ?) WHERE uuid = ?",
+                " charge = charge + ?, talk_seconds = GREATEST(talk_seconds, ?) WHERE uuid = ?",
                 (charge["amount"], talk, meter["call_uuid"]),
             )
     return made
@@ -115,7 +115,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from fsapp.store import open_store
 
     cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url)
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
     out = sys.stdout
     if args.action == "reconcile":
         made = reconcile(store, heartbeat_seconds=cfg.billing.meter_heartbeat_seconds, me="")

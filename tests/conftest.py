@@ -87,3 +87,44 @@ def daemon() -> Iterator[Callable[[configmod.Config], Daemon]]:
     yield start
     for d in started:
         d.stop()
+
+
+PG_ENV = "FSAPP_TEST_PG_URL"
+
+
+def _pg_admin_url() -> str:
+    import os
+
+    return os.environ.get(PG_ENV, "")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; skipped when no server is reachable."""
+    import uuid as uuidlib
+
+    admin = _pg_admin_url()
+    if not admin:
+        pytest.skip(f"PostgreSQL tests need a server: set {PG_ENV} (e.g. from .ci/start-postgres)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("PostgreSQL tests need psycopg (pip install 'fsapp[postgres]')")
+    name = "fsapp_test_" + uuidlib.uuid4().hex[:12]
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {PG_ENV} is not reachable: {str(exc).strip()[:120]}")
+    base, _, _db = admin.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The storage URL for each backend: SQLite in a temp folder, PostgreSQL when reachable."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")

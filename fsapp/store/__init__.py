@@ -29,18 +29,18 @@ MIGRATIONS: list[str] = [
         called TEXT NOT NULL DEFAULT '',
         extension TEXT NOT NULL DEFAULT '',
         status TEXT NOT NULL DEFAULT 'active',
-        total_seconds INTEGER NOT NULL DEFAULT 0,
-        talk_seconds INTEGER NOT NULL DEFAULT 0,
-        too_long INTEGER NOT NULL DEFAULT 0,
+        total_seconds BIGINT NOT NULL DEFAULT 0,
+        talk_seconds BIGINT NOT NULL DEFAULT 0,
+        too_long BIGINT NOT NULL DEFAULT 0,
         customer_id TEXT NOT NULL DEFAULT '',
         customer_name TEXT NOT NULL DEFAULT '',
         customer_type TEXT NOT NULL DEFAULT '',
         modules TEXT NOT NULL DEFAULT '[]',
         auth_method TEXT NOT NULL DEFAULT '',
         auth_result TEXT NOT NULL DEFAULT '',
-        charge INTEGER NOT NULL DEFAULT 0,
+        charge BIGINT NOT NULL DEFAULT 0,
         recording TEXT NOT NULL DEFAULT '',
-        downloaded INTEGER NOT NULL DEFAULT 0,
+        downloaded BIGINT NOT NULL DEFAULT 0,
         hangup_cause TEXT NOT NULL DEFAULT '',
         final_destination TEXT NOT NULL DEFAULT '',
         entry_module TEXT NOT NULL DEFAULT '',
@@ -60,7 +60,7 @@ MIGRATIONS: list[str] = [
         sales TEXT NOT NULL DEFAULT '',
         support TEXT NOT NULL DEFAULT '',
         other TEXT NOT NULL DEFAULT '',
-        debt INTEGER NOT NULL DEFAULT 0
+        debt BIGINT NOT NULL DEFAULT 0
     );
     CREATE TABLE customer_phones (
         phone TEXT NOT NULL,
@@ -69,12 +69,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE pin_failures (
         customer_id TEXT NOT NULL,
-        at REAL NOT NULL
+        at DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX pin_failures_customer ON pin_failures (customer_id, at);
     CREATE TABLE lockouts (
         customer_id TEXT PRIMARY KEY,
-        until REAL NOT NULL
+        until DOUBLE PRECISION NOT NULL
     );
     """,
     # 2: meters, the ledger, the outbox
@@ -83,50 +83,50 @@ MIGRATIONS: list[str] = [
         call_uuid TEXT NOT NULL,
         module TEXT NOT NULL,
         customer_id TEXT NOT NULL,
-        interval_minutes INTEGER NOT NULL,
-        amount_per_interval INTEGER NOT NULL,
+        interval_minutes BIGINT NOT NULL,
+        amount_per_interval BIGINT NOT NULL,
         product_code TEXT NOT NULL DEFAULT '',
         product_name TEXT NOT NULL DEFAULT '',
         invoice_type TEXT NOT NULL DEFAULT '',
         account TEXT NOT NULL DEFAULT '',
-        send_payment_link INTEGER NOT NULL DEFAULT 0,
+        send_payment_link BIGINT NOT NULL DEFAULT 0,
         mobile TEXT NOT NULL DEFAULT '',
         target TEXT NOT NULL DEFAULT '',
-        bridge_us INTEGER NOT NULL DEFAULT 0,
-        seen_us INTEGER NOT NULL DEFAULT 0,
+        bridge_us BIGINT NOT NULL DEFAULT 0,
+        seen_us BIGINT NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'open',
         daemon TEXT NOT NULL DEFAULT '',
-        opened_at REAL NOT NULL,
-        beat_at REAL NOT NULL,
+        opened_at DOUBLE PRECISION NOT NULL,
+        beat_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (call_uuid, module)
     );
     CREATE TABLE charges (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {ID},
         call_uuid TEXT NOT NULL,
         module TEXT NOT NULL,
         customer_id TEXT NOT NULL,
-        talk_seconds INTEGER NOT NULL,
-        units INTEGER NOT NULL,
-        amount INTEGER NOT NULL,
-        debt_after INTEGER NOT NULL DEFAULT 0,
+        talk_seconds BIGINT NOT NULL,
+        units BIGINT NOT NULL,
+        amount BIGINT NOT NULL,
+        debt_after BIGINT NOT NULL DEFAULT 0,
         source TEXT NOT NULL DEFAULT 'call',
         created_at TEXT NOT NULL,
         UNIQUE (call_uuid, module)
     );
     CREATE INDEX charges_customer ON charges (customer_id, created_at);
     CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {ID},
         kind TEXT NOT NULL,
         idempotency_key TEXT NOT NULL UNIQUE,
         payload TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at REAL NOT NULL,
-        delivered_at REAL,
+        created_at DOUBLE PRECISION NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_at DOUBLE PRECISION NOT NULL,
+        delivered_at DOUBLE PRECISION,
         result TEXT NOT NULL DEFAULT '',
         last_error TEXT NOT NULL DEFAULT '',
         locked_by TEXT NOT NULL DEFAULT '',
-        locked_until REAL NOT NULL DEFAULT 0
+        locked_until DOUBLE PRECISION NOT NULL DEFAULT 0
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
     """,
@@ -146,18 +146,19 @@ def now_iso(ts: float | None = None) -> str:
 class Store:
     """Everything fsapp keeps, above one database connection."""
 
-    def __init__(self, db: SQLiteDB) -> None:
+    def __init__(self, db: Any) -> None:
         self.db = db
 
     # ------------------------------------------------------------ schema
 
     def migrate(self) -> int:
-        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         with self.db.transaction():
+            self.db.lock("fsapp-migrate")
             row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
             current = int(row["v"]) if row and row["v"] is not None else 0
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
-                for statement in sql.split(";"):
+                for statement in sql.replace("{ID}", self.db.autoid).split(";"):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
@@ -174,7 +175,8 @@ class Store:
     def call_started(self, row: dict[str, Any]) -> None:
         cols = [c for c in CALL_FIELDS if c in row]
         self.db.execute(
-            f"INSERT OR IGNORE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            " ON CONFLICT (uuid) DO NOTHING",
             [_sql_value(row[c]) for c in cols],
         )
 
@@ -301,6 +303,7 @@ class Store:
     def record_pin_failure(self, customer_id: str, now: float, window: float, limit: int, lockout: float) -> bool:
         """Count a wrong PIN; lock the customer when the window holds ``limit``. True if now locked."""
         with self.db.transaction():
+            self.db.lock("pin:" + customer_id)  # counted right across daemons
             self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - window,))
             self.db.execute("INSERT INTO pin_failures (customer_id, at) VALUES (?, ?)", (customer_id, now))
             row = self.db.one(
@@ -345,7 +348,7 @@ class Store:
 
     def meter_beat(self, call_uuid: str, module: str, seen_us: int, now: float) -> None:
         self.db.execute(
-            "UPDATE meters SET seen_us = MAX(seen_us, ?), beat_at = ? WHERE call_uuid = ? AND module = ?"
+            "UPDATE meters SET seen_us = GREATEST(seen_us, ?), beat_at = ? WHERE call_uuid = ? AND module = ?"
             " AND state = 'open'",
             (seen_us, now, call_uuid, module),
         )
@@ -377,7 +380,7 @@ class Store:
         uuid, module = meter["call_uuid"], meter["module"]
         with self.db.transaction():
             closed = self.db.execute(
-                "UPDATE meters SET state = ?, seen_us = MAX(seen_us, bridge_us + ?) WHERE call_uuid = ? AND module = ?"
+                "UPDATE meters SET state = ?, seen_us = GREATEST(seen_us, bridge_us + ?) WHERE call_uuid = ? AND module = ?"
                 " AND state = 'open'",
                 ("charged" if amount else "closed", talk_seconds * 1_000_000, uuid, module),
             )
@@ -428,7 +431,7 @@ class Store:
         with self.db.transaction():
             rows = self.db.query(
                 "SELECT id FROM outbox WHERE delivered_at IS NULL AND next_at <= ? AND locked_until < ?"
-                " ORDER BY next_at, id LIMIT ?",
+                " ORDER BY next_at, id LIMIT ?" + self.db.skip_locked,
                 (now, now, limit),
             )
             ids = [r["id"] for r in rows]
@@ -503,12 +506,15 @@ def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, pool_size: int = 20) -> Store:
     """Open the database named by ``[storage] url`` and bring its schema up to date."""
+    db: Any
     if url.startswith("sqlite:///"):
         db = SQLiteDB(url[len("sqlite:///") :])
     elif url.startswith(("postgresql://", "postgres://")):
-        raise StorageError("storage.url: PostgreSQL is not supported by this build yet")
+        from fsapp.store.postgres import PostgresDB
+
+        db = PostgresDB(url, size=pool_size)
     else:
         raise StorageError(f"storage.url: unsupported database URL {url!r}")
     store = Store(db)

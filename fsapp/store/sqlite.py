@@ -21,6 +21,8 @@ class StorageError(Exception):
 
 class SQLiteDB:
     dialect = "sqlite"
+    autoid = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    skip_locked = ""  # BEGIN IMMEDIATE already gives one writer at a time
 
     def __init__(self, path: str, busy_timeout_ms: int = 3000) -> None:
         self.path = path
@@ -29,6 +31,7 @@ class SQLiteDB:
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
+            self.conn.create_function("GREATEST", 2, max, deterministic=True)
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -81,13 +84,8 @@ class SQLiteDB:
         except sqlite3.Error as exc:
             raise StorageError(str(exc)) from exc
 
-    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run an INSERT; return the new row's id."""
-        try:
-            with self._lock:
-                return int(self.conn.execute(sql, params).lastrowid or 0)
-        except sqlite3.Error as exc:
-            raise StorageError(str(exc)) from exc
+    def lock(self, name: str) -> None:
+        """Serialise a critical section across processes: a write transaction already is."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         try:
