@@ -46,7 +46,6 @@ COMMAND_BUCKETS: tuple[float, ...] = (
 CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
 REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
-MODULE_RESULTS: tuple[str, ...] = ("next", "error", "other")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
 
