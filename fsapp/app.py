@@ -45,6 +45,9 @@ class NullMetrics:
     def draining(self, flag: bool) -> None:
         pass
 
+    def config_reload(self, ok: bool) -> None:
+        pass
+
 
 class App:
     def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:
@@ -93,8 +96,9 @@ class App:
 
     def reconfigure(self, config: Config) -> None:
         """New calls use ``config``; live calls keep the one they started with."""
+        crm = make_crm(config, self.store, self.metrics)  # may raise: then nothing changes
         self.config = config
-        self.crm = make_crm(config, self.store, self.metrics)
+        self.crm = crm
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
         cmd = self.config.journal.notify_command

@@ -122,25 +122,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path = _config_path(args)
     cfg = configmod.load(path)
+    metrics = None
+    if cfg.server.metrics_listen:
+        from fsapp.metrics import PrometheusMetrics
+
+        metrics = PrometheusMetrics()
     try:
-        app = App(cfg)
+        app = App(cfg, metrics=metrics)
     except StorageError as exc:
-        print(f"{cfg.file}:storage.url: {exc}", file=sys.stderr)
+        msg = str(exc)
+        print(msg if msg.startswith("storage.url") else f"{cfg.file}:storage.url: {msg}", file=sys.stderr)
         return EXIT_RUNTIME
+    except ValueError as exc:  # a CRM section that cannot work (missing token variable, ...)
+        print(f"{cfg.file}:{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     server = Server(app)
     log = logmod.get("fsapp")
+    http = None
+    if metrics is not None:
+        from fsapp.metrics import health_of, start_http
+
+        try:
+            http = start_http(cfg.server.metrics_listen, metrics, health_of(server))
+        except OSError as exc:
+            print(f"{cfg.file}:server.metrics_listen: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
 
     def reload() -> None:
         try:
             new = configmod.load(path)
-        except configmod.ConfigError as exc:
-            log.error("config_reload_rejected", problems=exc.problems)
+            app.reconfigure(new)
+        except (configmod.ConfigError, ValueError) as exc:
+            problems = exc.problems if isinstance(exc, configmod.ConfigError) else [f"{cfg.file}:{exc}"]
+            log.error("config_reload_rejected", problems=problems)
+            app.metrics.config_reload(False)
             return
-        app.reconfigure(new)
+        app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
 
     server.on_reload = reload
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if http is not None:
+            http.stop(timeout=1)
     return EXIT_OK
 
 
@@ -233,7 +258,7 @@ def _seed_sample_directory(cfg: configmod.Config) -> None:
         sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
         rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
         customers.save_rows(store, rows)
-        print(f"(sample customer directory loaded into {cfg.storage_url[len('sqlite:///'):]}: "
+        print(f"(sample customer directory loaded into {configmod.sqlite_path(cfg.storage_url)}: "
               f"{', '.join(r['id'] for r in rows)})\n")
     finally:
         store.close()

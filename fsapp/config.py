@@ -320,14 +320,14 @@ def from_dict(
 
     st = r.table(data, "storage")
     r.unknown(st, "storage", ("url", "pool_size"))
-    storage_url = r.get(st, "storage", "url", str, "sqlite:///fsapp.db")
+    storage_url = r.get(st, "storage", "url", str, "sqlite:fsapp.db")
     pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
-    if storage_url.startswith("sqlite:///"):
-        db = storage_url[len("sqlite:///") :]
-        if db != ":memory:" and not Path(db).is_absolute():
-            storage_url = "sqlite:///" + str(base / db)
+    if storage_url.startswith("sqlite:"):
+        # sqlite:///var/lib/fsapp/fsapp.db is absolute; sqlite:fsapp.db is relative to this file.
+        storage_url = "sqlite://" + str(sqlite_path(storage_url, base))
     elif not storage_url.startswith(("postgresql://", "postgres://")):
-        r.fail("storage.url", f"must start with sqlite:/// or postgresql://, not {storage_url!r}")
+        r.fail("storage.url", f"must be sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://..., "
+                              f"not {storage_url!r}")
 
     c = r.table(data, "crm")
     known_crm = set(CRMConfig.__dataclass_fields__) - {"extra"}
@@ -487,6 +487,14 @@ def from_dict(
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def sqlite_path(url: str, base: Path | None = None) -> Path:
+    """The database file a sqlite: URL names (relative paths from ``base``)."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        return Path("/" + rest.lstrip("/"))
+    return (base or Path.cwd()) / rest
 
 
 def _freeze(value: Any) -> Any:

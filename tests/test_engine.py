@@ -126,7 +126,7 @@ def test_peer_outside_allow_is_refused(make_config, daemon):
 def _as_dict(cfg: configmod.Config) -> dict:
     import tomllib
 
-    path = Path(cfg.storage_url[len("sqlite:///"):]).parent / "fsapp.toml"
+    path = configmod.sqlite_path(cfg.storage_url).parent / "fsapp.toml"
     return tomllib.loads(path.read_text())
 
 

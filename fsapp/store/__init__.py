@@ -509,8 +509,10 @@ def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
 def open_store(url: str, *, pool_size: int = 20) -> Store:
     """Open the database named by ``[storage] url`` and bring its schema up to date."""
     db: Any
-    if url.startswith("sqlite:///"):
-        db = SQLiteDB(url[len("sqlite:///") :])
+    if url.startswith("sqlite:"):
+        from fsapp.config import sqlite_path
+
+        db = SQLiteDB(str(sqlite_path(url)))
     elif url.startswith(("postgresql://", "postgres://")):
         from fsapp.store.postgres import PostgresDB
 
