@@ -6,6 +6,7 @@ import os
 import shlex
 import socket
 import subprocess
+import time
 from typing import Any
 
 import gevent
@@ -110,6 +111,20 @@ class App:
             subprocess.Popen(shlex.split(cmd), env=env, stdin=subprocess.DEVNULL)  # noqa: S603
         except OSError as exc:
             self.log.error("notify_failed", command=cmd, reason=str(exc))
+
+    def push_call_log(self, row: dict[str, Any]) -> None:
+        """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
+        if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
+            return
+        from fsapp.journal import export_row
+        from fsapp.store import StorageError
+
+        try:
+            self.store.outbox_add("call_log", f"{row['uuid']}-call", export_row(row), time.time())
+        except StorageError as exc:
+            self.log.error("call_log_queue_failed", uuid=row["uuid"], reason=str(exc))
+            return
+        self.outbox.poke()
 
     def journal_backlog(self, row: dict[str, Any]) -> None:
         """Keep a journal row the database refused; retried by ``flush_backlog``."""

@@ -214,7 +214,7 @@ class CallIO:
             if tick and next_tick is not None and time.monotonic() >= next_tick:
                 tick[1]()
                 next_tick = time.monotonic() + tick[0]
-        agent = done.var("cc_agent") or s.variables.get("cc_agent", "")
+        agent = done.var("cc_agent") or s.cc_agent
         result = BridgeResult(str(dest), "answered", disposition="SUCCESS", hangup_cause=agent)
         if s.hungup:
             self._close_span(len(s.bridges) - 1)
@@ -270,7 +270,7 @@ class CallContext:
     caller_name: str = ""
     called: str = ""
     direction: str = "inbound"
-    variables: dict[str, str] = field(default_factory=dict)
+    channel: esl.Event = field(default_factory=lambda: esl.Event({}))
     customer: Customer | None = None  # identified: later modules act for this customer
     claimed: Customer | None = None  # named but not authenticated (wrong PIN, locked, registered)
     auth_method: str = ""
@@ -324,7 +324,7 @@ class CallHandler:
                 return
             ctx = self._context()
             log = ctx.log
-            log.info("call_started", entry=ctx.variables.get("fsapp_module", ""), overflow=self.overflow)
+            log.info("call_started", entry=ctx.channel.var("fsapp_module"), overflow=self.overflow)
             try:
                 self.app.store.call_started(self._row(ctx, status="active"))
             except StorageError as exc:
@@ -355,7 +355,6 @@ class CallHandler:
 
     def _context(self) -> CallContext:
         ch = self.session.channel
-        variables = self.session.variables
         uuid = self.session.uuid
         caller = ch.get("Caller-Caller-ID-Number") or ch.get("Channel-Caller-ID-Number", "")
         log = self.app.log.bind(uuid=uuid, caller=caller)
@@ -371,7 +370,7 @@ class CallHandler:
             caller_name=ch.get("Caller-Caller-ID-Name", ""),
             called=ch.get("Caller-Destination-Number") or ch.get("Channel-Destination-Number", ""),
             direction="outbound" if direction == "outbound" else "inbound",
-            variables=variables,
+            channel=ch,
         )
 
     def _drive(self, ctx: CallContext) -> str:
@@ -382,7 +381,7 @@ class CallHandler:
         self.session.execute("answer")
         if cfg.journal.record:
             self._record(ctx)
-        entry = ctx.variables.get("fsapp_module") or cfg.entry.default
+        entry = ctx.channel.var("fsapp_module") or cfg.entry.default
         if entry and flow.CODE_RE.fullmatch(entry) and entry not in cfg.modules:
             ctx.log.warning("entry_unknown", module=entry)
             entry = cfg.entry.default
@@ -458,12 +457,15 @@ class CallHandler:
         too_long = row["too_long"]
         if too_long:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
-            self.app.notify_too_long(row)
         try:
             self.app.store.call_finished(ctx.uuid, row)
         except StorageError as exc:
             ctx.log.error("journal_write_failed", reason=str(exc))
             self.app.journal_backlog(row)
+        else:
+            self.app.push_call_log(row)
+        if too_long:
+            self.app.notify_too_long(row)
         ctx.log.info(
             "call_ended",
             status=status,
@@ -493,16 +495,17 @@ class CallHandler:
         created_us = _int(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
         started = created_us / 1e6
         end_us = 0
-        total = 0
+        total: int | None = None
         if done is not None:
             end_us = _int(done.var("end_uepoch")) or _int(done.get("Caller-Channel-Hangup-Time"))
-            total = _int(done.var("duration"))
+            if done.var("duration").isdigit():
+                total = int(done.var("duration"))
         ended: float | None = end_us / 1e6 if end_us else None
         if status != "active" and ended is None:
             ended = time.time()
             total = max(0, int(round(ended - started)))
-        elif not total and ended is not None:
-            total = max(0, int(round(ended - started)))
+        elif total is None:
+            total = max(0, int(round(ended - started))) if ended is not None else 0
         talk = _talk_seconds(s, done)
         answered_us = ctx.answered_us or (s.bridges[0].start_us if s.bridges else 0)
         who = ctx.customer or ctx.claimed

@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fsapp import journal
 
     journal.add_cli(sub, _config_arg)
-    from fsapp import customers, ledger
+    from fsapp import customers, ledger, loadtest
 
+    loadtest.add_cli(sub)
     customers.add_cli(sub, _config_arg)
     ledger.add_cli(sub, _config_arg)
     return p

@@ -98,44 +98,100 @@ class Frame:
         return self.headers.get("Content-Type", "")
 
 
-@dataclass(slots=True)
 class Event:
-    """A decoded ``text/event-plain`` event."""
+    """A ``text/event-plain`` event.
 
-    headers: dict[str, str]
-    body: str = ""
+    Real events carry a few hundred headers of which a call needs a handful, so
+    the header block is kept as text: ``get`` finds one header in it and decodes
+    only that value; ``headers`` builds (and checks) the whole dict on first use.
+    """
+
+    __slots__ = ("_text", "body", "_raw", "_decoded")
+
+    def __init__(self, raw: dict[str, str] | str, body: str = "") -> None:
+        if isinstance(raw, dict):
+            self._raw: dict[str, str] | None = raw
+            self._text = ""
+        else:
+            self._raw = None
+            self._text = "\n" + raw + "\n"
+        self.body = body
+        self._decoded: dict[str, str] | None = None
+
+    @property
+    def raw(self) -> dict[str, str]:
+        """Every header, values as sent (URL-encoded)."""
+        if self._raw is None:
+            self._raw = parse_headers(self._text.strip("\n").encode("utf-8"), urlencoded=False)
+        return self._raw
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header, decoded."""
+        if self._decoded is None:
+            self._decoded = {k: decode(v) for k, v in self.raw.items()}
+        return self._decoded
+
+    def _find(self, key: str) -> str | None:
+        if self._raw is not None:
+            return self._raw.get(key)
+        text = self._text
+        i = text.find("\n" + key + ": ")
+        if i < 0:
+            return None
+        start = i + len(key) + 3
+        return text[start : text.index("\n", start)]
 
     @property
     def name(self) -> str:
-        return self.headers.get("Event-Name", "")
+        return self._find("Event-Name") or ""
+
+    def __getitem__(self, key: str) -> str:
+        value = self._find(key)
+        if value is None:
+            raise KeyError(key)
+        return decode(value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._find(key) is not None
 
     def get(self, key: str, default: str = "") -> str:
-        return self.headers.get(key, default)
+        value = self._find(key)
+        return default if value is None else decode(value)
 
     def var(self, name: str, default: str = "") -> str:
-        return self.headers.get("variable_" + name, default)
+        return self.get("variable_" + name, default)
 
     @property
     def timestamp_us(self) -> int:
         """FreeSWITCH's own clock for this event, in microseconds."""
         try:
-            return int(self.headers.get("Event-Date-Timestamp", "0"))
+            return int(self._find("Event-Date-Timestamp") or "0")
         except ValueError:
             return 0
 
 
 def parse_event(body: bytes) -> Event:
-    """Parse the body of a ``text/event-plain`` frame."""
+    """Parse the body of a ``text/event-plain`` frame (headers looked up on demand)."""
     head, sep, rest = body.partition(b"\n\n")
-    headers = parse_headers(head, urlencoded=True)
-    text = ""
-    if sep and "Content-Length" in headers:
+    text = head.decode("utf-8", errors="replace")
+    content = ""
+    if sep and "\nContent-Length: " in "\n" + text:
+        ev = Event(text)
         try:
-            n = int(headers["Content-Length"])
+            n = int(ev.get("Content-Length"))
         except ValueError as exc:
             raise ProtocolError("event body Content-Length is not a number") from exc
-        text = rest[:n].decode("utf-8", errors="replace")
-    return Event(headers, text)
+        content = rest[:n].decode("utf-8", errors="replace")
+    return Event(text, content)
+
+
+# Events the session acts on; the others (DTMF, CHANNEL_EXECUTE, CHANNEL_STATE, ...)
+# are skipped without being parsed.
+INTERESTING = frozenset(
+    {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"}
+)
+_APP_UUID = b"\nApplication-UUID: "
 
 
 class FrameReader:
@@ -226,8 +282,8 @@ class Session:
     sock: Any
     command_timeout: float = 5.0
     on_command: Callable[[str, float], None] | None = None
-    on_event: Callable[[Event], None] | None = None
-    channel: dict[str, str] = field(default_factory=dict)
+    on_event: Callable[[Event], None] | None = None  # sees the INTERESTING events only
+    channel: Event = field(default_factory=lambda: Event({}))
     uuid: str = ""
     hungup: bool = False
     hangup_cause: str = ""
@@ -237,7 +293,7 @@ class Session:
     hangup_requested: bool = False
     hangup_us: int = 0
     bridges: list[BridgeSpan] = field(default_factory=list)
-    variables: dict[str, str] = field(default_factory=dict)
+    cc_agent: str = ""
     _reader: FrameReader = field(init=False)
     _completions: dict[str, Event] = field(default_factory=dict)
     _waiting: set[str] = field(default_factory=set)
@@ -253,7 +309,7 @@ class Session:
         frame = self._reader.read(deadline)
         ctype = frame.content_type
         if ctype == "text/event-plain":
-            self._dispatch(parse_event(frame.body))
+            self._event(frame.body)
         elif ctype in ("command/reply", "api/response"):
             self._replies.append(frame)
         elif ctype == "text/disconnect-notice":
@@ -266,8 +322,23 @@ class Session:
         else:
             raise ProtocolError(f"unexpected Content-Type {ctype[:60]!r}")
 
+    def _event(self, body: bytes) -> None:
+        """Parse and dispatch an event, unless it is one the session has no use for."""
+        if body.startswith(b"Event-Name: "):
+            nl = body.find(b"\n")
+            name = body[12:nl].decode("ascii", errors="replace")
+            if name not in INTERESTING:
+                return
+            if name == "CHANNEL_EXECUTE_COMPLETE":
+                i = body.rfind(_APP_UUID)
+                if i >= 0:
+                    end = body.find(b"\n", i + 1)
+                    if body[i + len(_APP_UUID) : end].decode("ascii", errors="replace") not in self._waiting:
+                        return
+        self._dispatch(parse_event(body))
+
     def _dispatch(self, ev: Event) -> None:
-        if self.uuid and ev.get("Unique-ID") not in ("", self.uuid):
+        if self.uuid and (ev._find("Unique-ID") or self.uuid) != self.uuid:
             return  # another channel's event (never with myevents; ignore)
         name = ev.name
         if name == "CHANNEL_EXECUTE_COMPLETE":
@@ -287,6 +358,7 @@ class Session:
         elif name == "CHANNEL_UNBRIDGE":
             if self.bridges and not self.bridges[-1].end_us:
                 self.bridges[-1].end_us = ev.timestamp_us
+            self.cc_agent = ev.var("cc_agent") or self.cc_agent
         if self.on_event is not None:
             self.on_event(ev)
 
@@ -314,18 +386,15 @@ class Session:
 
     # --------------------------------------------------------------- commands
 
-    def connect(self) -> dict[str, str]:
+    def connect(self) -> Event:
         """Send ``connect``; the reply carries the channel's data."""
         reply = self._command("connect\n\n")
         if reply.content_type != "command/reply":
             raise ProtocolError("connect was not answered by a command/reply")
-        self.channel = {k: decode(v) for k, v in reply.headers.items()}
-        self.uuid = self.channel.get("Unique-ID") or self.channel.get("Channel-Unique-ID", "")
+        self.channel = Event(reply.headers)
+        self.uuid = self.channel.get("Unique-ID") or self.channel.get("Channel-Unique-ID")
         if not self.uuid:
             raise ProtocolError("connect reply carries no Unique-ID")
-        self.variables.update(
-            (k[9:], v) for k, v in self.channel.items() if k.startswith("variable_")
-        )
         return self.channel
 
     def myevents(self) -> None:
@@ -386,15 +455,13 @@ class Session:
             done = self._completions.pop(event_uuid)
         finally:
             self._waiting.discard(event_uuid)
-        for key, value in done.headers.items():
-            if key.startswith("variable_"):
-                self.variables[key[9:]] = value
         if self.on_command is not None:
             self.on_command("execute " + app, time.monotonic() - started)
         return done
 
-    def set_var(self, name: str, value: str) -> None:
-        self.execute("set", f"{name}={value}")
+    def set_var(self, name: str, value: str) -> Event:
+        """Set a channel variable; the returned completion carries it."""
+        return self.execute("set", f"{name}={value}")
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Hang the channel up (a call-command: no execute events follow)."""

@@ -20,10 +20,10 @@ _CARD_RE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Blank secret fields; mask card-like digit runs in strings."""
-    for key, value in list(event.items()):
-        if key.lower() in SECRET_KEYS or "pin" in key.lower().split("_"):
+    for key, value in event.items():
+        if key in SECRET_KEYS or key.endswith("_pin") or key.lower() in SECRET_KEYS:
             event[key] = "[redacted]"
-        elif isinstance(value, str) and _CARD_RE.search(value):
+        elif type(value) is str and len(value) >= 13 and _CARD_RE.search(value):
             event[key] = _CARD_RE.sub(lambda m: m.group(0)[:4] + "*" * (len(m.group(0)) - 4), value)
     return event
 
@@ -40,7 +40,6 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
     renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
@@ -49,7 +48,7 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=not _configured,
+        cache_logger_on_first_use=False,
     )
     _configured = True
 

@@ -27,6 +27,7 @@ class OutboxWorker:
         self.greenlet: gevent.Greenlet | None = None
         self.running = False
         self.log = app.log.bind(component="outbox")
+        self._stats_at = 0.0
 
     def start(self) -> None:
         self.running = True
@@ -45,6 +46,7 @@ class OutboxWorker:
 
     def _loop(self) -> None:
         while self.running:
+            gevent.sleep(0.05)  # let writes from calls ending together go out in one batch
             try:
                 done = self.run_once()
             except StorageError as exc:
@@ -64,11 +66,13 @@ class OutboxWorker:
         rows = store.outbox_claim(self.app.daemon_id, now, self.batch)
         for row in rows:
             self.deliver(row)
-        try:
-            depth, age = store.outbox_stats(time.time())
-            self.app.metrics.outbox(depth, age)
-        except StorageError:
-            pass
+        if now - self._stats_at >= 5 or not rows:
+            self._stats_at = now
+            try:
+                depth, age = store.outbox_stats(time.time())
+                self.app.metrics.outbox(depth, age)
+            except StorageError:
+                pass
         return len(rows)
 
     def deliver(self, row: dict[str, Any]) -> bool:

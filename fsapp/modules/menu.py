@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from fsapp.config import ModuleConfig
 
 SCHEMA = {
+    "intro": prompt(),  # played once, before the options
     "prompt": prompt(),
     "invalid_prompt": prompt(),
     "options": Opt(dict, {}, "destmap"),
@@ -37,6 +38,7 @@ def run(ctx: CallContext, module: ModuleConfig) -> str:
     longest = max(len(k) for k in options)
     pattern = "^(" + "|".join(re.escape(k) for k in sorted(options)) + ")$"
     attempts = module["max_attempts"]
+    ctx.io.play(module["intro"])
     for attempt in range(1, attempts + 1):
         digits = ctx.io.ask(
             module["prompt"], min_digits=1, max_digits=longest, timeout_ms=module["timeout_ms"], regex=pattern

@@ -228,8 +228,9 @@ class Store:
         if too_long:
             where.append("too_long = 1")
         if number:
-            where.append("(caller LIKE ? OR called LIKE ? OR extension = ?)")
-            params += [f"%{number}%", f"%{number}%", number]
+            pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
+            params += [pattern, pattern, number]
         if order not in CALL_FIELDS:
             raise ValueError(f"cannot sort by {order!r}")
         sql = "SELECT * FROM calls"
