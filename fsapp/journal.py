@@ -19,6 +19,8 @@ EXPORT_FIELDS = (
     "charge recording hangup_cause"
 ).split()
 
+GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_seconds", "charge")
+
 TABLE_COLUMNS = [
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
     ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
@@ -83,7 +85,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
             json.dump(groups, out, ensure_ascii=False, indent=1)
             out.write("\n")
         elif args.format == "csv":
-            w = csv.DictWriter(out, fieldnames=list(groups[0]) if groups else ["date"], lineterminator="\n")
+            w = csv.DictWriter(out, fieldnames=GROUP_FIELDS, lineterminator="\n")
             w.writeheader()
             w.writerows(groups)
         else:
@@ -142,8 +144,7 @@ def group_by_date(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for r in rows:
         day = (r["started_at"] or "")[:10]
-        g = groups.setdefault(day, {"date": day, "calls": 0, "answered": 0, "missed": 0, "abandoned": 0,
-                                    "talk_seconds": 0, "charge": 0})
+        g = groups.setdefault(day, {**dict.fromkeys(GROUP_FIELDS, 0), "date": day})
         g["calls"] += 1
         if r["status"] in ("answered", "missed", "abandoned"):
             g[r["status"]] += 1

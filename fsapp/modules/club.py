@@ -139,21 +139,30 @@ def _by_number(ctx: CallContext, m: ModuleConfig) -> Customer:
 def _check_pin(ctx: CallContext, m: ModuleConfig, customer: Customer) -> None:
     sec = ctx.cfg.security
     store = ctx.app.store
-    if store.locked_until(customer.id, time.time()):
-        _locked(ctx, m, customer)
     attempts = m["max_attempts"]
     for attempt in range(1, attempts + 1):
+        # Checked before every try, not once: another call or daemon may lock the customer
+        # meanwhile, and its lockout must stop this call's guesses too.
+        if store.locked_until(customer.id, time.time()):
+            _locked(ctx, m, customer)
         pin = _ask(ctx, m, m["enter_pin"], m["pin_max_digits"])
-        ok = bool(pin) and pin.isdigit() and ctx.app.crm.verify_pin(customer.id, pin)
+        typed = bool(pin)
+        if typed and store.locked_until(customer.id, time.time()):
+            _locked(ctx, m, customer)
+        ok = typed and pin.isdigit() and ctx.app.crm.verify_pin(customer.id, pin)
         del pin
         if ok:
             store.clear_pin_failures(customer.id)
             return
-        ctx.log.info("club_wrong_pin", module=m.code, attempt=attempt, customer_id=customer.id)
-        locked = store.record_pin_failure(customer.id, time.time(), sec.pin_window_seconds, sec.pin_max_failures,
-                                          sec.pin_lockout_seconds)
-        if locked:
-            _locked(ctx, m, customer)
+        if typed:
+            # Only a typed PIN is a guess; silence costs an attempt but not toward the lockout.
+            ctx.log.info("club_wrong_pin", module=m.code, attempt=attempt, customer_id=customer.id)
+            locked = store.record_pin_failure(customer.id, time.time(), sec.pin_window_seconds,
+                                              sec.pin_max_failures, sec.pin_lockout_seconds)
+            if locked:
+                _locked(ctx, m, customer)
+        else:
+            ctx.log.info("club_no_input", module=m.code, attempt=attempt, customer_id=customer.id)
         if attempt < attempts:
             ctx.io.play(m["wrong_pin"])
     ctx.claimed = customer  # known by number, not authenticated: journaled, never passed on
