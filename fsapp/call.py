@@ -413,7 +413,14 @@ class CallHandler:
                 if module.record and not storage_failed:
                     self._record(ctx)
                 ctx.log.info("module_entered", module=module.code, kind=module.kind)
-                dest_text = KINDS[module.kind].run(ctx, module)
+                try:
+                    dest_text = KINDS[module.kind].run(ctx, module)
+                except StorageError as exc:
+                    # The database is locked, full or gone: the caller is still routed.
+                    dest_text = self.cfg.entry.on_storage_failure or module.error
+                    ctx.error_reason = ctx.error_reason or "storage failed"
+                    ctx.log.error("module_storage_failed", module=module.code, reason=str(exc),
+                                  destination=dest_text)
                 result = "next" if dest_text == module.next else "error" if dest_text == module.error else "other"
                 self.app.metrics.module_result(module.code, result)
                 ctx.log.info("module_left", module=module.code, result=result, destination=dest_text)

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not monkey.is_module_patched("socket"):
             monkey.patch_all(thread=False, subprocess=False)
-    logmod.configure(args.log_level or ("warning" if args.command in ("simulate", "loadtest") else "info"))
+    logmod.configure(args.log_level or ("warning" if args.command in ("simulate", "loadtest") else "info"),
+                     buffered=args.command == "serve")
     try:
         handler = HANDLERS.get(args.command) or getattr(args, "handler", None)
         if handler is None:

@@ -28,12 +28,41 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-_configured = False
+class BufferedLogger:
+    """Writes lines to a stream without a flush per line; ``flush`` is called by the daemon.
+
+    A busy daemon logs tens of lines per call: one write(2) each costs more than
+    the rest of the logging. The daemon flushes every 100 ms and at exit, so at
+    most that much log is lost if the process is killed outright.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        self._stream.write(message + "\n")
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
-def configure(level: str = "info", *, json: bool | None = None, stream: Any = None) -> None:
-    """Configure structlog once per process (later calls only change the level)."""
-    global _configured
+_buffered: BufferedLogger | None = None
+
+
+def flush() -> None:
+    """Push buffered log lines out (no-op unless ``configure(buffered=True)``)."""
+    if _buffered is not None:
+        _buffered.flush()
+
+
+def configure(level: str = "info", *, json: bool | None = None, stream: Any = None, buffered: bool = False) -> None:
+    """Configure structlog for this process (a later call replaces the configuration)."""
+    global _buffered
     stream = stream or sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
@@ -47,10 +76,19 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=_factory(stream, buffered and json),
         cache_logger_on_first_use=False,
     )
-    _configured = True
+
+
+def _factory(stream: Any, buffered: bool) -> Any:
+    global _buffered
+    if not buffered:
+        _buffered = None
+        return structlog.PrintLoggerFactory(stream)
+    _buffered = BufferedLogger(stream)
+    logger = _buffered
+    return lambda *args: logger
 
 
 def get(name: str = "fsapp") -> Any:

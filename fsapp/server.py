@@ -118,9 +118,19 @@ class Server:
 
     def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT (drain, return) — SIGHUP calls ``on_reload``."""
+        from fsapp import log as logmod
+
+        def flush_logs() -> None:
+            while True:
+                gevent.sleep(0.1)
+                logmod.flush()
+
+        flusher = gevent.spawn(flush_logs)
         self.start()
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.drain))
         gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.drain))
         if self.on_reload is not None:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
         self.stopped.wait()
+        flusher.kill()
+        logmod.flush()

@@ -636,7 +636,6 @@ def test_http_crm_pin_flow(make_config: ConfigMaker, daemon: DaemonMaker, httpse
 def json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """The project's own log pipeline (redact included), JSON lines into a buffer, at debug level."""
     saved = structlog.get_config()
-    monkeypatch.setattr(logmod, "_configured", True)  # no logger caching that would outlive the test
     buf = io.StringIO()
     logmod.configure("debug", json=True, stream=buf)
     try:
