@@ -236,3 +236,72 @@ def test_sample_config_checks_clean():
     proc = subprocess.run([sys.executable, "-m", "fsapp", "check"], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+RELOAD = """
+[billing]
+meter_heartbeat_seconds = 1
+
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+next = "paid"
+error = "hangup"
+
+[[modules]]
+code = "paid"
+kind = "telephone_bill"
+product_code = "P1"
+amount_per_interval = 1000
+max_debt = 1000000000
+targets = ["ext:1001"]
+next = "after"
+error = "hangup"
+
+[[modules]]
+code = "after"
+kind = "menu"
+options = { "1" = "ext:3001" }
+max_attempts = 1
+next = "hangup"
+error = "hangup"
+"""
+
+
+def test_sighup_reload_applies_to_new_calls_not_live_ones(tmp_path):
+    """SIGHUP: the next call follows the new config; a live call finishes on the old; a bad config changes nothing."""
+    from fsapp import customers
+    from fsapp.store import open_store
+
+    path = write_config(tmp_path, RELOAD)
+    store = open_store(f"sqlite://{tmp_path / 'fsapp.db'}")
+    customers.save_rows(store, customers.parse_csv(
+        "id,number,name,type,phones,mobile,pin,sales,support,other,debt\n"
+        "C-1,C-1,Test,active,09121234567,,,,,,0\n"))
+    store.close()
+    proc, address = _serve(path, tmp_path)
+    try:
+        script = {"caller": "09121234567", "dtmf": ["1"]}
+        live = gevent.spawn(run_call, address, Script(**script, bridges=["answer:3:hold", "answer:5"]))
+        gevent.sleep(1.0)  # the live call is in its held bridge, under the first config
+        path.write_text(path.read_text().replace('"1" = "ext:3001"', '"1" = "ext:4001"'))
+        proc.send_signal(signal.SIGHUP)
+        gevent.sleep(0.5)
+        new = run_call(address, Script(**script, bridges=["answer:1", "answer:5"]))
+        live.join(15)
+        bridged = lambda fake: [s.arg.split("}", 1)[1] for s in fake.steps if s.app == "bridge"]  # noqa: E731
+        assert bridged(new) == ["user/1001@${domain_name}", "user/4001@${domain_name}"]
+        assert bridged(live.value) == ["user/1001@${domain_name}", "user/3001@${domain_name}"]
+
+        path.write_text(path.read_text().replace('next = "after"', 'next = "nowhere"'))
+        proc.send_signal(signal.SIGHUP)
+        gevent.sleep(0.5)
+        again = run_call(address, Script(**script, bridges=["answer:1", "answer:5"]))
+        assert bridged(again) == ["user/1001@${domain_name}", "user/4001@${domain_name}"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    log = proc.stderr.read()
+    assert '"config_reloaded"' in log
+    assert "config_reload_rejected" in log and "unknown module code 'nowhere'" in log
