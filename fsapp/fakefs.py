@@ -25,17 +25,26 @@ import gevent.socket
 
 from fsapp.esl import FrameReader, parse_headers
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_/,$()")
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!$'()*,-./_~")
+# Byte -> text; '%' stays raw here and _LONE_PERCENT encodes the ones that start no %XX.
+_ENCODED = [chr(b) if b in _SAFE or b == 0x25 else f"%{b:02X}" for b in range(256)]
+_NEEDS_ENCODING = re.compile(r"[^A-Za-z0-9!$'()*,\-./_~]").search
+_LONE_PERCENT = re.compile(r"%(?![0-9A-F]{2})")
 DISCONNECT_BODY = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 CORE_UUID = "3d9d09fa-d0e9-48f9-aaf9-98e77cabf86a"
+SOCKET_ARG = "127.0.0.1:8084 async full"  # the dialplan's socket app data
 
 
 def fs_encode(value: str) -> str:
-    """URL-encode a header value the way FreeSWITCH does (space is %20, '/$(),' kept)."""
-    out = []
-    for b in value.encode("utf-8"):
-        out.append(chr(b) if b in _SAFE else f"%{b:02X}")
-    return "".join(out)
+    """URL-encode a header value as FreeSWITCH's switch_url_encode does.
+
+    Space is %20 and UTF-8 bytes are %XX; letters, digits and ``!$'()*,-./_~`` are
+    kept, and so is a ``%`` that already starts an uppercase ``%XX``.
+    """
+    if _NEEDS_ENCODING(value) is None:
+        return value
+    out = "".join([_ENCODED[b] for b in value.encode("utf-8")])
+    return _LONE_PERCENT.sub("%25", out) if "%" in value else out
 
 
 @dataclass
@@ -97,6 +106,16 @@ _DISPOSITION = {
 _Q850 = {"NORMAL_CLEARING": "16", "USER_BUSY": "17", "NO_ANSWER": "19", "NORMAL_TEMPORARY_FAILURE": "41"}
 
 
+_CODECS = [
+    ("Channel-Read-Codec-Name", "PCMU"),
+    ("Channel-Read-Codec-Rate", "8000"),
+    ("Channel-Read-Codec-Bit-Rate", "64000"),
+    ("Channel-Write-Codec-Name", "PCMU"),
+    ("Channel-Write-Codec-Rate", "8000"),
+    ("Channel-Write-Codec-Bit-Rate", "64000"),
+]
+
+
 class CallerHungUp(Exception):
     pass
 
@@ -126,17 +145,31 @@ class _Channel:
         self.exit_received = False
         self.closed_by_peer = False
         self.setup_latency = 0.0
-        self.command_latencies: list[float] = []
+        self.command_latencies: list[float] = []  # our last frame sent -> the daemon's next command
+        self._sent_at = 0.0
         self.io_timeout = io_timeout
         self.linger_timeout = linger_timeout
         self._dtmf = list(script.dtmf)
         self._bridges = [BridgePlan.parse(b) for b in script.bridges]
         self._sock: Any = None
         self._out: list[bytes] = []
+        # Channel-State is the state the channel runs in, Channel-State-Number the one
+        # it is headed for: CHANNEL_HANGUP says CS_EXECUTE with number 10 (CS_HANGUP).
         self.channel_state = "CS_EXECUTE"
+        self.state_number = "4"
+        self.call_state = "ACTIVE"
         self.answer_state = "answered"
         self.transferred = False
         self.error = ""
+        self._chan = f"sofia/external/{script.caller}@127.0.0.1:5070"
+        self._left_socket = False  # the socket app has completed (transfer, callcenter's uuid_bridge)
+        self._first_bridge_us = 0  # bridge_uepoch, written with the CDR at hangup
+        self._digits_dialed = ""  # digits_dialed, likewise
+        self._pending: tuple[BridgePlan, str] | None = None  # callcenter's uuid_bridge not begun: (plan, agent)
+        self._live_bridge = ""  # the agent of a uuid_bridge that is up and whose talk has not played
+        self._date_sec = -1
+        self._date_local = ""
+        self._date_gmt = ""
 
     # ----------------------------------------------------------- wire helpers
 
@@ -156,12 +189,16 @@ class _Channel:
         self._send(f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode())
 
     def _headers(self, name: str, extra: Iterable[tuple[str, str]] = (), *, calling: str = "switch_channel.c",
-                 function: str = "switch_channel_perform_event") -> list[tuple[str, str]]:
+                 function: str = "switch_channel_perform_event", variables: bool = True) -> list[tuple[str, str]]:
+        """An event's headers; ``variables=False`` leaves out the ``variable_*`` lines (DTMF, CHANNEL_STATE)."""
         self.seq += 1
         ts = self.now_us
-        t = time.gmtime(ts / 1e6)
-        local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts / 1e6))
-        cid = self.script
+        sec = ts // 1_000_000
+        if sec != self._date_sec:
+            self._date_sec = sec
+            self._date_local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec))
+            self._date_gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(sec))
+        direction = self.script.direction
         h: list[tuple[str, str]] = [
             ("Event-Name", name),
             ("Core-UUID", CORE_UUID),
@@ -169,8 +206,8 @@ class _Channel:
             ("FreeSWITCH-Switchname", "vm"),
             ("FreeSWITCH-IPv4", "192.0.2.2"),
             ("FreeSWITCH-IPv6", "fd00::2"),
-            ("Event-Date-Local", local),
-            ("Event-Date-GMT", time.strftime("%a, %d %b %Y %H:%M:%S GMT", t)),
+            ("Event-Date-Local", self._date_local),
+            ("Event-Date-GMT", self._date_gmt),
             ("Event-Date-Timestamp", str(ts)),
             ("Event-Calling-File", calling),
             ("Event-Calling-Function", function),
@@ -178,37 +215,29 @@ class _Channel:
             ("Event-Sequence", str(self.seq)),
         ]
         h.extend(extra)
-        chan = f"sofia/external/{cid.caller}@127.0.0.1:5070"
         h += [
             ("Channel-State", self.channel_state),
-            ("Channel-Call-State", "HANGUP" if not self.up else "ACTIVE"),
-            ("Channel-State-Number", {"CS_EXECUTE": "4", "CS_HANGUP": "10", "CS_REPORTING": "11"}.get(
-                self.channel_state, "4")),
-            ("Channel-Name", chan),
+            ("Channel-Call-State", self.call_state),
+            ("Channel-State-Number", self.state_number),
+            ("Channel-Name", self._chan),
             ("Unique-ID", self.uuid),
-            ("Call-Direction", cid.direction),
-            ("Presence-Call-Direction", cid.direction),
+            ("Call-Direction", direction),
+            ("Presence-Call-Direction", direction),
             ("Channel-HIT-Dialplan", "true"),
             ("Channel-Call-UUID", self.uuid),
             ("Answer-State", self.answer_state),
         ]
         if self.hangup_cause:
             h.append(("Hangup-Cause", self.hangup_cause))
-        h += [
-            ("Channel-Read-Codec-Name", "PCMU"),
-            ("Channel-Read-Codec-Rate", "8000"),
-            ("Channel-Read-Codec-Bit-Rate", "64000"),
-            ("Channel-Write-Codec-Name", "PCMU"),
-            ("Channel-Write-Codec-Rate", "8000"),
-            ("Channel-Write-Codec-Bit-Rate", "64000"),
-        ]
+        h += _CODECS
         h += self._caller_profile()
-        h += [("variable_" + k, v) for k, v in self.vars.items()]
+        if variables:
+            h += [("variable_" + k, v) for k, v in self.vars.items()]
         return h
 
     def _caller_profile(self) -> list[tuple[str, str]]:
         s = self.script
-        chan = f"sofia/external/{s.caller}@127.0.0.1:5070"
+        created = str(self.created_us)
         return [
             ("Caller-Direction", s.direction),
             ("Caller-Logical-Direction", s.direction),
@@ -224,13 +253,13 @@ class _Channel:
             ("Caller-Unique-ID", self.uuid),
             ("Caller-Source", "mod_sofia"),
             ("Caller-Context", "public"),
-            ("Caller-Channel-Name", chan),
+            ("Caller-Channel-Name", self._chan),
             ("Caller-Profile-Index", "1"),
-            ("Caller-Profile-Created-Time", str(self.created_us)),
-            ("Caller-Channel-Created-Time", str(self.created_us)),
-            ("Caller-Channel-Answered-Time", str(self.created_us)),
+            ("Caller-Profile-Created-Time", created),
+            ("Caller-Channel-Created-Time", created),
+            ("Caller-Channel-Answered-Time", created),
             ("Caller-Channel-Progress-Time", "0"),
-            ("Caller-Channel-Progress-Media-Time", str(self.created_us)),
+            ("Caller-Channel-Progress-Media-Time", created),
             ("Caller-Channel-Hangup-Time", str(self.hangup_us)),
             ("Caller-Channel-Transfer-Time", "0"),
             ("Caller-Channel-Resurrect-Time", "0"),
@@ -243,18 +272,31 @@ class _Channel:
         ]
 
     def _event(self, name: str, extra: Iterable[tuple[str, str]] = (), tail: Iterable[tuple[str, str]] = (),
-               **kw: str) -> None:
+               *, variables: bool = True, **kw: str) -> None:
         if not self.myevents:
             return
-        headers = self._headers(name, extra, **kw) + list(tail)
-        body = "".join(f"{k}: {fs_encode(v)}\n" for k, v in headers) + "\n"
+        headers = self._headers(name, extra, variables=variables, **kw)
+        headers.extend(tail)
+        body = "".join([f"{k}: {fs_encode(v)}\n" for k, v in headers]) + "\n"
         raw = body.encode("ascii")
         self._send(b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(raw) + raw)
+
+    def _state(self, state: str, number: str, call_state: str = "ACTIVE") -> None:
+        """The channel moves to ``state``: a CHANNEL_STATE event (which carries no variables)."""
+        self.channel_state = state
+        self.state_number = number
+        self.call_state = call_state
+        self._event("CHANNEL_STATE", variables=False, function="switch_channel_perform_set_running_state")
+
+    def _park_event(self, name: str) -> None:
+        self._event(name, calling="switch_ivr.c", function="switch_ivr_park")
 
     def _execute_events(self, app: str, arg: str, app_uuid: str) -> None:
         self.vars["current_application"] = app
         if arg:
             self.vars["current_application_data"] = arg
+        else:
+            self.vars.pop("current_application_data", None)
         tail = [("Application", app)]
         if arg:
             tail.append(("Application-Data", arg))
@@ -274,7 +316,6 @@ class _Channel:
         self.now_us += int(seconds * 1_000_000)
 
 
-
 class _CommandReader(FrameReader):
     """Reads daemon commands: a first line (``connect``, ``sendmsg``...) then headers."""
 
@@ -292,6 +333,10 @@ class _CommandReader(FrameReader):
 class FakeFreeSWITCH(_Channel):
     """The stand-in proper: reads commands and plays FreeSWITCH's part."""
 
+    # How long a callcenter uuid_bridge waits for a command that may cut it (07b)
+    # before the agent's conversation plays out.
+    bridge_settle = 0.1
+
     def run(self) -> FakeFreeSWITCH:
         t0 = time.monotonic()
         try:
@@ -306,11 +351,23 @@ class FakeFreeSWITCH(_Channel):
             while True:
                 cmd = reader.next_command()
                 if cmd is None:
-                    deadline = self.linger_timeout if (not self.up and self.lingering_requested) else self.io_timeout
+                    if self._pending is not None:
+                        deadline = self.bridge_settle
+                    elif not self.up and self.lingering_requested:
+                        deadline = self.linger_timeout
+                    else:
+                        deadline = self.io_timeout
                     self._sock.settimeout(deadline)
                     try:
                         data = self._sock.recv(65536)
                     except (TimeoutError, gevent.socket.timeout):
+                        if self._pending is not None:
+                            try:
+                                self._finish_uuid_bridge()
+                            finally:
+                                self._flush()
+                                self._sent_at = time.monotonic()
+                            continue
                         self.error = "daemon went quiet" if self.up else "daemon never sent exit"
                         break
                     except OSError:
@@ -326,12 +383,13 @@ class FakeFreeSWITCH(_Channel):
                     first = False
                 name, headers = cmd
                 self.commands.append(name)
-                started = time.monotonic()
+                if self._sent_at:
+                    self.command_latencies.append(time.monotonic() - self._sent_at)
                 try:
                     keep = self.handle(name, headers)
                 finally:
                     self._flush()
-                self.command_latencies.append(time.monotonic() - started)
+                    self._sent_at = time.monotonic()
                 if not keep:
                     break
         except CallerHungUp:
@@ -348,13 +406,18 @@ class FakeFreeSWITCH(_Channel):
     # ----------------------------------------------------------- commands
 
     def handle(self, name: str, headers: dict[str, str]) -> bool:
+        is_sendmsg = name == "sendmsg" or name.startswith("sendmsg ")
+        if self._pending is not None and not is_sendmsg:
+            self._finish_uuid_bridge()
+        if is_sendmsg:
+            return self._sendmsg(headers)
         if name == "connect":
             self._send_channel_data()
             return True
         if name == "myevents" or name.startswith("myevents "):
             self.myevents = True
             self._reply("+OK Events Enabled")
-            self._event("CHANNEL_PARK", calling="switch_ivr.c", function="switch_ivr_park")
+            self._park_event("CHANNEL_PARK")
             return True
         if name == "linger" or name.startswith("linger "):
             self.lingering_requested = True
@@ -374,8 +437,6 @@ class FakeFreeSWITCH(_Channel):
             body = b"+OK\n" if name.startswith("api uuid_break") else b"-ERR no such command\n"
             self._send(b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body)
             return True
-        if name == "sendmsg" or name.startswith("sendmsg "):
-            return self._sendmsg(headers)
         self._reply("-ERR command not found")
         return True
 
@@ -386,8 +447,9 @@ class FakeFreeSWITCH(_Channel):
         self.vars.setdefault("uuid", self.uuid)
         self.vars.setdefault("call_uuid", self.uuid)
         self.vars.setdefault("socket_host", "127.0.0.1")
+        self.vars.setdefault("current_application", "socket")
+        self.vars.setdefault("current_application_data", SOCKET_ARG)
         s = self.script
-        chan = f"sofia/external/{s.caller}@127.0.0.1:5070"
         headers = self._headers("CHANNEL_DATA", calling="mod_event_socket.c", function="parse_command")
         # CHANNEL_DATA carries Channel-* copies of the caller profile before the rest.
         channel = [
@@ -402,7 +464,7 @@ class FakeFreeSWITCH(_Channel):
             ("Channel-Unique-ID", self.uuid),
             ("Channel-Source", "mod_sofia"),
             ("Channel-Context", "public"),
-            ("Channel-Channel-Name", chan),
+            ("Channel-Channel-Name", self._chan),
         ]
         headers = headers[:13] + channel + headers[13:]
         body = "".join(f"{k}: {fs_encode(v)}\n" for k, v in headers)
@@ -411,7 +473,13 @@ class FakeFreeSWITCH(_Channel):
 
     def _sendmsg(self, headers: dict[str, str]) -> bool:
         command = headers.get("call-command", "")
+        app = headers.get("execute-app-name", "")
         self._reply("+OK")
+        if self._pending is not None:
+            if command == "hangup" or (command == "execute" and app == "hangup"):
+                self._start_uuid_bridge()  # the hangup runs inside the bridge and cuts it (07b)
+            else:
+                self._finish_uuid_bridge()
         if not self.up:
             return True  # after hangup: +OK, and nothing runs
         if command == "hangup":
@@ -421,7 +489,6 @@ class FakeFreeSWITCH(_Channel):
             return True
         if command != "execute":
             return True
-        app = headers.get("execute-app-name", "")
         arg = headers.get("execute-app-arg", "")
         app_uuid = headers.get("Event-UUID") or str(uuidlib.uuid4())
         self.app_count += 1
@@ -485,7 +552,8 @@ class FakeFreeSWITCH(_Channel):
         self._advance(1.0)
         for d in typed + ("#" if typed else ""):
             self._advance(0.3)
-            self._event("DTMF", [("DTMF-Digit", d), ("DTMF-Duration", "2240"), ("DTMF-Source", "RTP")])
+            self._event("DTMF", tail=[("DTMF-Digit", d), ("DTMF-Duration", "2240"), ("DTMF-Source", "RTP")],
+                        variables=False, function="switch_channel_dequeue_dtmf")
         if not typed:
             self._advance(int(parts[3]) / 1000 if len(parts) > 3 and parts[3].isdigit() else 5)
         digits = typed[:max_digits]
@@ -499,7 +567,8 @@ class FakeFreeSWITCH(_Channel):
             self.vars["read_result"] = "failure"
             if digits:
                 self.vars[var + "_invalid"] = digits
-        self.vars["digits_dialed"] = self.vars.get("digits_dialed", "") + typed + ("#" if typed else "")
+        if typed:
+            self._digits_dialed += typed + "#"
         self.steps.append(Step("play_and_get_digits", arg, digits if ok else ("invalid:" + digits if digits else "")))
         self._complete("play_and_get_digits", arg, app_uuid)
 
@@ -521,7 +590,6 @@ class FakeFreeSWITCH(_Channel):
                 self.vars["last_bridge_proto_specific_hangup_cause"] = proto
             if self.vars.get("continue_on_fail") != "true" and plan.outcome != "no-answer":
                 # FreeSWITCH hangs the caller up itself (transcript 03c).
-                self.vars["hangup_cause"] = cause
                 self._teardown(cause, running=("bridge", arg, app_uuid))
                 return
             self._complete("bridge", arg, app_uuid)
@@ -529,16 +597,20 @@ class FakeFreeSWITCH(_Channel):
         self._advance(2.0)  # ringing
         self._bridge_talk(plan, other, arg, app_uuid, "bridge")
 
-    def _bridge_talk(self, plan: BridgePlan, other: str, arg: str, app_uuid: str, app: str) -> None:
+    def _bridge_event(self, name: str, other: str) -> None:
+        self._event(name, [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", other)],
+                    calling="switch_ivr_bridge.c", function="switch_ivr_multi_threaded_bridge")
+
+    def _bridge_up(self, other: str) -> None:
+        """The other leg answered: CHANNEL_BRIDGE (its Event-Date-Timestamp starts the talk)."""
         self.bridged_us = self.now_us
+        if not self._first_bridge_us:
+            self._first_bridge_us = self.now_us
         self.vars.update(originate_disposition="SUCCESS", DIALSTATUS="SUCCESS",
                          originate_causes=f"{other};NONE", signal_bond=other)
-        if not self.vars.get("bridge_uepoch"):
-            self.vars["bridge_epoch"] = str(self.now_us // 1_000_000)
-            self.vars["bridge_uepoch"] = str(self.now_us)
-        bridge_ids = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", other)]
-        self._event("CHANNEL_BRIDGE", bridge_ids, calling="switch_ivr_bridge.c",
-                    function="switch_ivr_multi_threaded_bridge")
+        self._bridge_event("CHANNEL_BRIDGE", other)
+
+    def _talk(self, plan: BridgePlan) -> None:
         if plan.hold:
             # Real time: the daemon's meter heartbeats happen while we wait here.
             self._flush()
@@ -549,14 +621,21 @@ class FakeFreeSWITCH(_Channel):
             self.now_us = self.bridged_us + int(plan.seconds * 1e6)
         else:
             self._advance(plan.seconds)
+
+    def _bridge_down(self, other: str) -> None:
+        """The other leg hung up: CHANNEL_UNBRIDGE with the bridge's outcome."""
+        self.vars.update(last_bridge_to=other, bridge_channel=f"sofia/internal/{other[:8]}",
+                         bridge_hangup_cause="NORMAL_CLEARING", last_bridge_hangup_cause="NORMAL_CLEARING",
+                         last_bridge_proto_specific_hangup_cause="sip:200")
+        self._bridge_event("CHANNEL_UNBRIDGE", other)
+
+    def _bridge_talk(self, plan: BridgePlan, other: str, arg: str, app_uuid: str, app: str) -> None:
+        self._bridge_up(other)
+        self._talk(plan)
         if plan.caller_hangs_up:
             self._teardown("NORMAL_CLEARING", running=(app, arg, app_uuid), unbridge=other)
             return
-        self.vars.update(last_bridge_to=other, bridge_channel=f"sofia/internal/{other[:8]}",
-                         bridge_hangup_cause="NORMAL_CLEARING",
-                         last_bridge_proto_specific_hangup_cause="sip:200")
-        self._event("CHANNEL_UNBRIDGE", bridge_ids, calling="switch_ivr_bridge.c",
-                    function="switch_ivr_multi_threaded_bridge")
+        self._bridge_down(other)
         if app == "bridge":
             self._complete("bridge", arg, app_uuid)
 
@@ -574,22 +653,55 @@ class FakeFreeSWITCH(_Channel):
         self._advance(2.0)
         other = str(uuidlib.uuid4())
         self.vars.update(cc_cause="answered", cc_agent_uuid=other)
-        # Completes at agent answer (transcript 07), then uuid_bridge takes the caller.
+        # Completes at agent answer (transcript 07); mod_callcenter then takes the
+        # caller out of the socket app into a uuid_bridge with the agent.
+        self.state_number = "8"
         self._complete("callcenter", arg, app_uuid)
-        self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()))
-        self._event("CHANNEL_EXECUTE", tail=[("Application", "uuid_bridge"), ("Application-Data", other)])
-        self.vars.update(cc_agent="agent1@default", cc_agent_bridged="true")
-        self._bridge_talk(plan, other, arg, app_uuid, "callcenter")
-        if self.up:
-            # Nothing follows the socket app in the dialplan: FreeSWITCH hangs up.
-            self._teardown("NORMAL_CLEARING", running=None, after_socket=True)
+        self._park_event("CHANNEL_UNPARK")
+        self._complete("socket", SOCKET_ARG, str(uuidlib.uuid4()))
+        self._left_socket = True
+        self._state("CS_HIBERNATE", "8")
+        self._state("CS_RESET", "9")
+        self._state("CS_SOFT_EXECUTE", "3")
+        # The rest waits for the daemon's next command (a hangup sent now cuts the
+        # bridge, 07b) or for bridge_settle to pass.
+        self._pending = (plan, other)
+
+    def _start_uuid_bridge(self) -> None:
+        assert self._pending is not None
+        _plan, other = self._pending
+        self._pending = None
+        self._event("CHANNEL_EXECUTE", tail=[("Application", "uuid_bridge"), ("Application-Data", other)],
+                    calling="switch_ivr_bridge.c", function="uuid_bridge_on_soft_execute")
+        self._bridge_up(other)
+        self._live_bridge = other
+
+    def _finish_uuid_bridge(self) -> None:
+        """The agent's conversation plays out; nothing follows socket in the dialplan, so FreeSWITCH hangs up."""
+        assert self._pending is not None
+        plan, other = self._pending
+        self._start_uuid_bridge()
+        self._talk(plan)
+        self._live_bridge = ""
+        self.vars.update(cc_agent="agent1@default", cc_agent_bridged="true",
+                         cc_queue_answered_epoch=str(self.bridged_us // 1_000_000))
+        if plan.caller_hangs_up:
+            self._teardown("NORMAL_CLEARING", running=None, unbridge=other)
+            return
+        self._bridge_down(other)
+        self._state("CS_EXECUTE", "4")
+        self._teardown("NORMAL_CLEARING", running=None)
 
     def _app_transfer(self, arg: str, app_uuid: str) -> None:
         self.steps.append(Step("transfer", arg))
         self.transferred = True
+        self.state_number = "2"
         self._complete("transfer", arg, app_uuid)
-        self._event("CHANNEL_UNPARK")
-        self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()))
+        self._park_event("CHANNEL_UNPARK")
+        self._complete("socket", SOCKET_ARG, str(uuidlib.uuid4()))
+        self._left_socket = True
+        self._state("CS_ROUTING", "2", "RINGING")
+        self._state("CS_EXECUTE", "4")
 
     def _app_hangup(self, arg: str, app_uuid: str) -> None:
         cause = arg or "NORMAL_CLEARING"
@@ -614,48 +726,56 @@ class FakeFreeSWITCH(_Channel):
         self._teardown("NORMAL_CLEARING", running=(app, arg, app_uuid), response=response, by_caller=True)
 
     def _teardown(self, cause: str, running: tuple[str, str, str] | None, *, response: str = "_none_",
-                  unbridge: str = "", by_caller: bool = False, after_socket: bool = False) -> None:
+                  unbridge: str = "", by_caller: bool = False) -> None:
         """The channel goes down: the events, in FreeSWITCH's order, then linger or close."""
         self.up = False
         self.hangup_cause = cause
         self.hangup_us = self.now_us
         self.answer_state = "hangup"
-        self.vars["hangup_cause"] = cause
-        self.vars["hangup_cause_q850"] = _Q850.get(cause, "16")
-        self.vars["sip_hangup_disposition"] = "recv_bye" if by_caller or unbridge else "send_bye"
-        self._event("CHANNEL_HANGUP", [("Hangup-Cause", cause)])
+        self.state_number = "10"
+        self._event("CHANNEL_HANGUP", function="switch_channel_perform_hangup")
+        by_caller = by_caller or bool(unbridge)
+        if by_caller:
+            # The caller's BYE shows from the next event on; our own BYE only with the CDR.
+            self.vars["sip_hangup_disposition"] = "recv_bye"
         if unbridge:
             self.vars.update(last_bridge_to=unbridge, bridge_hangup_cause=cause)
-            self._event("CHANNEL_UNBRIDGE", [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", unbridge)])
+            self._bridge_event("CHANNEL_UNBRIDGE", unbridge)
         if running is not None:
             app, arg, app_uuid = running
             self._complete(app, arg, app_uuid, response)
-        if not self.transferred and not after_socket:
-            self._event("CHANNEL_UNPARK")
-            self._complete("socket", "127.0.0.1:8084 async full", str(uuidlib.uuid4()), response)
+        if self._live_bridge:
+            # Our own hangup inside callcenter's uuid_bridge cut the agent's conversation.
+            self.vars.update(last_bridge_to=self._live_bridge, bridge_hangup_cause=cause, cc_agent_bridged="false")
+            self._bridge_event("CHANNEL_UNBRIDGE", self._live_bridge)
+            self._live_bridge = ""
+        if not self._left_socket:
+            self._park_event("CHANNEL_UNPARK")
+            self._complete("socket", SOCKET_ARG, str(uuidlib.uuid4()), response)
         self._advance(0.02)
-        self.channel_state = "CS_HANGUP"
-        self._event("CHANNEL_STATE")
-        self.channel_state = "CS_REPORTING"
-        self._event("CHANNEL_STATE")
+        self._state("CS_HANGUP", "10")
+        self._state("CS_REPORTING", "11", "HANGUP")
+        # The CDR variables: FreeSWITCH sets these only now.
         start = self.created_us
         end = self.now_us
+        bridged = self._first_bridge_us
         self.vars.update(
+            hangup_cause=cause, hangup_cause_q850=_Q850.get(cause, "16"),
             start_epoch=str(start // 1_000_000), start_uepoch=str(start),
             answer_epoch=str(start // 1_000_000), answer_uepoch=str(start),
+            bridge_epoch=str(bridged // 1_000_000), bridge_uepoch=str(bridged),
             end_epoch=str(end // 1_000_000), end_uepoch=str(end),
             duration=str((end - start) // 1_000_000), billsec=str((end - start) // 1_000_000),
             mduration=str((end - start) // 1000), billmsec=str((end - start) // 1000),
-            uduration=str(end - start),
+            uduration=str(end - start), digits_dialed=self._digits_dialed or "none",
         )
-        self.vars.setdefault("bridge_epoch", "0")
-        self.vars.setdefault("bridge_uepoch", "0")
+        if not by_caller:
+            self.vars["sip_hangup_disposition"] = "send_bye"
         self._event("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)],
                     calling="switch_core_state_machine.c", function="switch_core_session_reporting_state")
-        chan = f"sofia/external/{self.script.caller}@127.0.0.1:5070"
         if self.lingering_requested:
             self._send(f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.uuid}\n"
-                       f"Content-Disposition: linger\nChannel-Name: {chan}\nLinger-Time: -1\n"
+                       f"Content-Disposition: linger\nChannel-Name: {self._chan}\nLinger-Time: -1\n"
                        f"Content-Length: 0\n\n".encode())
         else:
             self._send(b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: %s\n"

@@ -98,13 +98,19 @@ class Daemon:
     def fds(self) -> int:
         return _fd_count(self.proc.pid)
 
-    def stop(self) -> int:
+    def stop(self, *, keep: bool = False) -> int:
+        """SIGTERM, wait; the work folder (config, database) goes unless ``keep``."""
         self.proc.terminate()
         try:
-            return self.proc.wait(30)
+            code = self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        if not keep:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return code
 
 
 def make_config(workdir: Path, scenario: str, *, log_level: str = "info") -> Path:
