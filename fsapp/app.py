@@ -56,7 +56,7 @@ class App:
         self.log = logmod.get("fsapp")
         self.store = store or open_store(config.storage_url, pool_size=config.storage_pool_size)
         self.metrics = metrics or NullMetrics()
-        self.daemon_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)
         self._backlog: list[dict[str, Any]] = []
         from fsapp.outbox import OutboxWorker
@@ -82,6 +82,10 @@ class App:
         try:
             made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
                                     me=self.daemon_id, log=self.log)
+            closed = ledger.close_dead_calls(self.store, me=self.daemon_id,
+                                             max_age_seconds=self.config.server.call_timeout_seconds + 3600)
+            if closed:
+                self.log.warning("calls_closed_after_crash", calls=closed)
         except StorageError as exc:
             self.log.error("reconcile_failed", reason=str(exc))
             return

@@ -58,6 +58,7 @@ class BridgeResult:
     outcome: str  # answered | no_answer | busy | unregistered | failed
     disposition: str = ""
     hangup_cause: str = ""
+    extension: str = ""  # who answered: the extension, or the queue's agent (cc_agent)
     start_us: int = 0
     end_us: int = 0
 
@@ -80,7 +81,7 @@ class CallIO:
         self.cfg = cfg
         self._ask_seq = itertools.count(1)
         self._bridge_vars_set = False
-        self.transcript: list[tuple[str, str]] = []
+        self.attempts: list[BridgeResult] = []  # every bridge or queue attempt, for the journal
 
     def prompt_path(self, name: str) -> str:
         return self.cfg.sounds.path(name)
@@ -150,7 +151,14 @@ class CallIO:
         on_answer: Callable[[int], None] | None = None,
         tick: tuple[float, Callable[[], None]] | None = None,
     ) -> BridgeResult:
-        """Bridge to ``ext:`` or ``queue:``; the result tells answered from no answer, busy, failed."""
+        """Bridge to ``ext:`` or ``queue:``; the result tells answered from no answer, busy, failed.
+
+        Every attempt is kept in ``attempts`` (the journal's answered/missed and
+        extension come from there), also when the caller hangs up while it rings
+        or mid-talk: then the attempt is answered if FreeSWITCH bridged it.
+        """
+        attempt = BridgeResult(target=str(dest), outcome="no_answer")
+        self.attempts.append(attempt)
         self._prepare_bridge()
         s = self.session
         spans_before = len(s.bridges)
@@ -180,15 +188,20 @@ class CallIO:
                     hangup_cause=done.var("bridge_hangup_cause") or done.var("originate_failed_cause"),
                 )
         except Hangup:
-            self._close_span(spans_before)
+            span = self._close_span(spans_before)
+            if span is not None:
+                attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
+                attempt.extension = dest.value if dest.kind == "ext" else s.cc_agent
             raise
         finally:
             s.on_event = prev
         span = self._close_span(spans_before)
         if span is not None:
             result.start_us, result.end_us = span.start_us, span.end_us
-            if result.outcome != "answered":
-                result.outcome = "answered"
+            result.outcome = "answered"
+        if result.answered and dest.kind == "ext":
+            result.extension = dest.value
+        self.attempts[-1] = result
         return result
 
     def _callcenter(
@@ -202,35 +215,24 @@ class CallIO:
             return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
         # mod_callcenter has uuid_bridged the caller out of the socket app: the talk
         # goes on until UNBRIDGE; hanging up here would cut it.
-        deadline = time.monotonic() + self.cfg.server.call_timeout_seconds
-        next_tick = time.monotonic() + tick[0] if tick else None
-        while not (s.bridges and s.bridges[-1].end_us) and not s.hungup:
-            wait = deadline if next_tick is None else min(deadline, next_tick)
-            try:
-                s._pump(wait)
-            except esl.Timeout:
-                if time.monotonic() >= deadline:
-                    raise
-            if tick and next_tick is not None and time.monotonic() >= next_tick:
-                tick[1]()
-                next_tick = time.monotonic() + tick[0]
-        agent = done.var("cc_agent") or s.cc_agent
-        result = BridgeResult(str(dest), "answered", disposition="SUCCESS", hangup_cause=agent)
-        if s.hungup:
-            self._close_span(len(s.bridges) - 1)
-            raise Hangup(s.hangup_cause)
-        return result
+        first = len(s.bridges)
+
+        def talk_over() -> bool:
+            return len(s.bridges) > first and bool(s.bridges[-1].end_us)
+
+        s.wait_for(talk_over, timeout=self.cfg.server.call_timeout_seconds, tick=tick, what="queue call")
+        return BridgeResult(str(dest), "answered", disposition="SUCCESS", extension=s.cc_agent)
 
     def _close_span(self, first: int) -> esl.BridgeSpan | None:
-        """The bridged span that began after index ``first``, ended at hangup if never unbridged."""
-        s = self.session
-        spans = s.bridges[first:]
-        if not spans:
+        """The bridged span that began after index ``first`` (closed at hangup), if any."""
+        if len(self.session.bridges) <= first:
             return None
-        span = spans[-1]
-        if not span.end_us and s.hungup:
-            span.end_us = s.hangup_us or span.start_us
-        return span
+        return self.session.talk_span()
+
+    def talk_span(self) -> tuple[int, int]:
+        """FreeSWITCH's (bridge, unbridge-or-hangup) timestamps of the last talk, in µs."""
+        span = self.session.talk_span()
+        return (span.start_us, span.end_us) if span else (0, 0)
 
     def transfer(self, ext: str, context: str = "") -> None:
         arg = f"{ext} XML {context}" if context else ext
@@ -276,10 +278,6 @@ class CallContext:
     auth_method: str = ""
     auth_result: str = ""
     modules: list[str] = field(default_factory=list)
-    extension: str = ""
-    bridged: bool = False  # a person or queue was rung
-    answered: bool = False  # a person answered
-    answered_us: int = 0
     charge: int = 0
     recording: str = ""
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
@@ -288,13 +286,10 @@ class CallContext:
     final_status: str = ""
     mobile: str = ""
 
-    def note_bridge(self, result: BridgeResult, extension: str = "") -> None:
-        self.bridged = True
-        if result.answered:
-            self.answered = True
-            self.answered_us = self.answered_us or result.start_us
-            if extension:
-                self.extension = extension
+    @property
+    def answered(self) -> BridgeResult | None:
+        """The first bridge or queue attempt a person answered, if any."""
+        return next((a for a in self.io.attempts if a.answered), None)
 
 
 class CallHandler:
@@ -446,7 +441,6 @@ class CallHandler:
         # ext: / queue: as a plain destination: ring, then the [dial] fallback if nobody answers.
         ctx.log.info("bridge_started", target=str(dest))
         result = ctx.io.bridge(dest, self.cfg.dial.ring_seconds)
-        ctx.note_bridge(result, dest.value if dest.kind == "ext" else result.hangup_cause)
         ctx.log.info("bridge_ended", target=str(dest), outcome=result.outcome, talk_seconds=result.talk_seconds)
         if result.answered:
             ctx.io.hangup("NORMAL_CLEARING")
@@ -485,9 +479,9 @@ class CallHandler:
     def _status(self, ctx: CallContext, outcome: str) -> str:
         if ctx.transferred:
             return "transferred"
-        if ctx.answered:
+        if ctx.answered is not None:
             return "answered"
-        if ctx.bridged:
+        if ctx.io.attempts:
             return "missed"
         if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
             return "failed"
@@ -514,7 +508,8 @@ class CallHandler:
         elif total is None:
             total = max(0, int(round(ended - started))) if ended is not None else 0
         talk = _talk_seconds(s, done)
-        answered_us = ctx.answered_us or (s.bridges[0].start_us if s.bridges else 0)
+        answered = ctx.answered
+        answered_us = answered.start_us if answered else 0
         who = ctx.customer or ctx.claimed
         hangup_cause = s.hangup_cause
         if done is not None:
@@ -528,7 +523,7 @@ class CallHandler:
             "caller": ctx.caller,
             "caller_name": ctx.caller_name,
             "called": ctx.called,
-            "extension": ctx.extension,
+            "extension": answered.extension if answered else "",
             "status": status,
             "total_seconds": total,
             "talk_seconds": talk,

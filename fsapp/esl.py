@@ -20,6 +20,7 @@ the connect reply's ``Reply-Text: %2BOK%0A``) splits a header in two.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -164,11 +165,10 @@ class Event:
 
     @property
     def timestamp_us(self) -> int:
-        """FreeSWITCH's own clock for this event, in microseconds."""
-        try:
-            return int(self._find("Event-Date-Timestamp") or "0")
-        except ValueError:
-            return 0
+        """FreeSWITCH's own clock for this event, in microseconds (0 when absent or not a plausible time)."""
+        raw = self._find("Event-Date-Timestamp") or ""
+        # 16 digits reach the year 2286; more (or '²', '-1', '1e9') is no time a datetime can hold.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 16 else 0
 
 
 def parse_event(body: bytes) -> Event:
@@ -178,11 +178,11 @@ def parse_event(body: bytes) -> Event:
     content = ""
     if sep and "\nContent-Length: " in "\n" + text:
         ev = Event(text)
-        try:
-            n = int(ev.get("Content-Length"))
-        except ValueError as exc:
-            raise ProtocolError("event body Content-Length is not a number") from exc
-        content = rest[:n].decode("utf-8", errors="replace")
+        raw = ev.get("Content-Length").strip()
+        # str.isdigit() alone passes '²' and other digits int() refuses or reads otherwise.
+        if not (raw.isascii() and raw.isdigit()):
+            raise ProtocolError(f"event body Content-Length is not a number: {raw[:20]!r}")
+        content = rest[: int(raw[:16])].decode("utf-8", errors="replace")
     return Event(text, content)
 
 
@@ -192,16 +192,20 @@ INTERESTING = frozenset(
     {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"}
 )
 _APP_UUID = b"\nApplication-UUID: "
+_UUID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
 
 
 class FrameReader:
     """Splits a byte stream into ESL frames."""
 
-    __slots__ = ("_buf", "_sock")
+    __slots__ = ("_buf", "_sock", "_pending")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._buf = bytearray()
+        # (headers, header end, frame size) of a frame whose body is still arriving:
+        # its header block is parsed once, not again for every piece of the body.
+        self._pending: tuple[dict[str, str], int, int] | None = None
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -209,28 +213,37 @@ class FrameReader:
     def next_frame(self) -> Frame | None:
         """The next complete frame in the buffer, or None if more bytes are needed."""
         buf = self._buf
-        # FreeSWITCH never sends blank lines between frames, but be lenient.
-        while buf[:1] == b"\n":
-            del buf[:1]
-        end = buf.find(b"\n\n")
-        if end < 0:
-            if len(buf) > MAX_HEADER_BYTES:
+        pending = self._pending
+        if pending is not None:
+            headers, end, total = pending
+            if len(buf) < total:
+                return None
+            self._pending = None
+        else:
+            # FreeSWITCH never sends blank lines between frames, but be lenient.
+            while buf[:1] == b"\n":
+                del buf[:1]
+            end = buf.find(b"\n\n")
+            if end < 0:
+                if len(buf) > MAX_HEADER_BYTES:
+                    raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
+                return None
+            if end > MAX_HEADER_BYTES:
                 raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
-            return None
-        if end > MAX_HEADER_BYTES:
-            raise ProtocolError(f"header block longer than {MAX_HEADER_BYTES} bytes")
-        headers = parse_headers(bytes(buf[:end]), urlencoded=False)
-        length = 0
-        if "Content-Length" in headers:
-            raw = headers["Content-Length"].strip()
-            if not raw.isdigit():
-                raise ProtocolError(f"bad Content-Length: {raw[:20]!r}")
-            length = int(raw)
-            if length > MAX_BODY_BYTES:
-                raise ProtocolError(f"Content-Length {length} over the {MAX_BODY_BYTES} limit")
-        total = end + 2 + length
-        if len(buf) < total:
-            return None
+            headers = parse_headers(bytes(buf[:end]), urlencoded=False)
+            length = 0
+            if "Content-Length" in headers:
+                raw = headers["Content-Length"].strip()
+                # str.isdigit() alone passes '²' (int() refuses it) and 5000-digit runs (int() refuses those too).
+                if not (raw.isascii() and raw.isdigit()):
+                    raise ProtocolError(f"bad Content-Length: {raw[:20]!r}")
+                length = int(raw) if len(raw) <= 16 else MAX_BODY_BYTES + 1
+                if length > MAX_BODY_BYTES:
+                    raise ProtocolError(f"Content-Length {length} over the {MAX_BODY_BYTES} limit")
+            total = end + 2 + length
+            if len(buf) < total:
+                self._pending = (headers, end, total)
+                return None
         body = bytes(buf[end + 2 : total])
         del buf[:total]
         return Frame(headers, body)
@@ -395,6 +408,9 @@ class Session:
         self.uuid = self.channel.get("Unique-ID") or self.channel.get("Channel-Unique-ID")
         if not self.uuid:
             raise ProtocolError("connect reply carries no Unique-ID")
+        if not _UUID_RE.fullmatch(self.uuid):
+            # It ends up in file paths (recordings), logs and the journal: no slash, space or line break.
+            raise ProtocolError(f"connect reply carries a malformed Unique-ID: {self.uuid[:60]!r}")
         return self.channel
 
     def myevents(self) -> None:
@@ -436,28 +452,51 @@ class Session:
             text = reply.headers.get("Reply-Text", "")
             if not text.startswith("+OK"):
                 raise ESLError(f"execute {app} refused: {text[:80]}")
-            deadline = self._deadline(timeout)
-            next_tick = time.monotonic() + tick[0] if tick else None
-            while event_uuid not in self._completions:
-                if self.hungup or self.lingering:
-                    raise Hangup(self.hangup_cause)
-                wait_until = deadline
-                if next_tick is not None and (wait_until is None or next_tick < wait_until):
-                    wait_until = next_tick
-                try:
-                    self._pump(wait_until)
-                except Timeout:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise Timeout(f"{app} did not complete in {timeout} s") from None
-                if tick is not None and next_tick is not None and time.monotonic() >= next_tick:
-                    tick[1]()
-                    next_tick = time.monotonic() + tick[0]
+            self.wait_for(lambda: event_uuid in self._completions, timeout=timeout, tick=tick, what=app)
             done = self._completions.pop(event_uuid)
         finally:
             self._waiting.discard(event_uuid)
         if self.on_command is not None:
             self.on_command("execute " + app, time.monotonic() - started)
         return done
+
+    def wait_for(
+        self,
+        done: Callable[[], bool],
+        *,
+        timeout: float | None,
+        tick: tuple[float, Callable[[], None]] | None = None,
+        what: str = "wait",
+    ) -> None:
+        """Dispatch frames until ``done()``; Hangup if the channel goes down first.
+
+        ``tick`` is (seconds, fn): fn runs every that many seconds while waiting.
+        """
+        deadline = self._deadline(timeout)
+        next_tick = time.monotonic() + tick[0] if tick else None
+        while not done():
+            if self.hungup or self.lingering:
+                raise Hangup(self.hangup_cause)
+            wait_until = deadline
+            if next_tick is not None and (wait_until is None or next_tick < wait_until):
+                wait_until = next_tick
+            try:
+                self._pump(wait_until)
+            except Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"{what} did not complete in {timeout} s") from None
+            if tick is not None and next_tick is not None and time.monotonic() >= next_tick:
+                tick[1]()
+                next_tick = time.monotonic() + tick[0]
+
+    def talk_span(self) -> BridgeSpan | None:
+        """The last bridged span, closed at the hangup time if it was never unbridged."""
+        if not self.bridges:
+            return None
+        span = self.bridges[-1]
+        if not span.end_us and self.hungup:
+            span.end_us = self.hangup_us or span.start_us
+        return span
 
     def set_var(self, name: str, value: str) -> Event:
         """Set a channel variable; the returned completion carries it."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fsapp import billing
-from fsapp.store import Store
+from fsapp.store import Store, now_iso
 
 
 def outbox_for(
@@ -56,10 +56,14 @@ def settle(store: Store, meter: dict[str, Any], talk_seconds: int, *, source: st
                         now=time.time() if now is None else now)
 
 
-def _daemon_alive(daemon: str) -> bool:
-    host, _, pid = daemon.rpartition(":")
+def _daemon_alive(daemon: str, me: str) -> bool:
+    """Whether the daemon ``host:pid:started`` still runs (another host: assumed yes)."""
+    host, _, rest = daemon.partition(":")
+    pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another host: judged by its heartbeat age only
+    if int(pid) == os.getpid():
+        return daemon == me  # an earlier daemon that had our pid (a restarted container)
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -67,6 +71,20 @@ def _daemon_alive(daemon: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def close_dead_calls(store: Store, *, me: str, max_age_seconds: float, now: float | None = None) -> int:
+    """Journal rows a dead daemon left 'active' become 'failed'; so do any older than a call can last."""
+    now = time.time() if now is None else now
+    closed = 0
+    for row in store.db.query("SELECT DISTINCT daemon FROM calls WHERE status = 'active'"):
+        if row["daemon"] != me and not _daemon_alive(row["daemon"], me):
+            closed += store.close_stale_calls(row["daemon"])
+    closed += store.db.execute(
+        "UPDATE calls SET status = 'failed', hangup_cause = 'DAEMON_LOST' WHERE status = 'active' AND started_at < ?",
+        (now_iso(now - max_age_seconds),),
+    )
+    return closed
 
 
 def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: float | None = None,
@@ -78,21 +96,22 @@ def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: floa
     for meter in store.open_meters():
         if meter["daemon"] == me:
             continue
-        dead = not _daemon_alive(meter["daemon"]) or meter["beat_at"] < stale_before
-        if not dead:
+        if _daemon_alive(meter["daemon"], me) and meter["beat_at"] >= stale_before:
             continue
         talk = billing.talk_seconds(meter["bridge_us"], meter["seen_us"]) if meter["bridge_us"] else 0
-        charge = settle(store, meter, talk, source="reconciled", now=now)
+        with store.db.transaction():  # the charge and the journal's record of it, together
+            charge = settle(store, meter, talk, source="reconciled", now=now)
+            if charge is not None:
+                store.db.execute(
+                    "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
+                    " charge = charge + ?, talk_seconds = GREATEST(talk_seconds, ?) WHERE uuid = ?",
+                    (charge["amount"], talk, meter["call_uuid"]),
+                )
         if charge is not None:
             made.append(charge)
             if log is not None:
                 log.warning("meter_reconciled", call_uuid=meter["call_uuid"], module=meter["module"],
                             daemon=meter["daemon"], talk_seconds=talk, amount=charge["amount"])
-            store.db.execute(
-                "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
-                " charge = charge + ?, talk_seconds = GREATEST(talk_seconds, ?) WHERE uuid = ?",
-                (charge["amount"], talk, meter["call_uuid"]),
-            )
     return made
 
 

@@ -70,7 +70,7 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     store = ctx.app.store
     now = time.time()
     meter = {
-        "call_uuid": ctx.uuid, "module": m.code, "customer_id": customer.id,
+        "call_uuid": ctx.uuid, "module": _meter_key(ctx, m), "customer_id": customer.id,
         "interval_minutes": m["interval_minutes"], "amount_per_interval": m["amount_per_interval"],
         "product_code": m["product_code"], "product_name": m["product_name"], "invoice_type": m["invoice_type"],
         "account": m["account"], "send_payment_link": int(m["send_payment_link"]),
@@ -84,12 +84,15 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     def on_answer(bridge_us: int) -> None:
         meter["bridge_us"] = bridge_us
         bridged_at.append(time.monotonic())
-        store.meter_bridged(ctx.uuid, m.code, bridge_us, time.time())
+        store.meter_bridged(ctx.uuid, meter["module"], bridge_us, time.time())
 
     def beat() -> None:
+        # Stamped while ringing too: a meter whose beat is stale is taken for a dead
+        # daemon's and reconciled, which would leave the talk that follows unbilled.
+        seen = 0
         if meter["bridge_us"] and bridged_at:
             seen = meter["bridge_us"] + int((time.monotonic() - bridged_at[-1]) * 1_000_000)
-            store.meter_beat(ctx.uuid, m.code, seen, time.time())
+        store.meter_beat(ctx.uuid, meter["module"], seen, time.time())
 
     ctx.io.play(m["connecting"])
     result: BridgeResult | None = None
@@ -98,7 +101,6 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
             dest = flow.parse_dest(target)
             ctx.log.info("bridge_started", module=m.code, target=target)
             result = ctx.io.bridge(dest, m["ring_seconds"], on_answer=on_answer, tick=(heartbeat, beat))
-            ctx.note_bridge(result, dest.value if dest.kind == "ext" else "")
             ctx.log.info("bridge_ended", module=m.code, target=target, outcome=result.outcome,
                          disposition=result.disposition, talk_seconds=result.talk_seconds)
             if result.answered:
@@ -111,14 +113,21 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     return m.next if result is not None and result.answered else m.error
 
 
+def _meter_key(ctx: CallContext, m: ModuleConfig) -> str:
+    """The module's key in meters and the ledger: its code, with the visit number from the second visit on.
+
+    A call may come back to the same paid line (its ``error`` leads to a menu that
+    offers it again); each visit is a bridge of its own, metered and charged apart.
+    """
+    visit = ctx.modules.count(m.code)
+    return m.code if visit <= 1 else f"{m.code}#{visit}"
+
+
 def _settle(ctx: CallContext, m: ModuleConfig, meter: dict, result: BridgeResult | None = None) -> None:
-    s = ctx.io.session
     if result is not None and result.answered:
         start, end = result.start_us, result.end_us
     elif meter["bridge_us"]:
-        start = meter["bridge_us"]
-        span_end = s.bridges[-1].end_us if s.bridges else 0
-        end = span_end or s.hangup_us
+        start, end = ctx.io.talk_span()  # the caller hung up mid-talk
     else:
         start = end = 0
     talk = billing.talk_seconds(start, end)

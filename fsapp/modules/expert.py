@@ -36,7 +36,6 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     ctx.io.play(m["connecting"])
     ctx.log.info("bridge_started", module=m.code, target=f"ext:{ext}", role=m["role"])
     result = ctx.io.bridge(flow.Dest("ext", str(ext)), m["ring_seconds"])
-    ctx.note_bridge(result, str(ext))
     ctx.log.info("bridge_ended", module=m.code, target=f"ext:{ext}", outcome=result.outcome,
                  disposition=result.disposition, talk_seconds=result.talk_seconds)
     if result.answered:

@@ -381,8 +381,8 @@ class Store:
         uuid, module = meter["call_uuid"], meter["module"]
         with self.db.transaction():
             closed = self.db.execute(
-                "UPDATE meters SET state = ?, seen_us = GREATEST(seen_us, bridge_us + ?) WHERE call_uuid = ? AND module = ?"
-                " AND state = 'open'",
+                "UPDATE meters SET state = ?, seen_us = GREATEST(seen_us, bridge_us + ?)"
+                " WHERE call_uuid = ? AND module = ? AND state = 'open'",
                 ("charged" if amount else "closed", talk_seconds * 1_000_000, uuid, module),
             )
             if not closed:

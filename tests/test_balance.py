@@ -1,0 +1,391 @@
+"""The balance module over a real socket: the spoken amount, the mobile number, the payment link and its delivery."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from fsapp import config as configmod
+from fsapp import customers
+from fsapp.config import Config
+from fsapp.fakefs import FakeFreeSWITCH
+from fsapp.store import Store
+from tests.conftest import SOUNDS, Daemon, write_config
+
+MakeConfig = Callable[..., Config]
+StartDaemon = Callable[[Config], Daemon]
+
+HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
+SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"
+SARA_PHONE = "09121234567"
+SARA_MOBILE = "+989121234567"
+
+AMOUNT_1_250_000_FA = [
+    "digits/1", "digits/million", "digits/and", "digits/200", "digits/and", "digits/50", "digits/thousand",
+    "currency/rial",
+]
+AMOUNT_1_250_000_EN = ["digits/1", "digits/million", "digits/200", "digits/50", "digits/thousand", "currency/rial"]
+AMOUNT_300_000_FA = ["digits/300", "digits/thousand", "currency/rial"]
+
+
+def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False) -> str:
+    """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
+    return f"""
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+next = "balance"
+error = "hangup:UNALLOCATED_NUMBER"
+
+[[modules]]
+code = "balance"
+name = "Balance and payment link"
+kind = "balance"
+anonymous = {str(anonymous).lower()}
+require_mobile = {str(require_mobile).lower()}
+send_payment_link = {str(link).lower()}
+invoice_type = "sales-invoice"
+account = "acc-main"
+intro = "balance/intro"
+balance_is = "balance/balance_is"
+debt = "balance/debt"
+credit = "balance/credit"
+no_debt = "balance/no_debt"
+enter_mobile = "balance/enter_mobile"
+confirm_mobile = "balance/confirm_mobile"
+invalid_mobile = "balance/invalid_mobile"
+link_sent = "balance/link_sent"
+next = "hangup:NORMAL_CLEARING"
+error = "hangup:CALL_REJECTED"
+"""
+
+
+def seed(store: Store, *lines: str) -> None:
+    """Fill the local directory from CSV lines, as `fsapp customers import` would."""
+    customers.save_rows(store, customers.parse_csv("\n".join([HEADER, *lines]) + "\n"))
+
+
+def names(paths: list[str], language: str = "fa") -> list[str]:
+    prefix = f"{SOUNDS}/{language}/"
+    out = []
+    for path in paths:
+        assert path.startswith(prefix) and path.endswith(".wav"), path
+        out.append(path[len(prefix):-len(".wav")])
+    return out
+
+
+def spoken(fake: FakeFreeSWITCH, language: str = "fa") -> list[str]:
+    """The prompts played, as prompt names."""
+    return names(fake.prompts(), language)
+
+
+def playbacks(fake: FakeFreeSWITCH) -> list[list[str]]:
+    """Each playback the daemon ran, as the prompt names it played together."""
+    out = []
+    for st in fake.steps:
+        if st.app == "playback":
+            files = st.arg[len("file_string://"):].split("!") if st.arg.startswith("file_string://") else [st.arg]
+            out.append(names(files))
+    return out
+
+
+def asked(fake: FakeFreeSWITCH) -> list[tuple[str, str]]:
+    """Each digit prompt: (prompt name, what was accepted or 'invalid:...' or '')."""
+    out = []
+    for st in fake.steps:
+        if st.app == "play_and_get_digits":
+            out.append((names([st.arg.split(" ")[5]])[0], st.result))
+    return out
+
+
+def last_hangup(fake: FakeFreeSWITCH) -> str:
+    hangups = [s.arg for s in fake.steps if s.app == "hangup"]
+    return hangups[-1] if hangups else ""
+
+
+# ------------------------------------------------------------------ what the caller hears
+
+
+@pytest.mark.parametrize(
+    ("debt", "heard", "destination"),
+    [
+        (1_250_000, ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"], "NORMAL_CLEARING"),
+        (1, ["balance/intro", "balance/balance_is", "digits/1", "currency/rial", "balance/debt"], "NORMAL_CLEARING"),
+        (-300_000, ["balance/intro", "balance/balance_is", *AMOUNT_300_000_FA, "balance/credit"], "CALL_REJECTED"),
+        (0, ["balance/intro", "balance/no_debt"], "CALL_REJECTED"),
+    ],
+)
+def test_balance_plays_debt_credit_or_no_debt(
+    make_config: MakeConfig, daemon: StartDaemon, debt: int, heard: list[str], destination: str
+) -> None:
+    """Debt: balance_is + amount + debt suffix, then next; credit or no debt: their prompts, then error."""
+    d = daemon(make_config(balance_flow()))
+    seed(d.store, SARA.format(debt=debt))
+    fake, row = d.call(caller=SARA_PHONE)
+    assert spoken(fake) == heard
+    assert playbacks(fake)[0] == ["balance/intro"]
+    assert len(playbacks(fake)) == 2  # the sentence with the amount is one playback, without gaps
+    assert last_hangup(fake) == destination
+    assert "bridge" not in fake.apps() and asked(fake) == []
+    assert row is not None and row["status"] == "completed" and row["customer_id"] == "C-1001"
+    assert row["modules"] == ["main", "balance"]
+    assert d.store.outbox_rows() == []
+
+
+def test_balance_speaks_english_amounts(tmp_path: Path, daemon: StartDaemon) -> None:
+    """With [sounds] language = "en" the same debt is spoken in English number prompts."""
+    path = write_config(tmp_path, balance_flow())
+    path.write_text(path.read_text().replace('language = "fa"', 'language = "en"'))
+    d = daemon(configmod.load(path, check_files=False))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, _row = d.call(caller=SARA_PHONE)
+    assert spoken(fake, "en") == ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_EN, "balance/debt"]
+
+
+def test_balance_for_unknown_caller_goes_to_error_silently(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """Reached without an identified customer and not anonymous: error, nothing read out."""
+    d = daemon(make_config(balance_flow(), entry="balance"))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=SARA_PHONE)
+    assert spoken(fake) == []
+    assert last_hangup(fake) == "CALL_REJECTED"
+    assert row is not None and row["modules"] == ["balance"] and row["customer_id"] == ""
+
+
+@pytest.mark.parametrize(("caller", "heard", "destination"), [
+    (SARA_PHONE, ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"], "NORMAL_CLEARING"),
+    ("+989121234567", ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"],
+     "NORMAL_CLEARING"),
+    ("09350000000", [], "CALL_REJECTED"),
+])
+def test_anonymous_balance_looks_the_caller_up_by_phone(
+    make_config: MakeConfig, daemon: StartDaemon, caller: str, heard: list[str], destination: str
+) -> None:
+    """anonymous: a caller the club never saw is found by caller ID (any form); an unknown number goes to error."""
+    d = daemon(make_config(balance_flow(anonymous=True), entry="balance"))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, _row = d.call(caller=caller)
+    assert spoken(fake) == heard
+    assert last_hangup(fake) == destination
+
+
+# ------------------------------------------------------------------ the payment link
+
+
+def test_payment_link_goes_to_the_mobile_on_file(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """send_payment_link without require_mobile: the link for the debt goes to the customer's mobile; link_sent."""
+    d = daemon(make_config(balance_flow(link=True)))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, _row = d.call(caller=SARA_PHONE)
+    assert spoken(fake) == ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt",
+                            "balance/link_sent"]
+    assert asked(fake) == []
+    [link] = d.store.outbox_rows()
+    assert link["kind"] == "payment_link" and link["idempotency_key"] == f"{fake.uuid}-balance-link"
+    assert {k: link["payload"][k] for k in ("customer_id", "mobile", "amount", "account")} == {
+        "customer_id": "C-1001", "mobile": SARA_MOBILE, "amount": 1_250_000, "account": "acc-main",
+    }
+    assert d.store.charges() == []  # a balance is read, never charged
+
+
+@pytest.mark.parametrize("debt", [0, -300_000])
+def test_no_payment_link_without_debt(make_config: MakeConfig, daemon: StartDaemon, debt: int) -> None:
+    """Nothing owed: no mobile asked for, no link queued, error."""
+    d = daemon(make_config(balance_flow(link=True, require_mobile=True)))
+    seed(d.store, SARA.format(debt=debt))
+    fake, _row = d.call(caller=SARA_PHONE, dtmf=["09127654321", "1"])
+    assert asked(fake) == []
+    assert "balance/link_sent" not in spoken(fake)
+    assert d.store.outbox_rows() == []
+    assert last_hangup(fake) == "CALL_REJECTED"
+
+
+MOBILE_DIGITS = [f"digits/{c}" for c in "09127654321"]
+OTHER_DIGITS = [f"digits/{c}" for c in "09351234567"]
+
+
+def test_require_mobile_reasks_on_bad_number_and_unconfirmed_then_sends_to_it(
+    make_config: MakeConfig, daemon: StartDaemon
+) -> None:
+    """A landline is refused (invalid prompt), a denied read-back is asked again; the confirmed mobile gets the link."""
+    d = daemon(make_config(balance_flow(link=True, require_mobile=True)))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=SARA_PHONE, dtmf=["02188776655", "09351234567", "2", "09127654321", "1"])
+    assert asked(fake) == [
+        ("balance/enter_mobile", "02188776655"),
+        ("balance/enter_mobile", "09351234567"),
+        ("balance/confirm_mobile", "2"),
+        ("balance/enter_mobile", "09127654321"),
+        ("balance/confirm_mobile", "1"),
+    ]
+    assert playbacks(fake) == [
+        ["balance/intro"],
+        ["balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"],
+        ["balance/invalid_mobile"],
+        OTHER_DIGITS,
+        MOBILE_DIGITS,
+        ["balance/link_sent"],
+    ]
+    assert last_hangup(fake) == "NORMAL_CLEARING"
+    [link] = d.store.outbox_rows()
+    assert link["payload"]["mobile"] == "+989127654321"
+    assert link["payload"]["amount"] == 1_250_000
+    assert row is not None and row["status"] == "completed"
+
+
+def test_require_mobile_with_no_valid_answer_sends_nothing(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """Three wrong tries (too short, no input, a landline): no link queued and no link_sent; the debt was told."""
+    d = daemon(make_config(balance_flow(link=True, require_mobile=True)))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, _row = d.call(caller=SARA_PHONE, dtmf=["12", "", "02188776655"])
+    assert [a for a, _ in asked(fake)] == ["balance/enter_mobile"] * 3
+    assert spoken(fake).count("balance/invalid_mobile") == 2
+    assert "balance/link_sent" not in spoken(fake)
+    assert d.store.outbox_rows() == []
+    assert last_hangup(fake) == "NORMAL_CLEARING"
+
+
+# ------------------------------------------------------------------ delivery through a CRM that was down
+
+TOKEN = "balance-test-token"
+CRM_CUSTOMER = {
+    "id": "cus-7",
+    "number": "C-1001",
+    "name": "Sara Ahmadi",
+    "type": "VIP",
+    "mobile": SARA_MOBILE,
+    "phones": [SARA_MOBILE],
+    "responsible": {"sales": "1001"},
+}
+
+
+class LinkEndpoint:
+    """POST /payment-links: 503 while `down`, else 201 {"sent": true}; every request is kept."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.seen: list[tuple[bool, dict[str, str], dict[str, Any]]] = []
+
+    def __call__(self, request: Request) -> Response:
+        self.seen.append((self.down, dict(request.headers), json.loads(request.get_data())))
+        if self.down:
+            return Response("busy", status=503)
+        return Response(json.dumps({"sent": True}), status=201, content_type="application/json")
+
+    def accepted(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        return [(h, b) for down, h, b in self.seen if not down]
+
+
+@pytest.mark.parametrize("outage", ["http-503", "closed-port"])
+def test_payment_link_queued_while_crm_down_is_delivered_exactly_once(
+    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+    outage: str,
+) -> None:
+    """The CRM refuses the link (503, or nothing listening): it stays queued, backs off, then is sent once."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}) \
+        .respond_with_json(CRM_CUSTOMER)
+    httpserver.expect_request("/api/customers/cus-7/balance", method="GET",
+                              query_string={"invoice_type": "sales-invoice"}).respond_with_json({"debt": 1_250_000})
+    endpoint = LinkEndpoint()
+    endpoint.down = outage == "http-503"
+    httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(endpoint)
+    extra = f"""
+    [crm]
+    kind = "http"
+    url = "{httpserver.url_for('/api')}"
+    token_env = "FSAPP_TEST_CRM_TOKEN"
+    timeout_seconds = 2
+    connect_timeout_seconds = 0.5
+
+    [billing]
+    outbox_retry_seconds = 5
+    outbox_max_retry_seconds = 600
+    """
+    d = daemon(make_config(balance_flow(link=True), extra=extra))
+    d.app.outbox.stop()  # driven by hand below, with a clock of our own
+    outbox = d.app.outbox
+
+    fake, row = d.call(caller=SARA_PHONE)
+    assert spoken(fake)[-1] == "balance/link_sent"  # queued durably before the caller is told
+    assert last_hangup(fake) == "NORMAL_CLEARING"
+    assert row is not None and row["status"] == "completed"
+    [queued] = d.store.outbox_rows(pending_only=True)
+    assert queued["kind"] == "payment_link" and queued["attempts"] == 0
+    key = f"{fake.uuid}-balance-link"
+    assert queued["idempotency_key"] == key
+
+    try:
+        if outage == "closed-port":
+            httpserver.stop()
+        t0 = time.time()
+        assert outbox.run_once(now=t0) == 1
+        [pending] = d.store.outbox_rows(pending_only=True)
+        assert pending["attempts"] == 1 and pending["last_error"]
+        assert pending["next_at"] >= t0 + 5  # backed off outbox_retry_seconds
+        assert outbox.run_once(now=t0 + 1) == 0  # not due yet: nothing tried
+        assert outbox.run_once(now=t0 + 6) == 1
+        [pending] = d.store.outbox_rows(pending_only=True)
+        assert pending["attempts"] == 2 and pending["next_at"] >= t0 + 10  # doubled
+    finally:
+        if not httpserver.is_running():
+            httpserver.start()
+    assert endpoint.accepted() == []
+    endpoint.down = False
+
+    assert outbox.run_once(now=t0 + 60) == 1
+    assert d.store.outbox_rows(pending_only=True) == []
+    for later in (t0 + 3600, t0 + 86_400):
+        assert outbox.run_once(now=later) == 0  # delivered rows are never sent again
+    [(headers, body)] = endpoint.accepted()
+    assert headers["Idempotency-Key"] == key
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert {k: body[k] for k in ("customer_id", "mobile", "amount", "account")} == {
+        "customer_id": "cus-7", "mobile": SARA_MOBILE, "amount": 1_250_000, "account": "acc-main",
+    }
+    assert {h["Idempotency-Key"] for _down, h, _b in endpoint.seen} == {key}  # every retry carried the same key
+    [done] = d.store.outbox_rows()
+    assert done["delivered_at"] is not None and done["attempts"] == 3 and done["last_error"] == ""
+
+
+@pytest.mark.parametrize("failure", ["http-500", "too-slow"])
+def test_balance_crm_failure_goes_to_error_within_the_timeout(
+    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """The CRM fails or is slower than its timeout on the balance: error at once, no amount, journal failed."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}) \
+        .respond_with_json(CRM_CUSTOMER)
+
+    def balance(request: Request) -> Response:
+        if failure == "too-slow":
+            time.sleep(1.5)
+            return Response(json.dumps({"debt": 1_250_000}), status=200, content_type="application/json")
+        return Response("boom", status=500)
+
+    httpserver.expect_request("/api/customers/cus-7/balance", method="GET").respond_with_handler(balance)
+    extra = f"""
+    [crm]
+    kind = "http"
+    url = "{httpserver.url_for('/api')}"
+    token_env = "FSAPP_TEST_CRM_TOKEN"
+    timeout_seconds = 0.5
+    connect_timeout_seconds = 0.5
+    """
+    d = daemon(make_config(balance_flow(link=True), extra=extra))
+    started = time.monotonic()
+    fake, row = d.call(caller=SARA_PHONE)
+    assert time.monotonic() - started < 1.4  # the caller was not held for the CRM's 1.5 s
+    assert spoken(fake) == []
+    assert last_hangup(fake) == "CALL_REJECTED"
+    assert row is not None and row["status"] == "failed" and row["customer_id"] == "cus-7"
+    assert d.store.outbox_rows() == []
