@@ -157,9 +157,9 @@ class CallIO:
         extension come from there), also when the caller hangs up while it rings
         or mid-talk: then the attempt is answered if FreeSWITCH bridged it.
         """
+        self._prepare_bridge()
         attempt = BridgeResult(target=str(dest), outcome="no_answer")
         self.attempts.append(attempt)
-        self._prepare_bridge()
         s = self.session
         spans_before = len(s.bridges)
         watcher = None

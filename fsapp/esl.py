@@ -436,8 +436,11 @@ class Session:
 
         Raises Hangup as soon as the channel is down (before or while the app runs):
         once the channel is gone no app runs and no completion may ever come.
+        ``timeout`` defaults to the command timeout (apps that play or ring pass their own).
         ``tick`` is (seconds, fn): fn runs every that many seconds while waiting.
         """
+        if timeout is None:
+            timeout = self.command_timeout
         if self.hungup or self.lingering:
             raise Hangup(self.hangup_cause)
         event_uuid = str(uuidlib.uuid4())

@@ -67,6 +67,7 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         ctx.io.say_amount(debt, before=m["debt_prompt"])
         return m.error
 
+    ctx.io.play(m["connecting"])
     store = ctx.app.store
     now = time.time()
     meter = {
@@ -94,7 +95,6 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
             seen = meter["bridge_us"] + int((time.monotonic() - bridged_at[-1]) * 1_000_000)
         store.meter_beat(ctx.uuid, meter["module"], seen, time.time())
 
-    ctx.io.play(m["connecting"])
     result: BridgeResult | None = None
     try:
         for target in m["targets"]:
