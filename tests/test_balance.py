@@ -150,6 +150,20 @@ def test_balance_speaks_english_amounts(tmp_path: Path, daemon: StartDaemon) -> 
     assert spoken(fake, "en") == ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_EN, "balance/debt"]
 
 
+def test_balance_through_freeswitch_say(tmp_path: Path, daemon: StartDaemon) -> None:
+    """With [sounds] say = "mod_say" the amount is FreeSWITCH's own `say` between the prompts."""
+    path = write_config(tmp_path, balance_flow())
+    path.write_text(path.read_text().replace('language = "fa"', 'language = "fa"\nsay = "mod_say"'))
+    d = daemon(configmod.load(path, check_files=False))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=SARA_PHONE)
+    played = [(st.app, st.arg) for st in fake.steps if st.app in ("playback", "say")]
+    assert [app for app, _ in played] == ["playback", "playback", "say", "playback"]
+    assert names([played[1][1]]) == ["balance/balance_is"] and names([played[3][1]]) == ["balance/debt"]
+    assert played[2][1] == "fa CURRENCY PRONOUNCED 1250000"
+    assert row is not None and row["status"] == "completed"
+
+
 def test_balance_for_unknown_caller_goes_to_error_silently(make_config: MakeConfig, daemon: StartDaemon) -> None:
     """Reached without an identified customer and not anonymous: error, nothing read out."""
     d = daemon(make_config(balance_flow(), entry="balance"))
