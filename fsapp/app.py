@@ -143,6 +143,7 @@ class App:
             except Exception:  # noqa: BLE001 - still failing; keep it for the next try
                 break
             self._backlog.pop(0)
+            self.push_call_log(row)
             done += 1
         return done
 

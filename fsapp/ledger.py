@@ -96,7 +96,11 @@ def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: floa
     for meter in store.open_meters():
         if meter["daemon"] == me:
             continue
-        if _daemon_alive(meter["daemon"], me) and meter["beat_at"] >= stale_before:
+        if meter["daemon"].partition(":")[0] == socket.gethostname():
+            dead = not _daemon_alive(meter["daemon"], me)  # this host: its process tells
+        else:
+            dead = meter["beat_at"] < stale_before  # another host: its heartbeat tells
+        if not dead:
             continue
         talk = billing.talk_seconds(meter["bridge_us"], meter["seen_us"]) if meter["bridge_us"] else 0
         with store.db.transaction():  # the charge and the journal's record of it, together

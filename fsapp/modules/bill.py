@@ -10,12 +10,14 @@ ledger and, through the outbox, an invoice in the CRM (and a payment link).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fsapp import billing, flow, ledger
 from fsapp.config import Opt, prompt
 from fsapp.crm import CRMError
 from fsapp.esl import Hangup
+from fsapp.store import StorageError
 
 if TYPE_CHECKING:
     from fsapp.call import BridgeResult, CallContext
@@ -71,21 +73,26 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     store = ctx.app.store
     now = time.time()
     meter = {
-        "call_uuid": ctx.uuid, "module": _meter_key(ctx, m), "customer_id": customer.id,
+        "call_uuid": ctx.uuid, "module": m.code, "customer_id": customer.id,
         "interval_minutes": m["interval_minutes"], "amount_per_interval": m["amount_per_interval"],
         "product_code": m["product_code"], "product_name": m["product_name"], "invoice_type": m["invoice_type"],
         "account": m["account"], "send_payment_link": int(m["send_payment_link"]),
         "mobile": ctx.mobile or customer.mobile, "target": "", "bridge_us": 0, "seen_us": 0, "state": "open",
         "daemon": ctx.app.daemon_id, "opened_at": now, "beat_at": now,
     }
-    store.meter_open(meter)
+    visit = 1
+    while not store.meter_open(meter):
+        # Taken: the call came back here, or a daemon that died mid-call metered it
+        # before FreeSWITCH resumed the call on this one. Each talk is its own meter.
+        visit += 1
+        meter["module"] = f"{m.code}#{visit}"
     heartbeat = ctx.cfg.billing.meter_heartbeat_seconds
     bridged_at: list[float] = []  # monotonic time of CHANNEL_BRIDGE, to stamp heartbeats
 
     def on_answer(bridge_us: int) -> None:
         meter["bridge_us"] = bridge_us
         bridged_at.append(time.monotonic())
-        store.meter_bridged(ctx.uuid, meter["module"], bridge_us, time.time())
+        _stamp(ctx, m, store.meter_bridged, ctx.uuid, meter["module"], bridge_us, time.time())
 
     def beat() -> None:
         # Stamped while ringing too: a meter whose beat is stale is taken for a dead
@@ -93,7 +100,7 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         seen = 0
         if meter["bridge_us"] and bridged_at:
             seen = meter["bridge_us"] + int((time.monotonic() - bridged_at[-1]) * 1_000_000)
-        store.meter_beat(ctx.uuid, meter["module"], seen, time.time())
+        _stamp(ctx, m, store.meter_beat, ctx.uuid, meter["module"], seen, time.time())
 
     result: BridgeResult | None = None
     try:
@@ -113,14 +120,12 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
     return m.next if result is not None and result.answered else m.error
 
 
-def _meter_key(ctx: CallContext, m: ModuleConfig) -> str:
-    """The module's key in meters and the ledger: its code, with the visit number from the second visit on.
-
-    A call may come back to the same paid line (its ``error`` leads to a menu that
-    offers it again); each visit is a bridge of its own, metered and charged apart.
-    """
-    visit = ctx.modules.count(m.code)
-    return m.code if visit <= 1 else f"{m.code}#{visit}"
+def _stamp(ctx: CallContext, m: ModuleConfig, write: Callable[..., None], *args: object) -> None:
+    """A meter stamp that fails must not cut the talk: the settle at the end still charges it."""
+    try:
+        write(*args)
+    except StorageError as exc:
+        ctx.log.warning("meter_stamp_failed", module=m.code, reason=str(exc))
 
 
 def _settle(ctx: CallContext, m: ModuleConfig, meter: dict, result: BridgeResult | None = None) -> None:

@@ -152,9 +152,9 @@ class Store:
     # ------------------------------------------------------------ schema
 
     def migrate(self) -> int:
-        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
         with self.db.transaction():
-            self.db.lock("fsapp-migrate")
+            self.db.lock("fsapp-migrate")  # two daemons starting together on an empty database
+            self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
             current = int(row["v"]) if row and row["v"] is not None else 0
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
@@ -331,14 +331,14 @@ class Store:
 
     # ------------------------------------------------------------ meters and ledger
 
-    def meter_open(self, m: dict[str, Any]) -> None:
-        """Record a billed bridge before it starts (so a crash leaves a trace)."""
+    def meter_open(self, m: dict[str, Any]) -> bool:
+        """Record a billed bridge before it starts (so a crash leaves a trace); False if the key is taken."""
         cols = list(m)
-        self.db.execute(
+        return self.db.execute(
             f"INSERT INTO meters ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             " ON CONFLICT (call_uuid, module) DO NOTHING",
             [m[c] for c in cols],
-        )
+        ) > 0
 
     def meter_bridged(self, call_uuid: str, module: str, bridge_us: int, now: float) -> None:
         self.db.execute(

@@ -4,12 +4,14 @@ psycopg 3 (3.1.14 and later) waits cooperatively when gevent has patched the
 standard library (``fsapp serve`` does), so a slow query parks only its own
 call's greenlet. The pool is a gevent queue of connections, sized to the
 daemon's concurrency; a greenlet inside ``transaction()`` keeps one connection
-until it commits. The SQL is the store's own, written once: ``?`` placeholders
+until it commits; a connection the server has ended (restart, failover) is dropped
+when taken from the pool, not handed to a query. The SQL is the store's own, written once: ``?`` placeholders
 become ``%s`` here, and critical sections take transaction-scoped advisory locks.
 """
 
 from __future__ import annotations
 
+import select
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -18,14 +20,31 @@ from typing import Any
 
 import gevent
 import gevent.queue
+from gevent.monkey import get_original
 
 from fsapp.store.sqlite import StorageError
 
 try:
     import psycopg
+    from psycopg.pq import TransactionStatus
     from psycopg.rows import dict_row
 except ImportError:  # pragma: no cover - optional dependency
     psycopg = None  # type: ignore[assignment]
+
+
+_poll = get_original("select", "poll")
+
+
+def _still_open(conn: Any) -> bool:
+    """An idle connection has nothing to read; if it has, the server said goodbye (FATAL, then EOF)."""
+    if conn.closed:
+        return False
+    try:
+        poller = _poll()  # the OS's own: no file descriptor limit, never waits
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _convert(sql: str) -> str:
@@ -52,31 +71,46 @@ class PostgresDB:
         self._put(self._connect())  # fail at open, with a clear message, if unreachable
 
     def _connect(self) -> Any:
-        try:
-            conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                   connect_timeout=max(1, int(self.connect_timeout)))
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot connect to PostgreSQL {self.path}: {str(exc).strip()}") from exc
+        # The slot is taken before connecting: connecting yields to other greenlets,
+        # which must not all see room in the pool and open a connection each.
         self._created += 1
-        return conn
+        try:
+            return psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                   connect_timeout=max(1, int(self.connect_timeout)))
+        except BaseException as exc:
+            self._created -= 1
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"cannot connect to PostgreSQL {self.path}: {str(exc).strip()}") from exc
+            raise
 
     def _put(self, conn: Any) -> None:
         self._idle.put(conn)
 
     def _get(self) -> Any:
-        try:
-            return self._idle.get_nowait()
-        except gevent.queue.Empty:
-            pass
-        if self._created < self.size:
-            return self._connect()
-        try:
-            return self._idle.get(timeout=self.wait_timeout)
-        except gevent.queue.Empty:
-            raise StorageError(f"no PostgreSQL connection free in {self.wait_timeout} s (pool of {self.size})") from None
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except gevent.queue.Empty:
+                if self._created < self.size:
+                    return self._connect()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StorageError(
+                        f"no PostgreSQL connection free in {self.wait_timeout} s (pool of {self.size})"
+                    ) from None
+                try:
+                    # In slices: a dropped connection frees a slot without putting anything in the queue.
+                    conn = self._idle.get(timeout=min(left, 0.25))
+                except gevent.queue.Empty:
+                    continue
+            if _still_open(conn):
+                return conn
+            self._release(conn, broken=True)  # the server ended it: restart, failover, terminated backend
 
     def _release(self, conn: Any, broken: bool) -> None:
-        if broken or conn.closed:
+        # Not idle: a greenlet was killed mid-query (its query still runs) or mid-transaction.
+        if broken or conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
             self._created -= 1
             try:
                 conn.close()
