@@ -278,33 +278,7 @@ class HttpCRM:
         probe: bool = False,
     ) -> Any:
         """One exchange: the parsed JSON body; None for a 404 when `missing_ok`, or a probe."""
-        started = time.monotonic()
-        # Under gevent's monkey-patching this bounds the whole exchange, headers included;
-        # without it, the timeouts and the piecewise body read in _exchange still apply.
-        backstop = gevent.Timeout(max(deadline - started, 0.0) + _BACKSTOP_GRACE_SECONDS)
-        backstop.start()
-        try:
-            status, retry_after, body = self._exchange(op, method, path, deadline, params, data, headers)
-        except gevent.Timeout as exc:
-            if exc is not backstop:
-                raise
-            raise CRMError(f"no complete answer within {self.timeout_seconds:g}s", operation=op) from None
-        finally:
-            backstop.close()
-        log.info(
-            "crm_request",
-            operation=op,
-            status=status,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        if status == 429:
-            hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
-            raise CRMError(
-                f"rate limited (HTTP 429{hint})",
-                operation=op,
-                status=status,
-                retry_after=retry_after,
-            )
+        status, body = self._send_raw(op, method, path, deadline, params=params, data=data, headers=headers)
         if probe:
             if status >= 500 or status in (401, 403, 408):
                 raise CRMError(f"HTTP {status}", operation=op, status=status)
@@ -319,6 +293,42 @@ class HttpCRM:
             return json.loads(body)
         except (ValueError, RecursionError):
             raise CRMError("malformed JSON in response", operation=op) from None
+
+    def _send_raw(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        deadline: float,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        label: str = "",
+    ) -> tuple[int, bytes]:
+        """One exchange under the deadline, logged: (status, raw body). 429 is a CRMError here."""
+        started = time.monotonic()
+        # Under gevent's monkey-patching this bounds the whole exchange, headers included;
+        # without it, the timeouts and the piecewise body read in _exchange still apply.
+        backstop = gevent.Timeout(max(deadline - started, 0.0) + _BACKSTOP_GRACE_SECONDS)
+        backstop.start()
+        try:
+            status, retry_after, body = self._exchange(op, method, path, deadline, params, data, headers)
+        except gevent.Timeout as exc:
+            if exc is not backstop:
+                raise
+            raise CRMError(f"no complete answer within {self.timeout_seconds:g}s", operation=op) from None
+        finally:
+            backstop.close()
+        extra = {"call": label} if label else {}
+        log.info("crm_request", operation=op, status=status, duration_ms=round((time.monotonic() - started) * 1000, 1),
+                 **extra)
+        if status == 429:
+            hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
+            prefix = f"{label}: " if label else ""
+            raise CRMError(f"{prefix}rate limited (HTTP 429{hint})", operation=op, status=status,
+                           retry_after=retry_after)
+        return status, body
 
     def _exchange(
         self,

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-import gevent
 import phonenumbers
 import requests
 import structlog
@@ -45,7 +44,7 @@ from requests.auth import AuthBase
 
 from fsapp import phones
 from fsapp.crm import CRMError, Customer
-from fsapp.crm.http import _BACKSTOP_GRACE_SECONDS, HttpCRM, OnResult, _encode, _idempotency, _section_values
+from fsapp.crm.http import HttpCRM, OnResult, _encode, _idempotency, _section_values
 
 log = structlog.get_logger("fsapp.crm")
 
@@ -832,23 +831,7 @@ class PayamgostarCRM(HttpCRM):
         Like HttpCRM._request, but the body is returned unparsed because this kind also
         speaks SOAP and some of its REST calls answer with no body at all.
         """
-        started = time.monotonic()
-        backstop = gevent.Timeout(max(deadline - started, 0.0) + _BACKSTOP_GRACE_SECONDS)
-        backstop.start()
-        try:
-            status, retry_after, body = self._exchange(op, method, path, deadline, None, data, headers)
-        except gevent.Timeout as exc:
-            if exc is not backstop:
-                raise
-            raise CRMError(f"no complete answer within {self.timeout_seconds:g}s", operation=op) from None
-        finally:
-            backstop.close()
-        log.info("crm_request", operation=op, call=label, status=status,
-                 duration_ms=round((time.monotonic() - started) * 1000, 1))
-        if status == 429:
-            hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
-            raise CRMError(f"{label}: rate limited (HTTP 429{hint})", operation=op, status=status,
-                           retry_after=retry_after)
+        status, body = self._send_raw(op, method, path, deadline, data=data, headers=headers, label=label)
         if 300 <= status < 400:
             raise CRMError(f"{label}: unexpected redirect (HTTP {status})", operation=op, status=status)
         if not 200 <= status < 300:
