@@ -86,6 +86,14 @@ def _factory(stream: Any, buffered: bool) -> Any:
     if not buffered:
         _buffered = None
         return structlog.PrintLoggerFactory(stream)
+    if stream is sys.stderr:
+        # sys.stderr is line-buffered even on a pipe: write through a buffer of our own.
+        import atexit
+        import io
+
+        raw = open(sys.stderr.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
+        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", line_buffering=False)
+        atexit.register(flush)
     _buffered = BufferedLogger(stream)
     logger = _buffered
     return lambda *args: logger
