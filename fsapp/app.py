@@ -59,6 +59,7 @@ class App:
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)
         self._backlog: list[dict[str, Any]] = []
+        self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
         from fsapp.outbox import OutboxWorker
 
         self.outbox = OutboxWorker(self)
@@ -96,6 +97,8 @@ class App:
         while True:
             gevent.sleep(self.config.billing.meter_heartbeat_seconds)
             self._reconcile()
+            if self._settles:
+                self.flush_settles()
             if self._backlog:
                 self.flush_backlog()
 
@@ -129,6 +132,33 @@ class App:
             self.log.error("call_log_queue_failed", uuid=row["uuid"], reason=str(exc))
             return
         self.outbox.poke()
+
+    def settle_later(self, meter: dict[str, Any], talk_seconds: int) -> None:
+        """Keep a charge the database refused; ``flush_settles`` writes it (once) when it is back."""
+        self._settles.append((meter, talk_seconds))
+
+    def flush_settles(self) -> int:
+        from fsapp import ledger
+        from fsapp.store import StorageError
+
+        done = 0
+        while self._settles:
+            meter, talk = self._settles[0]
+            try:
+                with self.store.db.transaction():
+                    charge = ledger.settle(self.store, meter, talk)
+                    if charge is not None and charge["amount"]:
+                        self.store.db.execute("UPDATE calls SET charge = charge + ? WHERE uuid = ?",
+                                              (charge["amount"], meter["call_uuid"]))
+            except StorageError:
+                break
+            self._settles.pop(0)
+            done += 1
+            if charge is not None and charge["amount"]:
+                self.metrics.charge(charge["amount"])
+                self.outbox.poke()
+                self.log.warning("charge_settled_late", call_uuid=meter["call_uuid"], amount=charge["amount"])
+        return done
 
     def journal_backlog(self, row: dict[str, Any]) -> None:
         """Keep a journal row the database refused; retried by ``flush_backlog``."""

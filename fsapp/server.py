@@ -126,11 +126,11 @@ class Server:
                 logmod.flush()
 
         flusher = gevent.spawn(flush_logs)
-        self.start()
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.drain))
         gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.drain))
         if self.on_reload is not None:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
+        self.start()
         self.stopped.wait()
         flusher.kill()
         logmod.flush()

@@ -136,7 +136,13 @@ def _settle(ctx: CallContext, m: ModuleConfig, meter: dict, result: BridgeResult
     else:
         start = end = 0
     talk = billing.talk_seconds(start, end)
-    charge = ledger.settle(ctx.app.store, meter, talk)
+    try:
+        charge = ledger.settle(ctx.app.store, meter, talk)
+    except StorageError as exc:
+        # The talk is known from FreeSWITCH's timestamps: keep it, charge it when the database is back.
+        ctx.log.error("bill_settle_failed", module=m.code, talk_seconds=talk, reason=str(exc))
+        ctx.app.settle_later(meter, talk)
+        return
     if charge is None:
         ctx.log.warning("bill_already_settled", module=m.code)
         return

@@ -186,11 +186,6 @@ class PostgresDB:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
-    def script(self, sql: str) -> None:
-        for statement in sql.split(";"):
-            if statement.strip():
-                self.execute(statement)
-
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock: one daemon at a time in this section."""
         if gevent.getcurrent() not in self._held:
