@@ -493,14 +493,17 @@ class CallHandler:
         s = self.session
         ch = s.channel
         done = s.hangup_complete
-        created_us = _int(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
+        created_us = esl.epoch_us(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
         started = created_us / 1e6
         end_us = 0
         total: int | None = None
         if done is not None:
-            end_us = _int(done.var("end_uepoch")) or _int(done.get("Caller-Channel-Hangup-Time"))
-            if done.var("duration").isdigit():
-                total = int(done.var("duration"))
+            end_us = esl.epoch_us(done.var("end_uepoch")) or esl.epoch_us(done.get("Caller-Channel-Hangup-Time"))
+            duration = done.var("duration")
+            if duration.isascii() and duration.isdigit() and len(duration) < 10:
+                total = int(duration)
+        if end_us and end_us < created_us:
+            end_us = 0
         ended: float | None = end_us / 1e6 if end_us else None
         if status != "active" and ended is None:
             ended = time.time()
@@ -543,22 +546,17 @@ class CallHandler:
         }
 
 
-def _int(v: str | None) -> int:
-    try:
-        return int(v or 0)
-    except ValueError:
-        return 0
-
-
 def _talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
     """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs."""
     total_us = 0
     for span in s.bridges:
-        end = span.end_us or s.hangup_us or (_int(done.var("end_uepoch")) if done else 0)
+        if not span.start_us:
+            continue  # FreeSWITCH sent no usable time for it
+        end = span.end_us or s.hangup_us or (esl.epoch_us(done.var("end_uepoch")) if done else 0)
         if end > span.start_us:
             total_us += end - span.start_us
     if not total_us and done is not None:
-        bridge_us, end_us = _int(done.var("bridge_uepoch")), _int(done.var("end_uepoch"))
+        bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
         if bridge_us and end_us > bridge_us:
             total_us = end_us - bridge_us
     return int(round(total_us / 1e6))

@@ -113,6 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    if cfg.crm.kind != "local":
+        # What serve would refuse: a CRM section that cannot work (its token variable unset, ...).
+        from fsapp.app import NullMetrics, make_crm
+
+        try:
+            make_crm(cfg, None, NullMetrics())  # type: ignore[arg-type]
+        except ValueError as exc:
+            print(f"{cfg.file}:{exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
     return EXIT_OK
 

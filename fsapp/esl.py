@@ -171,6 +171,20 @@ class Event:
         return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 16 else 0
 
 
+# FreeSWITCH's clocks read microseconds since 1970; anything outside these years is
+# a corrupt field, not a time, and is treated as absent.
+_EPOCH_US_MIN = 946_684_800_000_000  # 2000-01-01
+_EPOCH_US_MAX = 7_258_118_400_000_000  # 2200-01-01
+
+
+def epoch_us(value: str | None) -> int:
+    """A FreeSWITCH microsecond timestamp, or 0 when missing, not a number, or absurd."""
+    if not value or not value.isascii() or not value.isdigit() or len(value) > 17:
+        return 0
+    us = int(value)
+    return us if _EPOCH_US_MIN <= us <= _EPOCH_US_MAX else 0
+
+
 def parse_event(body: bytes) -> Event:
     """Parse the body of a ``text/event-plain`` frame (headers looked up on demand)."""
     head, sep, rest = body.partition(b"\n\n")
@@ -324,7 +338,10 @@ class Session:
         if ctype == "text/event-plain":
             self._event(frame.body)
         elif ctype in ("command/reply", "api/response"):
-            self._replies.append(frame)
+            # A command takes the first reply after it is sent; a peer repeating
+            # replies during a long wait must not grow this list without bound.
+            if not self._replies:
+                self._replies.append(frame)
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
                 self.lingering = True
