@@ -166,9 +166,7 @@ class Event:
     @property
     def timestamp_us(self) -> int:
         """FreeSWITCH's own clock for this event, in microseconds (0 when absent or not a plausible time)."""
-        raw = self._find("Event-Date-Timestamp") or ""
-        # 16 digits reach the year 2286; more (or '²', '-1', '1e9') is no time a datetime can hold.
-        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 16 else 0
+        return epoch_us(self._find("Event-Date-Timestamp"))
 
 
 # FreeSWITCH's clocks read microseconds since 1970; anything outside these years is

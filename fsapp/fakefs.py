@@ -557,7 +557,7 @@ class FakeFreeSWITCH(_Channel):
         if not typed:
             self._advance(int(parts[3]) / 1000 if len(parts) > 3 and parts[3].isdigit() else 5)
         digits = typed[:max_digits]
-        ok = bool(digits) and (not regex or re.search(regex, digits) is not None)
+        ok = bool(digits) and (not regex or re.search(regex, digits, re.ASCII) is not None)
         if ok:
             self.vars[var] = digits
             self.vars["read_result"] = "success"
