@@ -1,9 +1,9 @@
 """One call: its context, the apps it asks FreeSWITCH to run, and the handler.
 
-``handle_call`` is what the server runs in the call's greenlet.  Modules get a
-``CallContext`` and talk to the caller only through ``ctx.io`` (a ``CallIO``);
+``CallHandler.run`` is what the server runs in the call's greenlet.  Modules get
+a ``CallContext`` and talk to the caller only through ``ctx.io`` (a ``CallIO``);
 they never see the socket.  A caller hangup anywhere is one ``Hangup`` exception,
-caught once, in ``handle_call``.
+caught once, in ``CallHandler.run``.
 """
 
 from __future__ import annotations
@@ -325,6 +325,7 @@ class CallHandler:
             except StorageError as exc:
                 log.error("journal_write_failed", reason=str(exc))
                 if self.cfg.entry.on_storage_failure:
+                    ctx.error_reason = "storage failed"
                     self._go(ctx, self.cfg.entry.on_storage_failure, storage_failed=True)
                     return
             outcome = self._drive(ctx)
