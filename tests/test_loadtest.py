@@ -1,0 +1,60 @@
+"""Smoke runs of the load test: every call completes and nothing is left behind (no timings asserted)."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from fsapp import loadtest
+from fsapp.simulate import wait_idle
+
+
+def _live_greenlets() -> int:
+    """Spawned greenlets still alive (gevent's resolver thread pool and its hubs are not calls: left out)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet) and not o.dead)
+
+
+def _open_sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_loadtest_full_scenario_in_a_child_daemon() -> None:
+    """200 full-scenario calls against ``fsapp serve``: all complete, fds not above the baseline, exit 0."""
+    out = loadtest.run(200, 20, 0, "full")
+    assert out["errors"] == {}
+    assert out["calls"] == 200
+    assert out["completed"] == 200
+    assert out["daemon_fds_before"] > 0
+    assert out["daemon_fds_after"] <= out["daemon_fds_before"]
+    assert out["daemon_exit"] == 0
+    assert "error" not in out["daemon_log"] and "warning" not in out["daemon_log"]
+
+
+def test_load_in_process_leaves_no_greenlet_or_socket(make_config: Callable[..., Any], daemon: Any) -> None:
+    """200 menu calls against an in-process daemon: no live greenlet, socket or call left afterwards."""
+    d = daemon(make_config(loadtest.BENCH_MODULES, entry="bench"))
+    warm = loadtest.drive(d.address, (loadtest.menu_scenario(i) for i in range(10)), concurrency=5)
+    assert warm.completed == 10
+    wait_idle(d.server)
+    gevent.sleep(0.1)
+    greenlets, sockets = _live_greenlets(), _open_sockets()
+
+    res = loadtest.drive(d.address, (loadtest.menu_scenario(i) for i in range(200)), concurrency=20)
+    assert res.errors == {}
+    assert res.completed == 200
+    wait_idle(d.server)
+    gevent.sleep(0.1)
+    assert not d.server.calls
+    assert _open_sockets() == sockets
+    assert _live_greenlets() == greenlets
