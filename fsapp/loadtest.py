@@ -155,8 +155,8 @@ def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str =
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fsapp-load-"))
     cfg = make_config(workdir, scenario)
     if scenario != "menu":
-        from fsapp import customers
         from fsapp import config as configmod
+        from fsapp import customers
         from fsapp.store import open_store
 
         store = open_store(f"sqlite://{workdir / 'load.db'}")
