@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,47 @@ language = "fa"
 [entry]
 default = "{entry}"
 """
+
+
+Handler = Callable[[socket.socket, threading.Event], None]
+
+
+@contextmanager
+def raw_server(handler: Handler) -> Iterator[str]:
+    """A TCP server on a free port running `handler` for every connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def run(conn: socket.socket) -> None:
+        try:
+            handler(conn, stop)
+        except OSError:
+            pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conns.append(conn)
+            threading.Thread(target=run, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=serve, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        acceptor.join()
+        listener.close()
+        for conn in conns:
+            conn.close()
+
 
 
 def write_config(tmp_path: Path, body: str, *, entry: str = "main", extra: str = "") -> Path:

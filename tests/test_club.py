@@ -26,7 +26,7 @@ from fsapp.customers import parse_csv, save_rows
 from fsapp.fakefs import FakeFreeSWITCH, Script, Step
 from fsapp.simulate import wait_idle
 from fsapp.store import Store
-from tests.conftest import SOUNDS, Daemon
+from tests.conftest import SOUNDS, Daemon, raw_server
 
 PIN = "48273916"
 WRONG_PIN = "51738264"
@@ -483,47 +483,22 @@ def crm_token(monkeypatch: pytest.MonkeyPatch) -> str:
     return token
 
 
+def _silent(conn: socket.socket, stop: threading.Event) -> None:
+    """Read whatever comes and never answer."""
+    conn.settimeout(0.05)
+    while not stop.is_set():
+        try:
+            if not conn.recv(4096):
+                return
+        except TimeoutError:
+            continue
+
+
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """A TCP server (in real threads) that accepts connections, reads and never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def hold(conn: socket.socket) -> None:
-        try:
-            conn.settimeout(0.05)
-            while not stop.is_set():
-                try:
-                    if not conn.recv(4096):
-                        return
-                except TimeoutError:
-                    continue
-        except OSError:
-            pass
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conns.append(conn)
-            threading.Thread(target=hold, args=(conn,), daemon=True).start()
-
-    acceptor = threading.Thread(target=serve, daemon=True)
-    acceptor.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-        for conn in conns:
-            conn.close()
+    with raw_server(_silent) as url:
+        yield url
 
 
 def closed_port_url() -> str:

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -20,6 +19,7 @@ from werkzeug import Response
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CircuitBreaker, CRMError, Customer
 from fsapp.crm.http import HttpCRM
+from tests.conftest import raw_server
 
 TOKEN = "s3cr3t-t0ken-value"
 PIN = "40960"
@@ -34,7 +34,6 @@ CUSTOMER = {
     "responsible": {"sales": "1001", "support": "1002", "other": "1003"},
 }
 
-Handler = Callable[[socket.socket, threading.Event], None]
 
 
 @pytest.fixture
@@ -50,43 +49,6 @@ def api(path: str) -> str:
 
 def last_headers(httpserver: HTTPServer) -> Any:
     return httpserver.log[-1][0].headers
-
-
-@contextmanager
-def raw_server(handler: Handler) -> Iterator[str]:
-    """A TCP server on a free port running `handler` for every connection."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def run(conn: socket.socket) -> None:
-        try:
-            handler(conn, stop)
-        except OSError:
-            pass
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conns.append(conn)
-            threading.Thread(target=run, args=(conn,), daemon=True).start()
-
-    acceptor = threading.Thread(target=serve, daemon=True)
-    acceptor.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        acceptor.join()
-        listener.close()
-        for conn in conns:
-            conn.close()
 
 
 def read_request(conn: socket.socket) -> None:
