@@ -680,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=int, default=None, help="calls to hold open at once (default 10,000; quick 200)")
     p.add_argument("--genesis-uvloop", action="store_true", help="run the Genesis peer on uvloop")
     p.add_argument("--json", default="", help="where to write the figures (default bench/results.json; "
-                                              "bench/results.quick.json with --quick)")
+                                              "with --quick, nowhere unless given)")
     p.add_argument("--floor-server", type=int, default=0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     if opts.floor_server:
@@ -691,10 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     out = bench(opts)
     out["wall_seconds"] = round(time.monotonic() - t0, 1)
-    path = Path(opts.json) if opts.json else BENCH / ("results.quick.json" if opts.quick else "results.json")
-    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    path = Path(opts.json) if opts.json else None if opts.quick else BENCH / "results.json"
+    if path is not None:
+        path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(report(out))
-    print(f"\n(written to {path.name}; {out['wall_seconds']} s)")
+    print(f"\n({f'written to {path.name}; ' if path else ''}{out['wall_seconds']} s)")
     return 0
 
 
