@@ -327,7 +327,7 @@ def run(calls: int, concurrency: int, rate: float, scenario: str, *, connect: st
 
 def held_memory(n: int, seconds: float = 20.0) -> dict[str, Any]:
     """RSS per call with ``n`` calls held open at once in a bridge."""
-    daemon = start_daemon("menu", log_level="warning")
+    daemon = start_daemon("menu", log_level="info")  # start_daemon waits for server_started, an info line
     try:
         drive(daemon.address, _scripts(menu_scenario, 20), concurrency=5)
         _, rss0 = daemon.stat()
