@@ -430,7 +430,7 @@ def machine() -> dict[str, Any]:
             return ""
 
     versions = {}
-    for dist in ("gevent", "greenlet", "greenswitch", "genesis", "psutil"):
+    for dist in ("gevent", "greenlet", "greenswitch", "genesis"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
