@@ -415,6 +415,13 @@ def replay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
     return make
 
 
+def open_lingering(s: esl.Session) -> None:
+    """connect, myevents, linger: how every transcript's app opened the socket (04 has no linger)."""
+    s.connect()
+    s.myevents()
+    s.linger()
+
+
 def assert_sent_as_recorded(rep: Replay, *, skipped: int = 0) -> None:
     """The session's commands are byte for byte those of the transcript's app."""
     recorded = [b.raw for b in esltrace.sent_blocks(rep.blocks)]
@@ -469,9 +476,7 @@ def test_session_caller_hangs_up_during_digits(replay: Callable[[str], Replay]) 
     """02: play_and_get_digits raises Hangup, a later execute is not sent, finish collects HANGUP_COMPLETE and exits."""
     rep = replay("02-caller-hangs-up-during-digits")
     s = rep.session
-    s.connect()
-    s.myevents()
-    s.linger()
+    open_lingering(s)
     with pytest.raises(esl.Hangup) as hung:
         s.execute(
             "play_and_get_digits",
@@ -495,9 +500,7 @@ def test_session_bridge_no_answer(replay: Callable[[str], Replay]) -> None:
     """03a: a bridge that only rings completes with NO_ANSWER variables and the caller stays up."""
     rep = replay("03a-bridge-no-answer")
     s = rep.session
-    s.connect()
-    s.myevents()
-    s.linger()
+    open_lingering(s)
     done = s.execute("bridge", "{originate_timeout=5}sofia/external/nobody@127.0.0.1:5091")
     assert done.var("originate_disposition") == "NO_ANSWER" and done.var("DIALSTATUS") == "NOANSWER"
     assert done.var("bridge_hangup_cause") == "" and s.bridges == [] and not s.hungup
@@ -513,9 +516,7 @@ def test_session_bridge_busy_with_continue_on_fail(replay: Callable[[str], Repla
     """03b: set continue_on_fail, the busy bridge completes with USER_BUSY, a prompt plays, hangup, exit."""
     rep = replay("03b-bridge-busy")
     s = rep.session
-    s.connect()
-    s.myevents()
-    s.linger()
+    open_lingering(s)
     assert s.set_var("continue_on_fail", "true").var("continue_on_fail") == "true"
     done = s.execute("bridge", "{originate_timeout=5}sofia/external/busy@127.0.0.1:5092")
     assert done.var("originate_disposition") == "USER_BUSY" and done.var("DIALSTATUS") == "BUSY"
@@ -534,9 +535,7 @@ def test_session_bridge_busy_hangs_up_the_caller(replay: Callable[[str], Replay]
     """03c: without continue_on_fail the busy bridge raises Hangup with cause USER_BUSY."""
     rep = replay("03c-bridge-busy-without-continue-on-fail")
     s = rep.session
-    s.connect()
-    s.myevents()
-    s.linger()
+    open_lingering(s)
     with pytest.raises(esl.Hangup) as hung:
         s.execute("bridge", "{originate_timeout=5}sofia/external/busy@127.0.0.1:5092")
     assert hung.value.cause == "USER_BUSY"
@@ -571,9 +570,7 @@ def test_session_set_and_hangup_cause(replay: Callable[[str], Replay]) -> None:
     """09: set_var, then hangup(USER_BUSY) as a call-command: no execute events, HANGUP_COMPLETE says USER_BUSY."""
     rep = replay("09-set-and-hangup-cause")
     s = rep.session
-    s.connect()
-    s.myevents()
-    s.linger()
+    open_lingering(s)
     assert s.set_var("fsapp_module", "club").var("fsapp_module") == "club"
     before = len(rep.seen)
     s.hangup("USER_BUSY")
