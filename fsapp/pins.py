@@ -1,12 +1,16 @@
-"""Phone PINs: salted scrypt hashes, compared in constant time; lockout rules.
+"""Phone PINs: salted SHA-256 hashes, compared in constant time; lockout rules.
 
 A 4-6 digit PIN has at most a million values, so no work factor makes a stolen
-database safe on its own: the hash keeps PINs from being read in plain text, and the
-lockout (counted in the shared database, across calls and daemons) is what stops
-guessing by phone. What does protect a stolen database is a secret kept outside it:
-when ``FSAPP_PIN_PEPPER`` is set in the daemon's environment, the PIN is keyed with
-it (HMAC-SHA256) before hashing, so the hashes cannot be brute-forced without it.
-The scrypt cost is kept small (well under a millisecond) since every PIN call pays it.
+database safe on its own: even a deliberately slow hash (scrypt, bcrypt) only turns
+an exhaustive search of one customer's PIN from milliseconds into seconds, while every
+PIN call would pay that cost. So the hash keeps PINs from being read in plain text,
+the salt keeps equal PINs from looking equal, and the lockout (counted in the shared
+database, across calls and daemons) is what stops guessing by phone. What does protect
+a stolen database is a secret kept outside it: when ``FSAPP_PIN_PEPPER`` is set in the
+daemon's environment, the PIN is keyed with it (HMAC-SHA256) before hashing, so the
+hashes cannot be searched without it.
+
+Hashes written by earlier versions (``scrypt$n$r$p$salt$hash``) still verify.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import os
 import re
 
 PIN_RE = re.compile(r"\d{4,12}")
-N, R, P = 2**7, 8, 1
 PEPPER_ENV = "FSAPP_PIN_PEPPER"
+ALGO, ALGO_PEPPER = "sha256", "sha256+pepper"
 
 
 def _secret(pin: str, peppered: bool) -> bytes:
@@ -30,26 +34,39 @@ def _secret(pin: str, peppered: bool) -> bytes:
     return hmac.new(pepper.encode(), pin.encode()[:64], hashlib.sha256).digest()
 
 
-def hash_pin(pin: str, *, salt: bytes | None = None, n: int = N, r: int = R, p: int = P) -> str:
-    """``scrypt[+pepper]$n$r$p$salt$hash``; the pepper is used when FSAPP_PIN_PEPPER is set."""
+def hash_pin(pin: str, *, salt: bytes | None = None) -> str:
+    """``sha256[+pepper]$salt$hash``; the pepper is used when FSAPP_PIN_PEPPER is set."""
     if not PIN_RE.fullmatch(pin):
         raise ValueError("a PIN is 4 to 12 digits")
     peppered = bool(os.environ.get(PEPPER_ENV))
     salt = salt or os.urandom(16)
-    digest = hashlib.scrypt(_secret(pin, peppered), salt=salt, n=n, r=r, p=p, dklen=32)
-    algo = "scrypt+pepper" if peppered else "scrypt"
-    return f"{algo}${n}${r}${p}${salt.hex()}${digest.hex()}"
+    digest = hashlib.sha256(salt + _secret(pin, peppered)).digest()
+    return f"{ALGO_PEPPER if peppered else ALGO}${salt.hex()}${digest.hex()}"
 
 
 def verify_pin(pin: str, stored: str) -> bool:
-    """True if ``pin`` matches ``stored``; malformed or empty stored hashes never match."""
+    """True if ``pin`` matches ``stored``; malformed or empty stored hashes never match.
+
+    Raises ValueError (naming the variable) for a peppered hash when FSAPP_PIN_PEPPER
+    is not set: every PIN would fail, which must not pass for wrong PINs.
+    """
+    algo, _, rest = stored.partition("$")
+    if algo in (ALGO_PEPPER, "scrypt+pepper"):
+        secret = _secret(pin, True)
+    elif algo in (ALGO, "scrypt"):
+        secret = _secret(pin, False)
+    else:
+        return False
     try:
-        algo, n, r, p, salt_hex, digest_hex = stored.split("$")
-        if algo not in ("scrypt", "scrypt+pepper"):
-            return False
-        expected = bytes.fromhex(digest_hex)
-        got = hashlib.scrypt(_secret(pin, algo == "scrypt+pepper"), salt=bytes.fromhex(salt_hex), n=int(n),
-                             r=int(r), p=int(p), dklen=len(expected))
-    except (ValueError, TypeError):
+        if algo.startswith(ALGO):
+            salt_hex, digest_hex = rest.split("$")
+            expected = bytes.fromhex(digest_hex)
+            got = hashlib.sha256(bytes.fromhex(salt_hex) + secret).digest()
+        else:
+            n, r, p, salt_hex, digest_hex = rest.split("$")
+            expected = bytes.fromhex(digest_hex)
+            got = hashlib.scrypt(secret, salt=bytes.fromhex(salt_hex), n=int(n), r=int(r), p=int(p),
+                                 dklen=len(expected))
+    except (ValueError, TypeError, OverflowError, MemoryError):
         return False
     return hmac.compare_digest(got, expected)

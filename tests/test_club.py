@@ -296,6 +296,20 @@ def test_pin_customer_without_pin_never_passes(make_config: ConfigMaker, daemon:
     assert row is not None and row["auth_result"] == "wrong_pin" and row["customer_id"] == "cus-2"
 
 
+def test_pin_peppered_directory_without_the_pepper_is_an_error_not_a_wrong_pin(
+        make_config: ConfigMaker, daemon: DaemonMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PINs hashed with FSAPP_PIN_PEPPER, daemon started without it: error, no failure counted."""
+    from fsapp import pins
+
+    monkeypatch.setenv(pins.PEPPER_ENV, "kept-outside-the-database")
+    d = start(make_config, daemon, "pin")
+    monkeypatch.delenv(pins.PEPPER_ENV)
+    fake, row = d.call(dtmf=["1001", PIN])
+    assert_reached_error(fake, row)
+    assert row is not None and row["auth_result"] == "crm_error" and row["status"] == "failed"
+    assert d.store.db.query("SELECT * FROM pin_failures") == []
+
+
 # ------------------------------------------------------------------ recovery
 
 

@@ -48,7 +48,12 @@ class LocalCRM:
             row = self.store.db.one("SELECT pin_hash FROM customers WHERE id = ?", (customer_id,))
         except StorageError as exc:
             raise CRMError(str(exc), operation="verify_pin") from exc
-        return bool(row and row["pin_hash"]) and pins.verify_pin(pin, row["pin_hash"])
+        if not (row and row["pin_hash"]):
+            return False
+        try:
+            return pins.verify_pin(pin, row["pin_hash"])
+        except ValueError as exc:  # a peppered hash without the pepper: an error, not a wrong PIN
+            raise CRMError(str(exc), operation="verify_pin") from exc
 
     def balance(self, customer_id: str, invoice_type: str) -> int:
         try:
