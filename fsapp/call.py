@@ -408,7 +408,7 @@ class CallHandler:
                     continue
                 if module.record and not storage_failed:
                     self._record(ctx)
-                ctx.log.info("module_entered", module=module.code, kind=module.kind)
+                ctx.log.debug("module_entered", module=module.code, kind=module.kind)
                 try:
                     dest_text = KINDS[module.kind].run(ctx, module)
                 except StorageError as exc:
@@ -419,7 +419,7 @@ class CallHandler:
                                   destination=dest_text)
                 result = "next" if dest_text == module.next else "error" if dest_text == module.error else "other"
                 self.app.metrics.module_result(module.code, result)
-                ctx.log.info("module_left", module=module.code, result=result, destination=dest_text)
+                ctx.log.debug("module_left", module=module.code, result=result, destination=dest_text)
                 continue
             ctx.final = str(dest)
             return self._terminal(ctx, dest)
@@ -431,7 +431,7 @@ class CallHandler:
 
     def _terminal(self, ctx: CallContext, dest: flow.Dest) -> str:
         if dest.kind == "hangup":
-            ctx.log.info("call_hangup_sent", cause=dest.value)
+            ctx.log.debug("call_hangup_sent", cause=dest.value)
             ctx.io.hangup(dest.value)
             return "hangup"
         if dest.kind == "transfer":

@@ -63,7 +63,7 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         ctx.log.warning("balance_crm_failed", module=m.code, operation=exc.operation, reason=exc.reason)
         ctx.error_reason = f"crm {exc.operation or 'request'} failed"
         return m.error
-    ctx.log.info("balance_read", module=m.code, customer_id=customer.id, debt=debt)
+    ctx.log.debug("balance_read", module=m.code, customer_id=customer.id, debt=debt)
     ctx.io.play(m["intro"])
     if debt <= 0:
         if debt < 0:

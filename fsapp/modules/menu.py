@@ -44,7 +44,7 @@ def run(ctx: CallContext, module: ModuleConfig) -> str:
             module["prompt"], min_digits=1, max_digits=longest, timeout_ms=module["timeout_ms"], regex=pattern
         )
         if digits in options:
-            ctx.log.info("menu_selected", module=module.code, digits=digits, attempt=attempt)
+            ctx.log.debug("menu_selected", module=module.code, digits=digits, attempt=attempt)
             return options[digits]
         ctx.log.info("menu_no_match", module=module.code, attempt=attempt, got="none" if not digits else "invalid")
         if attempt < attempts:
