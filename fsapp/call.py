@@ -132,11 +132,13 @@ class CallIO:
             return ""
         return done.var(var)
 
-    def _prepare_bridge(self) -> None:
-        if not self._bridge_vars_set:
-            # Without continue_on_fail a busy callee makes FreeSWITCH hang up the caller.
-            self.session.execute("multiset", "continue_on_fail=true hangup_after_bridge=false")
-            self._bridge_vars_set = True
+    def _bridge_vars(self) -> tuple[tuple[str, str], ...]:
+        """The variables a bridge needs, sent ahead of the first one (in the same write)."""
+        if self._bridge_vars_set:
+            return ()
+        self._bridge_vars_set = True
+        # Without continue_on_fail a busy callee makes FreeSWITCH hang up the caller.
+        return (("multiset", "continue_on_fail=true hangup_after_bridge=false"),)
 
     def dial_string(self, dest: flow.Dest, ring_seconds: int) -> str:
         if dest.kind != "ext" or not flow.EXT_RE.fullmatch(dest.value):
@@ -157,7 +159,6 @@ class CallIO:
         extension come from there), also when the caller hangs up while it rings
         or mid-talk: then the attempt is answered if FreeSWITCH bridged it.
         """
-        self._prepare_bridge()
         attempt = BridgeResult(target=str(dest), outcome="no_answer")
         self.attempts.append(attempt)
         s = self.session
@@ -179,6 +180,7 @@ class CallIO:
                     self.dial_string(dest, ring_seconds),
                     timeout=ring_seconds + self.cfg.server.call_timeout_seconds,
                     tick=tick,
+                    before=self._bridge_vars(),
                 )
                 disposition = done.var("originate_disposition") or done.var("DIALSTATUS")
                 result = BridgeResult(
@@ -187,7 +189,10 @@ class CallIO:
                     disposition=disposition,
                     hangup_cause=done.var("bridge_hangup_cause") or done.var("originate_failed_cause"),
                 )
-        except Hangup:
+        except Hangup as exc:
+            if not exc.app_started:
+                self.attempts.pop()  # down before the bridge (or queue) began: no attempt
+                raise
             span = self._close_span(spans_before)
             if span is not None:
                 attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
@@ -209,7 +214,8 @@ class CallIO:
     ) -> BridgeResult:
         s = self.session
         queue = self.cfg.dial.queue.replace("{queue}", dest.value)
-        done = s.execute("callcenter", queue, timeout=ring_seconds + self.cfg.server.call_timeout_seconds, tick=tick)
+        done = s.execute("callcenter", queue, timeout=ring_seconds + self.cfg.server.call_timeout_seconds, tick=tick,
+                         before=self._bridge_vars())
         cause = done.var("cc_cause")
         if cause != "answered":
             return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
@@ -300,6 +306,7 @@ class CallHandler:
         self.cfg = app.config  # a reload applies to new calls; this one keeps its config
         self.sock = sock
         self.overflow = overflow
+        self._answer = ""  # Event-UUID of the answer sent with the setup
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
@@ -312,8 +319,8 @@ class CallHandler:
         try:
             try:
                 s.connect()
-                s.myevents()
-                s.linger()
+                # The answer goes out with the event subscription: one round trip for both.
+                self._answer = s.setup(None if self.overflow else ("answer", ""))
             except esl.ESLError as exc:
                 log.warning("call_setup_failed", reason=str(exc))
                 return
@@ -374,7 +381,7 @@ class CallHandler:
         if self.overflow:
             ctx.log.warning("call_overflow", destination=cfg.entry.overflow)
             return self._go(ctx, cfg.entry.overflow)
-        self.session.execute("answer")
+        self.session.wait_execute(self._answer, "answer")
         if cfg.journal.record:
             self._record(ctx)
         entry = ctx.channel.var("fsapp_module") or cfg.entry.default

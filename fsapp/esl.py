@@ -20,6 +20,7 @@ the connect reply's ``Reply-Text: %2BOK%0A``) splits a header in two.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid as uuidlib
@@ -56,6 +57,8 @@ class Hangup(Exception):
     def __init__(self, cause: str = "") -> None:
         super().__init__(cause or "hangup")
         self.cause = cause
+        # False when the channel went down before the app (sent behind others) could start.
+        self.app_started = True
 
 
 def decode(value: str) -> str:
@@ -204,6 +207,23 @@ INTERESTING = frozenset(
     {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE"}
 )
 _APP_UUID = b"\nApplication-UUID: "
+
+# What ``myevents`` subscribes to that no code here uses (mod_event_socket's list,
+# less INTERESTING). ``nixevent`` drops them, so FreeSWITCH neither renders nor sends
+# them: a call's DTMF, CHANNEL_EXECUTE and state events are about half its frames.
+NIXED = (
+    "CHANNEL_EXECUTE DTMF CHANNEL_STATE CHANNEL_PARK CHANNEL_UNPARK CHANNEL_ANSWER CHANNEL_PROGRESS "
+    "CHANNEL_PROGRESS_MEDIA CHANNEL_APPLICATION CHANNEL_CREATE CHANNEL_DESTROY CHANNEL_ORIGINATE "
+    "CHANNEL_OUTGOING DETECTED_SPEECH TALK NOTALK"
+)
+
+# Event-UUIDs: unique per process start and counted up, as cheap as a counter.
+_APP_UUID_PREFIX = str(uuidlib.uuid4())[:24]
+_app_uuid_seq = itertools.count(1)
+
+
+def new_app_uuid() -> str:
+    return f"{_APP_UUID_PREFIX}{next(_app_uuid_seq) % 16**12:012x}"
 _UUID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
 
 
@@ -323,6 +343,9 @@ class Session:
     _completions: dict[str, Event] = field(default_factory=dict)
     _waiting: set[str] = field(default_factory=set)
     _replies: list[Frame] = field(default_factory=list)
+    _want_replies: int = 1
+    _late: set[str] = field(default_factory=set)  # apps whose completion came after CHANNEL_HANGUP
+    _sent_at: dict[str, float] = field(default_factory=dict)  # Event-UUID -> when its execute was sent
 
     def __post_init__(self) -> None:
         self._reader = FrameReader(self.sock)
@@ -336,9 +359,9 @@ class Session:
         if ctype == "text/event-plain":
             self._event(frame.body)
         elif ctype in ("command/reply", "api/response"):
-            # A command takes the first reply after it is sent; a peer repeating
+            # Commands take the replies after they are sent, in order; a peer repeating
             # replies during a long wait must not grow this list without bound.
-            if not self._replies:
+            if len(self._replies) < self._want_replies:
                 self._replies.append(frame)
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
@@ -373,6 +396,8 @@ class Session:
             app_uuid = ev.get("Application-UUID")
             if app_uuid in self._waiting:
                 self._completions[app_uuid] = ev
+                if self.hungup:
+                    self._late.add(app_uuid)
         elif name == "CHANNEL_HANGUP":
             self.hungup = True
             self.hangup_cause = ev.get("Hangup-Cause")
@@ -401,16 +426,30 @@ class Session:
 
     def _command(self, text: str, timeout: float | None = None) -> Frame:
         """Send a command and wait for its reply (events met on the way are dispatched)."""
+        return self._exchange([text], timeout)[0]
+
+    def _exchange(self, texts: list[str], timeout: float | None = None) -> list[Frame]:
+        """Send commands in one write and wait for their replies, which FreeSWITCH sends in order.
+
+        mod_event_socket reads a command at a time (a byte at a time up to the blank
+        line), so commands written together are run one after the other, as if each
+        had waited for the previous reply.
+        """
         started = time.monotonic()
         deadline = self._deadline(self.command_timeout if timeout is None else timeout)
         self._replies.clear()
-        self._send(text)
-        while not self._replies:
+        self._want_replies = len(texts)
+        self._send("".join(texts))
+        while len(self._replies) < len(texts):
             self._pump(deadline)
-        reply = self._replies.pop(0)
+        replies = self._replies[:]
+        self._replies.clear()
+        self._want_replies = 1
         if self.on_command is not None:
-            self.on_command(text.split("\n", 1)[0], time.monotonic() - started)
-        return reply
+            elapsed = time.monotonic() - started
+            for text in texts:
+                self.on_command(text.split("\n", 1)[0], elapsed)
+        return replies
 
     # --------------------------------------------------------------- commands
 
@@ -427,6 +466,28 @@ class Session:
             # It ends up in file paths (recordings), logs and the journal: no slash, space or line break.
             raise ProtocolError(f"connect reply carries a malformed Unique-ID: {self.uuid[:60]!r}")
         return self.channel
+
+    def setup(self, first: tuple[str, str] | None = None) -> str:
+        """``myevents``, ``nixevent`` (see NIXED) and ``linger`` in one write, and ``first``
+        (an app and its argument) after them if given: its Event-UUID is returned, for
+        :meth:`wait_execute`. A refused ``nixevent`` only costs the unused events."""
+        texts = ["myevents\n\n", f"nixevent {NIXED}\n\n", "linger\n\n"]
+        app_uuid = ""
+        if first is not None:
+            app_uuid = new_app_uuid()
+            texts.append(self._execute_text(first[0], first[1], app_uuid))
+            self._waiting.add(app_uuid)
+            self._sent_at[app_uuid] = time.monotonic()
+        try:
+            replies = self._exchange(texts)
+            self._expect_ok(replies[0], "myevents")
+            self._expect_ok(replies[2], "linger")
+            if first is not None:
+                self._expect_ok(replies[3], f"execute {first[0]}")
+        except BaseException:
+            self._waiting.discard(app_uuid)
+            raise
+        return app_uuid
 
     def myevents(self) -> None:
         self._expect_ok(self._command("myevents\n\n"), "myevents")
@@ -446,6 +507,7 @@ class Session:
         *,
         timeout: float | None = None,
         tick: tuple[float, Callable[[], None]] | None = None,
+        before: tuple[tuple[str, str], ...] = (),
     ) -> Event:
         """Run a dialplan app on the channel and wait for its CHANNEL_EXECUTE_COMPLETE.
 
@@ -453,30 +515,65 @@ class Session:
         once the channel is gone no app runs and no completion may ever come.
         ``timeout`` defaults to the command timeout (apps that play or ring pass their own).
         ``tick`` is (seconds, fn): fn runs every that many seconds while waiting.
+        ``before`` are (app, arg) pairs sent in the same write, ahead of it: FreeSWITCH
+        queues them on the channel and runs them first, in order (their completions are
+        not waited for: setting variables before a bridge costs no round trip).
         """
-        if timeout is None:
-            timeout = self.command_timeout
         if self.hungup or self.lingering:
             raise Hangup(self.hangup_cause)
-        event_uuid = str(uuidlib.uuid4())
-        lines = ["sendmsg", "call-command: execute", f"execute-app-name: {_clean_arg(app)}"]
-        if arg:
-            lines.append(f"execute-app-arg: {_clean_arg(arg)}")
-        lines.append(f"Event-UUID: {event_uuid}")
-        self._waiting.add(event_uuid)
-        started = time.monotonic()
+        event_uuid = new_app_uuid()
+        self._sent_at[event_uuid] = time.monotonic()
+        first = [new_app_uuid() for _ in before]
+        texts = [self._execute_text(a, g, u) for (a, g), u in zip(before, first, strict=True)]
+        texts.append(self._execute_text(app, arg, event_uuid))
+        self._waiting.update((*first, event_uuid))
         try:
-            reply = self._command("\n".join(lines) + "\n\n")
-            text = reply.headers.get("Reply-Text", "")
-            if not text.startswith("+OK"):
-                raise ESLError(f"execute {app} refused: {text[:80]}")
+            replies = self._exchange(texts)
+            for (name, _), reply in zip((*before, (app, arg)), replies, strict=True):
+                text = reply.headers.get("Reply-Text", "")
+                if not text.startswith("+OK"):
+                    raise ESLError(f"execute {name} refused: {text[:80]}")
+            return self.wait_execute(event_uuid, app, timeout=timeout, tick=tick)
+        except Hangup as exc:
+            # Events come in order: an app sent ahead that had not completed when the
+            # channel went down means this one never started.
+            exc.app_started = all(u in self._completions and u not in self._late for u in first)
+            raise
+        finally:
+            self._waiting.difference_update((*first, event_uuid))
+            self._sent_at.pop(event_uuid, None)
+            for u in first:
+                self._completions.pop(u, None)
+
+    def wait_execute(
+        self,
+        event_uuid: str,
+        app: str,
+        *,
+        timeout: float | None = None,
+        tick: tuple[float, Callable[[], None]] | None = None,
+    ) -> Event:
+        """Wait for the CHANNEL_EXECUTE_COMPLETE of an app sent with ``event_uuid``."""
+        if timeout is None:
+            timeout = self.command_timeout
+        self._waiting.add(event_uuid)
+        try:
             self.wait_for(lambda: event_uuid in self._completions, timeout=timeout, tick=tick, what=app)
             done = self._completions.pop(event_uuid)
         finally:
             self._waiting.discard(event_uuid)
-        if self.on_command is not None:
-            self.on_command("execute " + app, time.monotonic() - started)
+        sent = self._sent_at.pop(event_uuid, None)
+        if self.on_command is not None and sent is not None:
+            self.on_command("execute " + app, time.monotonic() - sent)
         return done
+
+    @staticmethod
+    def _execute_text(app: str, arg: str, event_uuid: str) -> str:
+        lines = ["sendmsg", "call-command: execute", f"execute-app-name: {_clean_arg(app)}"]
+        if arg:
+            lines.append(f"execute-app-arg: {_clean_arg(arg)}")
+        lines.append(f"Event-UUID: {event_uuid}")
+        return "\n".join(lines) + "\n\n"
 
     def wait_for(
         self,

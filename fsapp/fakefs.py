@@ -135,10 +135,14 @@ class _Channel:
         self.steps: list[Step] = []
         self.frames_out: list[bytes] = []
         self.commands: list[str] = []
+        # The commands that came in one read, as "verb" or "sendmsg <app>": what the
+        # daemon wrote together without waiting for a reply in between.
+        self.batches: list[list[str]] = []
         self.app_count = 0
         self.up = True
         self.lingering_requested = False
         self.myevents = False
+        self.nixed: set[str] = set()  # event names turned off with nixevent
         self.bridged_us = 0
         self.hangup_cause = ""
         self.hangup_us = 0
@@ -273,7 +277,7 @@ class _Channel:
 
     def _event(self, name: str, extra: Iterable[tuple[str, str]] = (), tail: Iterable[tuple[str, str]] = (),
                *, variables: bool = True, **kw: str) -> None:
-        if not self.myevents:
+        if not self.myevents or name in self.nixed:
             return
         headers = self._headers(name, extra, variables=variables, **kw)
         headers.extend(tail)
@@ -377,12 +381,19 @@ class FakeFreeSWITCH(_Channel):
                         self.closed_by_peer = True
                         break
                     reader.feed(data)
+                    self.batches.append([])
                     continue
                 if first:
                     self.setup_latency = time.monotonic() - t0
                     first = False
                 name, headers = cmd
                 self.commands.append(name)
+                if not self.batches:
+                    self.batches.append([])
+                label = name.split(" ", 1)[0]
+                if label == "sendmsg":
+                    label += " " + (headers.get("execute-app-name") or headers.get("call-command", ""))
+                self.batches[-1].append(label)
                 if self._sent_at:
                     self.command_latencies.append(time.monotonic() - self._sent_at)
                 try:
@@ -423,7 +434,18 @@ class FakeFreeSWITCH(_Channel):
             self.lingering_requested = True
             self._reply("+OK will linger")
             return True
+        if name == "nixevent" or name.startswith("nixevent "):
+            # mod_event_socket: unknown names are skipped; none known is an error.
+            names = [n.upper() for n in name.split()[1:] if re.fullmatch(r"[A-Za-z_]+", n)]
+            if not names:
+                self._reply("-ERR no keywords supplied")
+                return True
+            self.nixed.update(names)
+            self._reply("+OK events nixed")
+            return True
         if name.startswith("event "):
+            words = [n.upper() for n in name.split()[2:]]
+            self.nixed.clear() if "ALL" in words else self.nixed.difference_update(words)
             self._reply("+OK event listener enabled plain")
             return True
         if name == "exit":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import gevent
 import gevent.socket
 import pytest
 
+from fsapp import esl
 from fsapp import config as configmod
 from fsapp.fakefs import Script, run_call
 from fsapp.simulate import wait_idle
@@ -53,6 +55,33 @@ def test_menu_routes_by_digit(make_config, daemon):
     assert row["extension"] == "1001"
     assert row["talk_seconds"] == 42
     assert row["modules"] == ["main"]
+
+
+def test_daemon_turns_off_the_events_it_never_reads(make_config, daemon):
+    """After myevents the daemon nixes DTMF, CHANNEL_EXECUTE and the state events: FreeSWITCH never
+    sends them, while completions, bridge and hangup events still arrive and the call is journaled."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(caller="09121234567", dtmf=["1"], bridges=["answer:42"])
+    assert fake.commands[:4] == ["connect", "myevents", f"nixevent {esl.NIXED}", "linger"]
+    names = {m.group(1).decode() for f in fake.frames_out if (m := re.search(rb"\n\nEvent-Name: (\w+)\n", f))}
+    # (CHANNEL_PARK is queued as myevents is answered, before nixevent is read, as on the wire.)
+    assert names.isdisjoint({"DTMF", "CHANNEL_EXECUTE", "CHANNEL_STATE", "CHANNEL_UNPARK"})
+    assert {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_HANGUP",
+            "CHANNEL_HANGUP_COMPLETE"} <= names
+    assert row["status"] == "answered" and row["talk_seconds"] == 42
+
+
+def test_bridge_variables_and_the_answer_cost_no_round_trip(make_config, daemon):
+    """The answer goes out in the write that subscribes to events, multiset in the bridge's write:
+    FreeSWITCH runs them in that order, and the daemon waits once for each write."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(caller="09121234567", dtmf=["1"], bridges=["answer:42"])
+    assert fake.commands[3:6] == ["linger", "sendmsg", "sendmsg"]
+    assert [s.app for s in fake.steps][:4] == ["answer", "play_and_get_digits", "multiset", "bridge"]
+    assert fake.batches == [["connect"], ["myevents", "nixevent", "linger", "sendmsg answer"],
+                            ["sendmsg play_and_get_digits"], ["sendmsg multiset", "sendmsg bridge"],
+                            ["sendmsg hangup"], ["exit"]]
+    assert row["status"] == "answered"
 
 
 def test_menu_routes_to_queue_transfer_and_submenu(make_config, daemon):

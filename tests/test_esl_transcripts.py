@@ -395,12 +395,12 @@ class Replay:
 
 @pytest.fixture(params=[65536, 61], ids=["whole", "chunks61"])
 def replay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Replay]:
-    """A Session on a ReplaySocket, with uuid4 giving the transcript's Event-UUIDs in order."""
+    """A Session on a ReplaySocket, with the transcript's Event-UUIDs handed out in order."""
 
     def make(name: str) -> Replay:
         blocks = trace(name)
         ids = iter([uuid.UUID(u) for _, _, u in sent_executes(blocks)])
-        monkeypatch.setattr(esl.uuidlib, "uuid4", lambda: next(ids))
+        monkeypatch.setattr(esl, "new_app_uuid", lambda: str(next(ids)))
         sock = ReplaySocket(blocks, request.param)
         rep = Replay(esl.Session(sock, command_timeout=2.0), sock, blocks)
         received = rep.session._event

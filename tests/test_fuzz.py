@@ -347,6 +347,9 @@ class Hang(AssertionError):
     """Something did not end within its bound."""
 
 
+NIXEVENT_REPLY = b"Content-Type: command/reply\nReply-Text: +OK events nixed\n\n"
+
+
 def hostile_peer(sock: Any, seed: Seed, turns: list[list[bytes]], *, quiet: bool = False,
                  idle: float = 0.05, hold: float = 5.0) -> list[bytes]:
     """FreeSWITCH's side, misbehaving: each command gets the next (mutated) turn; returns the commands seen.
@@ -371,21 +374,29 @@ def hostile_peer(sock: Any, seed: Seed, turns: list[list[bytes]], *, quiet: bool
                 data = None
             if data == b"":
                 return commands
-            due = 0
+            # One answer per command: the next turn, or for nixevent (which the
+            # transcripts' app never sent) FreeSWITCH's own reply, turns untouched.
+            answers: list[bytes | None] = []
             if data is None:
-                due = 1
+                answers.append(None)
             else:
                 buf += data
                 while (end := buf.find(b"\n\n")) >= 0:
                     cmd = bytes(buf[:end])
                     del buf[: end + 2]
                     commands.append(cmd)
+                    if cmd.startswith(b"nixevent "):
+                        answers.append(NIXEVENT_REPLY)
+                        continue
                     m = re.search(rb"\nEvent-UUID: ([^\n]*)", cmd)
                     old = next(transcript_uuids, None) if m else None
                     if m and old:
                         remap.append((old.encode(), m.group(1)))
-                    due += 1
-            for _ in range(due):
+                    answers.append(None)
+            for literal in answers:
+                if literal is not None:
+                    sock.sendall(literal)
+                    continue
                 if t >= len(turns):
                     break
                 out = b"".join(turns[t])
@@ -810,11 +821,13 @@ def answer_turn(event_uuid: str) -> bytes:
 
 
 def setup(fs: RawFS) -> None:
-    """connect, myevents, linger answered as FreeSWITCH does."""
+    """connect, myevents, nixevent, linger answered as FreeSWITCH does."""
     assert fs.command()[0] == "connect"
     fs.send(connect_reply())
     assert fs.command()[0] == "myevents"
     fs.send(b"".join(_seed01().turns[1]))
+    assert fs.command()[0].startswith("nixevent ")
+    fs.send(NIXEVENT_REPLY)
     assert fs.command()[0] == "linger"
     fs.send(b"".join(_seed01().turns[2]))
 
