@@ -15,8 +15,8 @@ import gevent
 import gevent.socket
 import pytest
 
-from fsapp import esl
 from fsapp import config as configmod
+from fsapp import esl
 from fsapp.fakefs import Script, run_call
 from fsapp.simulate import wait_idle
 from tests.conftest import ROOT, write_config
