@@ -19,13 +19,33 @@ SECRET_KEYS = frozenset({"pin", "password", "token", "authorization", "secret", 
 _CARD_RE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 
 
+_secret_key: dict[str, bool] = {}
+_clean: set[str] = set()  # long strings seen with nothing to mask (a call's uuid is on every line)
+
+
+def _mask(value: str) -> str:
+    if value in _clean:
+        return value
+    if _CARD_RE.search(value):
+        return _CARD_RE.sub(lambda m: m.group(0)[:4] + "*" * (len(m.group(0)) - 4), value)
+    if len(_clean) >= 4096:
+        _clean.clear()
+    _clean.add(value)
+    return value
+
+
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Blank secret fields; mask card-like digit runs in strings."""
     for key, value in event.items():
-        if key in SECRET_KEYS or key.endswith("_pin") or key.lower() in SECRET_KEYS:
+        secret = _secret_key.get(key)
+        if secret is None:
+            secret = key in SECRET_KEYS or key.endswith("_pin") or key.lower() in SECRET_KEYS
+            if len(_secret_key) < 1024:
+                _secret_key[key] = secret
+        if secret:
             event[key] = "[redacted]"
-        elif type(value) is str and len(value) >= 13 and _CARD_RE.search(value):
-            event[key] = _CARD_RE.sub(lambda m: m.group(0)[:4] + "*" * (len(m.group(0)) - 4), value)
+        elif type(value) is str and len(value) >= 13:
+            event[key] = _mask(value)
     return event
 
 
