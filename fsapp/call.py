@@ -81,32 +81,60 @@ class CallIO:
         self.cfg = cfg
         self._ask_seq = itertools.count(1)
         self._bridge_vars_set = False
+        self._lead: list[str] = []  # playback args to send ahead of the next app
         self.attempts: list[BridgeResult] = []  # every bridge or queue attempt, for the journal
 
     def prompt_path(self, name: str) -> str:
         return self.cfg.sounds.path(name)
 
-    def play(self, names: str | list[str] | tuple[str, ...]) -> None:
-        """Play one prompt, or several as one file_string playback; empty names are skipped."""
+    def _playback_arg(self, names: str | list[str] | tuple[str, ...]) -> str:
         items = [names] if isinstance(names, str) else list(names)
         paths = [self.prompt_path(n) for n in items if n]
         if not paths:
-            return
-        arg = paths[0] if len(paths) == 1 else "file_string://" + "!".join(paths)
-        self.session.execute("playback", arg, timeout=PROMPT_DEADLINE)
+            return ""
+        return paths[0] if len(paths) == 1 else "file_string://" + "!".join(paths)
 
-    def say_amount(self, amount: int, before: str = "", after: str = "") -> None:
+    def play(self, names: str | list[str] | tuple[str, ...]) -> None:
+        """Play one prompt, or several as one file_string playback; empty names are skipped."""
+        arg = self._playback_arg(names)
+        if arg:
+            self._execute("playback", arg, timeout=PROMPT_DEADLINE)
+
+    def lead(self, names: str | list[str] | tuple[str, ...]) -> None:
+        """Play ``names`` ahead of the next app (an ask, a bridge...), sent in the same write.
+
+        FreeSWITCH queues both on the channel and runs them in order (the prompt with
+        ``event-lock``, so the next app waits for it), which saves the prompt a round
+        trip of its own. Only for a prompt with nothing slow between it and the next
+        app: a CRM lookup in between would delay the prompt until it is done.
+        """
+        arg = self._playback_arg(names)
+        if arg:
+            self._lead.append(arg)
+
+    def _execute(self, app: str, arg: str = "", *, timeout: float | None = None,
+                 tick: tuple[float, Callable[[], None]] | None = None,
+                 before: tuple[tuple[str, str], ...] = ()) -> esl.Event:
+        """Run ``app``, sending the lead prompts (and ``before``) ahead of it in one write."""
+        if self._lead:
+            before = tuple(("playback", a) for a in self._lead) + before
+            self._lead.clear()
+            timeout = (self.session.command_timeout if timeout is None else timeout) + PROMPT_DEADLINE
+        return self.session.execute(app, arg, timeout=timeout, tick=tick, before=before)
+
+    def say_amount(self, amount: int, before: str | tuple[str, ...] = "", after: str = "") -> None:
         """``before`` + the amount spoken in the configured language + ``after``, as one playback."""
         from fsapp import say
 
         sounds = self.cfg.sounds
         if sounds.say == "mod_say":
-            self.play(before)
-            self.session.execute("say", f"{sounds.language} CURRENCY PRONOUNCED {int(amount)}", timeout=120)
+            self.lead(before)
+            self._execute("say", f"{sounds.language} CURRENCY PRONOUNCED {int(amount)}", timeout=120)
             self.play(after)
             return
         words = say.amount_prompts(int(amount), sounds.language, sounds.currency)
-        self.play([before, *words, after])
+        lead = [before] if isinstance(before, str) else list(before)
+        self.play([*lead, *words, after])
 
     def ask(
         self,
@@ -127,7 +155,7 @@ class CallIO:
             f"{var} {regex} {digit_timeout_ms}"
         )
         deadline = 120 + (timeout_ms + digit_timeout_ms * max_digits) / 1000
-        done = self.session.execute("play_and_get_digits", arg, timeout=deadline)
+        done = self._execute("play_and_get_digits", arg, timeout=deadline)
         if done.var("read_result") not in ("success", ""):
             return ""
         return done.var(var)
@@ -175,7 +203,7 @@ class CallIO:
             if dest.kind == "queue":
                 result = self._callcenter(dest, ring_seconds, tick)
             else:
-                done = s.execute(
+                done = self._execute(
                     "bridge",
                     self.dial_string(dest, ring_seconds),
                     timeout=ring_seconds + self.cfg.server.call_timeout_seconds,
@@ -214,8 +242,8 @@ class CallIO:
     ) -> BridgeResult:
         s = self.session
         queue = self.cfg.dial.queue.replace("{queue}", dest.value)
-        done = s.execute("callcenter", queue, timeout=ring_seconds + self.cfg.server.call_timeout_seconds, tick=tick,
-                         before=self._bridge_vars())
+        done = self._execute("callcenter", queue, timeout=ring_seconds + self.cfg.server.call_timeout_seconds,
+                             tick=tick, before=self._bridge_vars())
         cause = done.var("cc_cause")
         if cause != "answered":
             return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
@@ -242,12 +270,14 @@ class CallIO:
 
     def transfer(self, ext: str, context: str = "") -> None:
         arg = f"{ext} XML {context}" if context else ext
-        self.session.execute("transfer", arg)
+        self._execute("transfer", arg)
 
     def record(self, path: str) -> None:
-        self.session.execute("record_session", path)
+        self._execute("record_session", path)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        if self._lead:
+            self._execute("playback", self._lead.pop(), timeout=PROMPT_DEADLINE)  # the caller hears it first
         self.session.hangup(cause)
 
 

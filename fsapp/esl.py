@@ -524,7 +524,9 @@ class Session:
         event_uuid = new_app_uuid()
         self._sent_at[event_uuid] = time.monotonic()
         first = [new_app_uuid() for _ in before]
-        texts = [self._execute_text(a, g, u) for (a, g), u in zip(before, first, strict=True)]
+        # event-lock: FreeSWITCH holds the apps queued behind one until it ends (a
+        # playback runs queued apps inside itself otherwise).
+        texts = [self._execute_text(a, g, u, lock=True) for (a, g), u in zip(before, first, strict=True)]
         texts.append(self._execute_text(app, arg, event_uuid))
         self._waiting.update((*first, event_uuid))
         try:
@@ -568,10 +570,12 @@ class Session:
         return done
 
     @staticmethod
-    def _execute_text(app: str, arg: str, event_uuid: str) -> str:
+    def _execute_text(app: str, arg: str, event_uuid: str, *, lock: bool = False) -> str:
         lines = ["sendmsg", "call-command: execute", f"execute-app-name: {_clean_arg(app)}"]
         if arg:
             lines.append(f"execute-app-arg: {_clean_arg(arg)}")
+        if lock:
+            lines.append("event-lock: true")
         lines.append(f"Event-UUID: {event_uuid}")
         return "\n".join(lines) + "\n\n"
 

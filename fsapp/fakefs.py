@@ -120,6 +120,10 @@ class CallerHungUp(Exception):
     pass
 
 
+# Apps with a media loop that runs the channel's queued commands while it plays.
+MEDIA_APPS = frozenset({"playback", "play_and_get_digits", "say", "bridge", "callcenter", "transfer", "sleep"})
+
+
 class _Channel:
     """The channel's state and the frames FreeSWITCH would send for it."""
 
@@ -143,6 +147,9 @@ class _Channel:
         self.lingering_requested = False
         self.myevents = False
         self.nixed: set[str] = set()  # event names turned off with nixevent
+        # A media app sent without event-lock earlier in this read: FreeSWITCH would run
+        # an execute queued behind it inside it (switch_ivr_play_file parses queued events).
+        self._unlocked_media = ""
         self.bridged_us = 0
         self.hangup_cause = ""
         self.hangup_us = 0
@@ -382,6 +389,7 @@ class FakeFreeSWITCH(_Channel):
                         break
                     reader.feed(data)
                     self.batches.append([])
+                    self._unlocked_media = ""
                     continue
                 if first:
                     self.setup_latency = time.monotonic() - t0
@@ -512,6 +520,10 @@ class FakeFreeSWITCH(_Channel):
         if command != "execute":
             return True
         arg = headers.get("execute-app-arg", "")
+        if self._unlocked_media and not self.error:
+            self.error = f"execute {app} queued behind {self._unlocked_media} without event-lock"
+        if app in MEDIA_APPS and headers.get("event-lock", "").lower() != "true":
+            self._unlocked_media = app
         app_uuid = headers.get("Event-UUID") or str(uuidlib.uuid4())
         self.app_count += 1
         self._execute_events(app, arg, app_uuid)

@@ -17,7 +17,7 @@ import pytest
 
 from fsapp import config as configmod
 from fsapp import esl
-from fsapp.fakefs import Script, run_call
+from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
 from tests.conftest import ROOT, write_config
 
@@ -334,3 +334,36 @@ def test_sighup_reload_applies_to_new_calls_not_live_ones(tmp_path):
     log = proc.stderr.read()
     assert '"config_reloaded"' in log
     assert "config_reload_rejected" in log and "unknown module code 'nowhere'" in log
+
+
+def test_stand_in_flags_an_execute_queued_behind_an_unlocked_playback():
+    """The stand-in catches what real FreeSWITCH would do wrong: two executes written together,
+    the first a playback without event-lock, would run the second inside the first."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def app_side() -> None:  # a careless app, in place of the daemon
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"connect\n\n")
+            conn.recv(65536)
+            conn.sendall(b"sendmsg\ncall-command: execute\nexecute-app-name: playback\nexecute-app-arg: a.wav\n"
+                         b"Event-UUID: u-1\n\nsendmsg\ncall-command: execute\nexecute-app-name: hangup\n"
+                         b"Event-UUID: u-2\n\n")
+            conn.settimeout(2)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+
+    t = threading.Thread(target=app_side)
+    t.start()
+    fake = FakeFreeSWITCH(srv.getsockname(), Script(caller="09121234567"), io_timeout=1).run()
+    t.join()
+    srv.close()
+    assert fake.error == "execute hangup queued behind playback without event-lock"
+    assert [s.app for s in fake.steps] == ["playback", "hangup"]

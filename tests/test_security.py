@@ -129,7 +129,7 @@ HOSTILE = [
 FRAGMENTS = ("DROP", "'", ";", "evil", "absolute_codec", "x=y", "|sofia", "../", "etc/passwd", "system(", "\x00",
              "\x07", "\x1b", "\r", "\t", "%", "مشتری", "۱")
 COMMANDS = {"connect", "myevents", "linger", "sendmsg", "exit"}
-HEADERS = {"call-command", "execute-app-name", "execute-app-arg", "Event-UUID", "hangup-cause"}
+HEADERS = {"call-command", "execute-app-name", "execute-app-arg", "Event-UUID", "hangup-cause", "event-lock"}
 DIAL_RE = re.compile(r"\{originate_timeout=\d+\}user/[0-9]+@\$\{domain_name\}")
 PROMPT_RE = re.compile(re.escape(f"{SOUNDS}/fa/") + r"[a-z0-9_]+/[a-z0-9_]+\.wav|silence_stream://250")
 

@@ -64,14 +64,14 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         ctx.error_reason = f"crm {exc.operation or 'request'} failed"
         return m.error
     ctx.log.debug("balance_read", module=m.code, customer_id=customer.id, debt=debt)
-    ctx.io.play(m["intro"])
+    # The balance is known before the intro plays: intro and amount are one playback.
     if debt <= 0:
         if debt < 0:
-            ctx.io.say_amount(-debt, before=m["balance_is"], after=m["credit"])
+            ctx.io.say_amount(-debt, before=(m["intro"], m["balance_is"]), after=m["credit"])
         else:
-            ctx.io.play(m["no_debt"])
+            ctx.io.play([m["intro"], m["no_debt"]])
         return m.error
-    ctx.io.say_amount(debt, before=m["balance_is"], after=m["debt"])
+    ctx.io.say_amount(debt, before=(m["intro"], m["balance_is"]), after=m["debt"])
     if m["send_payment_link"]:
         mobile = _ask_mobile(ctx, m) if m["require_mobile"] else customer.mobile
         if mobile:

@@ -69,7 +69,7 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         ctx.io.say_amount(debt, before=m["debt_prompt"])
         return m.error
 
-    ctx.io.play(m["connecting"])
+    ctx.io.lead(m["connecting"])  # goes out with the bridge
     store = ctx.app.store
     now = time.time()
     meter = {

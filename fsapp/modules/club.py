@@ -66,10 +66,11 @@ class _Done(Exception):
 def run(ctx: CallContext, m: ModuleConfig) -> str:
     ctx.auth_method = m["auth"]
     try:
-        ctx.io.play(m["intro"])
         if m["auth"] == "phone":
+            ctx.io.play(m["intro"])  # played while the CRM is asked
             customer = _by_phone(ctx, m)
         else:
+            ctx.io.lead(m["intro"])  # goes out with the first prompt for the number
             customer = _by_number(ctx, m)
             if m["auth"] == "pin":
                 _check_pin(ctx, m, customer)
