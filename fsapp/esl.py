@@ -320,7 +320,7 @@ class BridgeSpan:
     other_uuid: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     """One outbound-socket call: FreeSWITCH connected to us for one channel."""
 
@@ -344,7 +344,9 @@ class Session:
     _waiting: set[str] = field(default_factory=set)
     _replies: list[Frame] = field(default_factory=list)
     _want_replies: int = 1
-    _late: set[str] = field(default_factory=set)  # apps whose completion came after CHANNEL_HANGUP
+    # Apps sent ahead of another (their completion is noted, not kept): "" running,
+    # "done" completed, "late" completed after CHANNEL_HANGUP.
+    _ahead: dict[str, str] = field(default_factory=dict)
     _sent_at: dict[str, float] = field(default_factory=dict)  # Event-UUID -> when its execute was sent
 
     def __post_init__(self) -> None:
@@ -384,7 +386,8 @@ class Session:
                 i = body.rfind(_APP_UUID)
                 if i >= 0:
                     end = body.find(b"\n", i + 1)
-                    if body[i + len(_APP_UUID) : end].decode("ascii", errors="replace") not in self._waiting:
+                    app_uuid = body[i + len(_APP_UUID) : end].decode("ascii", errors="replace")
+                    if app_uuid not in self._waiting and app_uuid not in self._ahead:
                         return
         self._dispatch(parse_event(body))
 
@@ -396,8 +399,8 @@ class Session:
             app_uuid = ev.get("Application-UUID")
             if app_uuid in self._waiting:
                 self._completions[app_uuid] = ev
-                if self.hungup:
-                    self._late.add(app_uuid)
+            elif app_uuid in self._ahead:
+                self._ahead[app_uuid] = "late" if self.hungup else "done"
         elif name == "CHANNEL_HANGUP":
             self.hungup = True
             self.hangup_cause = ev.get("Hangup-Cause")
@@ -522,30 +525,36 @@ class Session:
         if self.hungup or self.lingering:
             raise Hangup(self.hangup_cause)
         event_uuid = new_app_uuid()
+        first = tuple(new_app_uuid() for _ in before)
         self._sent_at[event_uuid] = time.monotonic()
-        first = [new_app_uuid() for _ in before]
-        # event-lock: FreeSWITCH holds the apps queued behind one until it ends (a
-        # playback runs queued apps inside itself otherwise).
-        texts = [self._execute_text(a, g, u, lock=True) for (a, g), u in zip(before, first, strict=True)]
-        texts.append(self._execute_text(app, arg, event_uuid))
-        self._waiting.update((*first, event_uuid))
+        self._waiting.add(event_uuid)
+        self._ahead.update(dict.fromkeys(first, ""))
         try:
-            replies = self._exchange(texts)
-            for (name, _), reply in zip((*before, (app, arg)), replies, strict=True):
-                text = reply.headers.get("Reply-Text", "")
-                if not text.startswith("+OK"):
-                    raise ESLError(f"execute {name} refused: {text[:80]}")
+            self._send_executes(before, first, app, arg, event_uuid)
             return self.wait_execute(event_uuid, app, timeout=timeout, tick=tick)
         except Hangup as exc:
             # Events come in order: an app sent ahead that had not completed when the
             # channel went down means this one never started.
-            exc.app_started = all(u in self._completions and u not in self._late for u in first)
+            exc.app_started = all(self._ahead[u] == "done" for u in first)
             raise
         finally:
-            self._waiting.difference_update((*first, event_uuid))
+            self._waiting.discard(event_uuid)
             self._sent_at.pop(event_uuid, None)
             for u in first:
-                self._completions.pop(u, None)
+                del self._ahead[u]
+
+    def _send_executes(self, before: tuple[tuple[str, str], ...], first: tuple[str, ...], app: str, arg: str,
+                       event_uuid: str) -> None:
+        """Write the executes in one go and check their replies (nothing of it is kept while the app runs)."""
+        # event-lock: FreeSWITCH holds the apps queued behind one until it ends (a
+        # playback runs queued apps inside itself otherwise).
+        texts = [self._execute_text(a, g, u, lock=True) for (a, g), u in zip(before, first, strict=True)]
+        texts.append(self._execute_text(app, arg, event_uuid))
+        replies = self._exchange(texts)
+        for (name, _), reply in zip((*before, (app, arg)), replies, strict=True):
+            text = reply.headers.get("Reply-Text", "")
+            if not text.startswith("+OK"):
+                raise ESLError(f"execute {name} refused: {text[:80]}")
 
     def wait_execute(
         self,

@@ -393,6 +393,16 @@ class Replay:
         return [ev.name for ev in self.seen]
 
 
+class SpySession(esl.Session):
+    """A Session that keeps every event it receives, parsed or skipped."""
+
+    seen: list[esl.Event]
+
+    def _event(self, body: bytes) -> None:
+        self.seen.append(esl.parse_event(body))
+        super()._event(body)
+
+
 @pytest.fixture(params=[65536, 61], ids=["whole", "chunks61"])
 def replay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Replay]:
     """A Session on a ReplaySocket, with the transcript's Event-UUIDs handed out in order."""
@@ -402,14 +412,9 @@ def replay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
         ids = iter([uuid.UUID(u) for _, _, u in sent_executes(blocks)])
         monkeypatch.setattr(esl, "new_app_uuid", lambda: str(next(ids)))
         sock = ReplaySocket(blocks, request.param)
-        rep = Replay(esl.Session(sock, command_timeout=2.0), sock, blocks)
-        received = rep.session._event
-
-        def spy(body: bytes) -> None:  # every event the session received, parsed or skipped
-            rep.seen.append(esl.parse_event(body))
-            received(body)
-
-        rep.session._event = spy  # type: ignore[method-assign]
+        session = SpySession(sock, command_timeout=2.0)
+        rep = Replay(session, sock, blocks)
+        session.seen = rep.seen
         return rep
 
     return make
