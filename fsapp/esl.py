@@ -224,6 +224,8 @@ _app_uuid_seq = itertools.count(1)
 
 def new_app_uuid() -> str:
     return f"{_APP_UUID_PREFIX}{next(_app_uuid_seq) % 16**12:012x}"
+
+
 _UUID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
 
 
