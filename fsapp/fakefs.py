@@ -453,7 +453,10 @@ class FakeFreeSWITCH(_Channel):
             return True
         if name.startswith("event "):
             words = [n.upper() for n in name.split()[2:]]
-            self.nixed.clear() if "ALL" in words else self.nixed.difference_update(words)
+            if "ALL" in words:
+                self.nixed.clear()
+            else:
+                self.nixed.difference_update(words)
             self._reply("+OK event listener enabled plain")
             return True
         if name == "exit":
