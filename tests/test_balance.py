@@ -16,7 +16,7 @@ from fsapp import config as configmod
 from fsapp import customers
 from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH
-from fsapp.store import Store
+from fsapp.store import StorageError, Store
 from tests.conftest import SOUNDS, Daemon, write_config
 
 MakeConfig = Callable[..., Config]
@@ -368,6 +368,94 @@ def test_payment_link_queued_while_crm_down_is_delivered_exactly_once(
     assert {h["Idempotency-Key"] for _down, h, _b in endpoint.seen} == {key}  # every retry carried the same key
     [done] = d.store.outbox_rows()
     assert done["delivered_at"] is not None and done["attempts"] == 3 and done["last_error"] == ""
+
+
+class FakeClock:
+    """``time.time`` for the outbox worker, moved on by the CRM stand-in instead of by waiting."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_outbox_marks_deliveries_together_within_mark_within(
+    make_config: MakeConfig, daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's deliveries are marked in one transaction; a slow CRM never holds a mark past mark_within."""
+    d = daemon(make_config(balance_flow()))
+    d.app.outbox.stop()
+    outbox = d.app.outbox
+    clock = FakeClock(time.time())
+    monkeypatch.setattr("fsapp.outbox.time.time", clock)
+    for i in range(6):
+        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, clock.t)
+
+    batches: list[list[int]] = []
+    real_mark = d.store.outbox_delivered_many
+
+    def spy_mark(worker: str, rows: list[tuple[int, str, float]]) -> int:
+        batches.append([row_id for row_id, _result, _at in rows])
+        return real_mark(worker, rows)
+
+    pending_when_sent: dict[str, set[str]] = {}
+
+    def slow_invoice(invoice: dict[str, Any], key: str) -> str:
+        pending_when_sent[key] = {r["idempotency_key"] for r in d.store.outbox_rows(pending_only=True)}
+        clock.t += 0.15  # each delivery takes 150 ms of the worker's clock
+        return f"inv-{key}"
+
+    monkeypatch.setattr(d.store, "outbox_delivered_many", spy_mark)
+    monkeypatch.setattr(d.app.crm, "create_invoice", slow_invoice)
+
+    outbox.mark_within = 10.0
+    assert outbox.run_once(now=clock.t) == 6
+    assert len(batches) == 1 and len(batches[0]) == 6  # one transaction for the whole run
+    assert d.store.outbox_rows(pending_only=True) == []
+    assert {r["idempotency_key"]: r["result"] for r in d.store.outbox_rows()} == {f"k{i}": f"inv-k{i}" for i in range(6)}
+
+    for i in range(6, 12):
+        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, clock.t)
+    batches.clear()
+    outbox.mark_within = 0.25
+    assert outbox.run_once(now=clock.t) == 6
+    # k6 is delivered at 0.15, k8 at 0.45: before k9 goes, k6's delivery is 0.30 s old, so k6-k8 are marked.
+    assert [len(b) for b in batches] == [3, 3]
+    assert pending_when_sent["k9"] == {"k9", "k10", "k11"}
+    assert d.store.outbox_rows(pending_only=True) == []
+
+
+def test_outbox_mark_that_fails_is_delivered_again_under_the_same_key(
+    make_config: MakeConfig, daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store refuses the mark: the rows stay leased and queued, and go again, same key, once the lease ends."""
+    d = daemon(make_config(balance_flow()))
+    d.app.outbox.stop()
+    outbox = d.app.outbox
+    t0 = time.time()
+    for i in range(2):
+        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, t0)
+    sent: list[str] = []
+
+    def invoice(payload: dict[str, Any], key: str) -> str:
+        sent.append(key)
+        return f"inv-{key}"
+
+    def refuse(worker: str, rows: list[tuple[int, str, float]]) -> int:
+        raise StorageError("disk I/O error")
+
+    monkeypatch.setattr(d.app.crm, "create_invoice", invoice)
+    with monkeypatch.context() as m:
+        m.setattr(d.store, "outbox_delivered_many", refuse)
+        with pytest.raises(StorageError):
+            outbox.run_once(now=t0)
+    assert sent == ["k0", "k1"]
+    assert {r["idempotency_key"] for r in d.store.outbox_rows(pending_only=True)} == {"k0", "k1"}
+    assert outbox.run_once(now=t0 + 1) == 0  # still leased to this worker
+    assert outbox.run_once(now=t0 + 61) == 2  # the lease ended: delivered again
+    assert sent == ["k0", "k1", "k0", "k1"]
+    assert d.store.outbox_rows(pending_only=True) == []
 
 
 @pytest.mark.parametrize("failure", ["http-500", "too-slow"])

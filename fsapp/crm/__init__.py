@@ -155,8 +155,8 @@ class CRM(Protocol):
         """Record an invoice once per key; returns the CRM's invoice id."""
         ...
 
-    def send_payment_link(self, link: dict[str, object], idempotency_key: str) -> None:
-        """Have the CRM send a payment link once per key."""
+    def send_payment_link(self, link: dict[str, object], idempotency_key: str) -> str | None:
+        """Have the CRM send a payment link once per key; what it answered, if worth keeping."""
         ...
 
     def ping(self) -> bool:

@@ -80,12 +80,9 @@ class LocalCRM:
         # The local ledger row is the invoice; nothing else to deliver.
         return idempotency_key
 
-    def send_payment_link(self, link: dict[str, Any], idempotency_key: str) -> None:
-        # No SMS gateway in the embedded directory: the link request is recorded in the outbox log.
-        self.store.db.execute(
-            "UPDATE outbox SET result = ? WHERE idempotency_key = ?",
-            (json.dumps({"sent": True, "mobile": link.get("mobile", "")}), idempotency_key),
-        )
+    def send_payment_link(self, link: dict[str, Any], idempotency_key: str) -> str:
+        # No SMS gateway in the embedded directory: the outbox row's result records the request.
+        return json.dumps({"sent": True, "mobile": link.get("mobile", "")})
 
     def ping(self) -> bool:
         return self.store.ping()

@@ -448,12 +448,20 @@ class Store:
         return out
 
     def outbox_delivered(self, row_id: int, worker: str, result: str, now: float) -> bool:
-        return self.db.execute(
-            "UPDATE outbox SET delivered_at = ?, result = CASE WHEN result = '' THEN ? ELSE result END,"
-            " attempts = attempts + 1, locked_by = '', locked_until = 0, last_error = ''"
-            " WHERE id = ? AND locked_by = ? AND delivered_at IS NULL",
-            (now, result, row_id, worker),
-        ) > 0
+        return self.outbox_delivered_many(worker, [(row_id, result, now)]) == 1
+
+    def outbox_delivered_many(self, worker: str, rows: list[tuple[int, str, float]]) -> int:
+        """Mark rows ``(id, result, delivered_at)`` delivered, in one transaction; how many were still ours."""
+        marked = 0
+        with self.db.transaction():
+            for row_id, result, now in rows:
+                marked += self.db.execute(
+                    "UPDATE outbox SET delivered_at = ?, result = CASE WHEN result = '' THEN ? ELSE result END,"
+                    " attempts = attempts + 1, locked_by = '', locked_until = 0, last_error = ''"
+                    " WHERE id = ? AND locked_by = ? AND delivered_at IS NULL",
+                    (now, result, row_id, worker),
+                )
+        return marked
 
     def outbox_failed(self, row_id: int, worker: str, error: str, next_at: float) -> None:
         self.db.execute(
