@@ -424,8 +424,13 @@ class Session:
         return None if timeout is None else time.monotonic() + timeout
 
     def _send(self, text: str) -> None:
+        data = text.encode("utf-8")
         try:
-            self.sock.sendall(text.encode("utf-8"))
+            # One send(2) takes a command whole unless the socket's buffer is full; gevent's
+            # sendall would first ask the kernel for SO_SNDBUF on every call.
+            sent = self.sock.send(data)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
         except OSError as exc:
             raise ConnectionClosed(f"socket error on send: {exc}") from exc
 

@@ -375,6 +375,10 @@ class ReplaySocket:
             return
         raise AssertionError(f"the session sent {data!r}, which the transcript's app never sent at this point")
 
+    def send(self, data: bytes) -> int:
+        self.sendall(data)
+        return len(data)
+
     def settimeout(self, value: float | None) -> None:
         self.timeouts.append(value)
 
