@@ -188,8 +188,8 @@ def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str =
 
     def drain() -> None:
         for line in proc.stderr:  # type: ignore[union-attr]
-            if '"level": "' in line:
-                level = line.split('"level": "', 1)[1].split('"', 1)[0]
+            if '"level":"' in line:
+                level = line.split('"level":"', 1)[1].split('"', 1)[0]
                 daemon_log_levels[level] += 1
 
     import threading

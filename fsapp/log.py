@@ -6,6 +6,7 @@ masks long digit runs (card-like numbers) in every string value.
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import re
 import sys
@@ -13,6 +14,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 SECRET_KEYS = frozenset({"pin", "password", "token", "authorization", "secret", "api_key", "new_pin"})
@@ -93,6 +95,14 @@ class BufferedLogger:
             pass
 
 
+def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+    """One compact JSON line (UTF-8 as is); what JSON cannot hold is written as its repr."""
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except TypeError:  # a dict key that is not a string, an integer past 64 bits
+        return jsonlib.dumps(event, ensure_ascii=False, separators=(",", ":"), default=repr)
+
+
 _buffered: BufferedLogger | None = None
 
 
@@ -108,7 +118,7 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
     stream = stream or sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
-    renderer: Any = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = render_json if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             stamp,

@@ -536,7 +536,7 @@ class Served:
     started: float = field(default_factory=time.monotonic)
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        tag = f'"event": "{name}"'
+        tag = f'"event":"{name}"'
         return [json.loads(line) for line in list(self.lines) if tag in line]
 
     def stop(self, timeout: float = 60) -> int:
