@@ -182,6 +182,13 @@ class Store:
 
     def call_finished(self, uuid: str, row: dict[str, Any]) -> None:
         cols = [c for c in CALL_FIELDS if c in row and c != "uuid"]
+        if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
+            self.db.execute(
+                f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})"
+                f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+                [uuid, *(_sql_value(row[c]) for c in cols)],
+            )
+            return
         with self.db.transaction():
             changed = self.db.execute(
                 f"UPDATE calls SET {', '.join(c + ' = ?' for c in cols)} WHERE uuid = ?",
