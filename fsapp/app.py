@@ -68,6 +68,7 @@ class App:
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
         self._reconcile()
+        self._group_commit()
         self.outbox.start()
         self._maintenance = gevent.spawn(self._maintain)
 
@@ -75,6 +76,9 @@ class App:
         self.outbox.stop()
         if self._maintenance is not None:
             self._maintenance.kill()
+        flush = getattr(self.store.db, "flush", None)
+        if flush is not None:
+            flush()  # a group of writes still in its window commits now
 
     def _reconcile(self) -> None:
         from fsapp import ledger
@@ -107,6 +111,13 @@ class App:
         crm = make_crm(config, self.store, self.metrics)  # may raise: then nothing changes
         self.config = config
         self.crm = crm
+        if self._maintenance is not None:  # started: a daemon, not a one-off command
+            self._group_commit()
+
+    def _group_commit(self) -> None:
+        """SQLite only (fsapp/store/sqlite.py): writes closer together than this commit as one."""
+        if hasattr(self.store.db, "group_window"):
+            self.store.db.group_window = self.config.storage_group_commit_ms / 1000
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
         cmd = self.config.journal.notify_command

@@ -171,6 +171,7 @@ class Config:
     entry: EntryConfig
     modules: Mapping[str, ModuleConfig]
     storage_pool_size: int = 20
+    storage_group_commit_ms: float = 2.0
 
     def module(self, code: str) -> ModuleConfig:
         return self.modules[code]
@@ -319,9 +320,12 @@ def from_dict(
     )
 
     st = r.table(data, "storage")
-    r.unknown(st, "storage", ("url", "pool_size"))
+    r.unknown(st, "storage", ("url", "pool_size", "group_commit_ms"))
     storage_url = r.get(st, "storage", "url", str, "sqlite:fsapp.db")
     pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
+    group_commit_ms = r.get(st, "storage", "group_commit_ms", float, 2.0, minimum=0)
+    if group_commit_ms > 100:
+        r.fail("storage.group_commit_ms", f"must be at most 100 (a call's writes each wait up to it), not {group_commit_ms}")
     if storage_url.startswith("sqlite:"):
         # sqlite:///var/lib/fsapp/fsapp.db is absolute; sqlite:fsapp.db is relative to this file.
         storage_url = "sqlite://" + str(sqlite_path(storage_url, base))
@@ -472,6 +476,7 @@ def from_dict(
         server=server,
         storage_url=storage_url,
         storage_pool_size=pool_size,
+        storage_group_commit_ms=group_commit_ms,
         crm=crm,
         sounds=sounds,
         journal=journal,
