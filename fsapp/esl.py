@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import gevent.socket
+from gevent.hub import Waiter
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -229,10 +230,13 @@ def new_app_uuid() -> str:
 _UUID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]{0,127}")
 
 
+_TIMED_OUT = object()
+
+
 class FrameReader:
     """Splits a byte stream into ESL frames."""
 
-    __slots__ = ("_buf", "_sock", "_pending")
+    __slots__ = ("_buf", "_sock", "_pending", "_raw", "_read_event", "_hub")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
@@ -240,6 +244,16 @@ class FrameReader:
         # (headers, header end, frame size) of a frame whose body is still arriving:
         # its header block is parsed once, not again for every piece of the body.
         self._pending: tuple[dict[str, str], int, int] | None = None
+        # A gevent socket is read through its non-blocking OS socket, waiting on its own
+        # read watcher with a timer: what socket.recv does under settimeout, without a
+        # gevent Timeout object (and its greenlet.throw) for every wait. A close from
+        # another greenlet still wakes the wait, as gevent's cancel_wait expects.
+        raw = getattr(sock, "_sock", None)
+        event = getattr(sock, "_read_event", None)
+        if isinstance(sock, gevent.socket.socket) and raw is not None and event is not None:
+            self._raw, self._read_event, self._hub = raw, event, sock.hub
+        else:
+            self._raw = self._read_event = self._hub = None
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -284,6 +298,53 @@ class FrameReader:
 
     def read(self, deadline: float | None) -> Frame:
         """Block (cooperatively) until a frame arrives or the deadline passes."""
+        raw = self._raw
+        if raw is None:
+            return self._read_plain(deadline)
+        while True:
+            frame = self.next_frame()
+            if frame is not None:
+                return frame
+            try:
+                data = raw.recv(65536)
+            except BlockingIOError:
+                self._wait(deadline)
+                continue
+            except OSError as exc:
+                raise ConnectionClosed(f"socket error: {exc}") from exc
+            if not data:
+                raise ConnectionClosed("FreeSWITCH closed the socket")
+            self._buf += data
+
+    def _wait(self, deadline: float | None) -> None:
+        """Until the socket is readable; Timeout at the deadline."""
+        event = self._read_event
+        if event.callback is not None:
+            raise ESLError(f"the socket is already read by another greenlet: {event.callback!r}")
+        hub = self._hub
+        timer = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout("no frame before the deadline")
+            timer = hub.loop.timer(remaining)
+        waiter = Waiter(hub)
+        event.start(waiter.switch, waiter)
+        try:
+            if timer is not None:
+                timer.start(waiter.switch, _TIMED_OUT)
+            result = waiter.get()
+        except OSError as exc:  # the socket was closed in another greenlet
+            raise ConnectionClosed(f"socket error: {exc}") from exc
+        finally:
+            event.stop()
+            if timer is not None:
+                timer.close()
+        if result is _TIMED_OUT:
+            raise Timeout("no frame before the deadline")
+
+    def _read_plain(self, deadline: float | None) -> Frame:
+        """``read`` for a socket-like object that is not a gevent socket (test doubles)."""
         while True:
             frame = self.next_frame()
             if frame is not None:
@@ -353,6 +414,10 @@ class Session:
 
     def __post_init__(self) -> None:
         self._reader = FrameReader(self.sock)
+        if self._reader._raw is not None:
+            # Reads wait under their own deadlines; a write that finds the socket's buffer
+            # full waits at most this long.
+            self.sock.settimeout(self.command_timeout)
 
     # ---------------------------------------------------------------- reading
 

@@ -18,6 +18,7 @@ import io
 import json
 import random
 import re
+import socket
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -722,6 +723,36 @@ def test_session_against_a_silent_peer_times_out() -> None:
     assert outcome == "Timeout"
     assert session.closed and time.monotonic() - started < 1.5
     peer.join(2)
+
+
+def test_a_wait_ends_when_another_greenlet_closes_the_socket() -> None:
+    """A read waiting on a quiet peer is woken by a close elsewhere (shutdown): ConnectionClosed, not the deadline."""
+    ours, theirs = gevent.socket.socketpair()
+    session = esl.Session(ours, command_timeout=30)
+    reader = gevent.spawn(session._pump, time.monotonic() + 30)
+    gevent.sleep(0.05)
+    assert not reader.ready()
+    started = time.monotonic()
+    ours.close()
+    reader.join(5)
+    assert isinstance(reader.exception, esl.ConnectionClosed)
+    assert time.monotonic() - started < 1
+    theirs.close()
+
+
+def test_a_peer_that_stops_reading_fails_a_send_within_the_command_timeout() -> None:
+    """FreeSWITCH wedged: the socket's buffers fill and the write gives up after command_timeout."""
+    ours, theirs = gevent.socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    session = esl.Session(ours, command_timeout=0.3)
+    started = time.monotonic()
+    with gevent.Timeout(5, Hang("the write never gave up")), pytest.raises(esl.ConnectionClosed):
+        for _ in range(10_000):
+            session._send("sendmsg\ncall-command: execute\nexecute-app-name: playback\n" + "x" * 1000 + "\n\n")
+    assert time.monotonic() - started < 3
+    session.close()
+    theirs.close()
 
 
 def test_replies_repeated_during_a_wait_are_not_hoarded() -> None:
