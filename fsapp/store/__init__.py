@@ -333,7 +333,9 @@ class Store:
         return float(row["until"]) if row else 0.0
 
     def clear_pin_failures(self, customer_id: str) -> None:
-        self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+        # Most right PINs follow no wrong one: a read, then a write only when there is something to clear.
+        if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
+            self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
 
 
     # ------------------------------------------------------------ meters and ledger
