@@ -23,7 +23,9 @@ scripts for every server. Measured per server:
   over the calls that reached the bridge (a server that stalls is reported with what it held);
 - what is left after the load: file descriptors, sockets, daemon-side connections.
 
-Setup and CPU runs are repeated (``--reps``) and their medians reported. The table is
+Setup runs are repeated 3 times and CPU runs 5 (``--reps`` sets both) and their medians
+reported; the full scenario's CPU ratio to each peer is also given as the median of the
+ratios within each run (measured back to back, the order reversed every other run). The table is
 printed and the same figures written as JSON (``bench/results.json``). A full run takes
 about 10 minutes on 2 cores; ``--quick`` makes every size small.
 
@@ -69,9 +71,11 @@ SERVERS = ("fsapp", *PEERS)
 
 SIZES: dict[str, dict[str, int]] = {
     "full": {"warmup": 50, "setup_calls": 200, "setup_rate": 10, "calls": 2000, "concurrency": 50,
-             "burst_calls": 5000, "burst_concurrency": 1000, "hold": 10_000, "hold_rate": 1000, "reps": 3},
+             "burst_calls": 5000, "burst_concurrency": 1000, "hold": 10_000, "hold_rate": 1000, "reps": 3,
+             "cpu_reps": 5},
     "quick": {"warmup": 10, "setup_calls": 20, "setup_rate": 10, "calls": 200, "concurrency": 20,
-              "burst_calls": 300, "burst_concurrency": 100, "hold": 200, "hold_rate": 500, "reps": 3},
+              "burst_calls": 300, "burst_concurrency": 100, "hold": 200, "hold_rate": 500, "reps": 3,
+              "cpu_reps": 3},
 }
 # Targets of the issue, checked on the medians of one run.
 SETUP_P99_MS = 1.0
@@ -456,7 +460,7 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
     if opts.hold is not None:
         size["hold"] = opts.hold
     if opts.reps is not None:
-        size["reps"] = opts.reps
+        size["reps"] = size["cpu_reps"] = opts.reps
     nofile = raise_nofile(size["hold"] + 2 * size["burst_concurrency"] + 2048)
     if size["hold"] > nofile - 1024:
         size["hold"] = max(100, nofile - 1024)
@@ -488,8 +492,11 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
             runs = _safe("setup", lambda: setup_runs(timed, size["setup_calls"], size["setup_rate"]))
             for server in timed:
                 results[server.name]["setup_runs"].append(runs.get(server.name, runs))
-        for rep in range(size["reps"]):
-            for name, server in servers.items():
+        for rep in range(size["cpu_reps"]):
+            # One server after another, in the reverse order every other run: a slow spell of
+            # the machine falls on neighbours alike, and each run's ratios pair up (paired_ratio).
+            order = list(servers.items()) if rep % 2 == 0 else list(servers.items())[::-1]
+            for name, server in order:
                 if name == "floor":
                     continue
                 print(f"CPU per call, run {rep + 1}: {name}", file=sys.stderr)
@@ -571,7 +578,17 @@ def ratios(servers: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                                            servers.get("greenswitch", {}).get("cpu_ms_per_call"))
     out["fsapp-full/genesis cpu_ms_per_call"] = _ratio(full.get("cpu_ms_per_call"),
                                                        servers.get("genesis", {}).get("cpu_ms_per_call"))
+    for peer in PEERS:
+        out[f"fsapp-full/{peer} cpu_ms_per_call, median of per-run ratios"] = paired_ratio(
+            full.get("cpu_runs", []), servers.get(peer, {}).get("cpu_runs", []))
     return out
+
+
+def paired_ratio(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> float | None:
+    """The median over runs of (mine / theirs) CPU per call, each run's pair measured back to back."""
+    pairs = [_ratio(a.get("cpu_ms_per_call"), b.get("cpu_ms_per_call")) for a, b in zip(mine, theirs, strict=False)]
+    pairs = [r for r in pairs if r is not None]
+    return round(statistics.median(pairs), 3) if pairs else None
 
 
 def targets(servers: dict[str, dict[str, Any]], size: dict[str, int]) -> dict[str, Any]:
@@ -640,7 +657,8 @@ def report(out: dict[str, Any]) -> str:
                      f"fds left {full.get('leaks', {}).get('fds_left')}, exit {full.get('exit_code')}")
         for peer in PEERS:
             r = out["ratios"].get(f"fsapp-full/{peer} cpu_ms_per_call")
-            lines.append(f"  CPU/call fsapp full / {peer} menu: {_cell(r)}")
+            paired = out["ratios"].get(f"fsapp-full/{peer} cpu_ms_per_call, median of per-run ratios")
+            lines.append(f"  CPU/call fsapp full / {peer} menu: {_cell(r)} (median of per-run ratios {_cell(paired)})")
     for name in cols:
         errs = servers[name].get("errors") or {}
         burst = servers[name].get("burst", {})
