@@ -123,6 +123,34 @@ def test_close_commits_a_group_still_in_its_window(tmp_path: Path) -> None:
     assert rows(str(tmp_path / "c.db")) == {"a": 1, "b": 2}
 
 
+def test_a_group_flushed_early_is_not_run_again_when_its_window_ends(db: SQLiteDB) -> None:
+    """App.stop flushes a pending group; its timer, firing later, must not run the writes a second time."""
+    db.conn.execute("CREATE TABLE n (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+    db.conn.execute("INSERT INTO n VALUES ('count', 0)")
+    db.group_window = 0.2
+    db.execute("UPDATE n SET v = v + 1 WHERE k = 'count'")  # quiet: straight in
+    adder = gevent.spawn(db.execute, "UPDATE n SET v = v + 1 WHERE k = 'count'")  # grouped
+    gevent.sleep(0.02)
+    db.flush()
+    assert adder.get(timeout=1) == 1
+    gevent.sleep(0.4)  # past the group's window
+    assert db.query("SELECT v FROM n") == [{"v": 2}]
+
+
+def test_flush_waits_for_a_group_still_committing(db: SQLiteDB) -> None:
+    """A group whose commit waits on another process's lock is finished, not cut off, by flush."""
+    db.group_window = 0.02
+    db.execute("INSERT INTO t VALUES ('a', 1)")
+    other = sqlite3.connect(db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = gevent.spawn(db.execute, "INSERT INTO t VALUES ('b', 2)")
+    gevent.sleep(0.1)  # the group's window is over; its BEGIN waits for the other process
+    gevent.spawn_later(0.2, lambda: (other.execute("COMMIT"), other.close()))
+    db.flush()
+    assert writer.ready() and writer.value == 1
+    assert rows(db.path) == {"a": 1, "b": 2}
+
+
 def test_zero_turns_grouping_off(db: SQLiteDB) -> None:
     db.group_window = 0.0
     seen = traced(db)

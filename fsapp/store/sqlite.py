@@ -57,7 +57,8 @@ class SQLiteDB:
         self._busy_seconds = busy_timeout_ms / 1000
         self._lock = gevent.lock.RLock()
         self.group_window = 0.0  # seconds; 0: every write commits on its own
-        self._group: _Group | None = None
+        self._group: _Group | None = None  # taking writes, until its window ends
+        self._committing: _Group | None = None  # running its transaction
         self._last_write = 0.0
 
     def _retry_locked(self, fn: Callable[[], T]) -> T:
@@ -130,8 +131,12 @@ class SQLiteDB:
 
     def _commit_group(self, group: _Group) -> None:
         """Run a group's statements in one transaction; wake their callers with each one's outcome."""
+        if group.started:  # flush() took it before its window ended
+            return
+        group.started = True
         if self._group is group:
             self._group = None
+        self._committing = group
         try:
             with self._lock:
                 try:
@@ -160,10 +165,15 @@ class SQLiteDB:
             group.fail(StorageError(f"group commit interrupted: {exc!r}"))
             raise
         finally:
+            if self._committing is group:
+                self._committing = None
             group.done.set()
 
     def flush(self) -> None:
-        """Commit the pending group now (before closing)."""
+        """Commit the pending group now, and wait for one already committing (before closing)."""
+        committing = self._committing
+        if committing is not None:
+            committing.done.wait()
         group = self._group
         if group is not None:
             self._commit_group(group)
@@ -204,11 +214,12 @@ class _Write:
 class _Group:
     """Writes that commit together; ``done`` is set once they have (or have failed)."""
 
-    __slots__ = ("writes", "done")
+    __slots__ = ("writes", "done", "started")
 
     def __init__(self) -> None:
         self.writes: list[_Write] = []
         self.done = gevent.event.Event()
+        self.started = False
 
     def join(self, sql: str, params: Sequence[Any]) -> int:
         write = _Write(sql, params)
