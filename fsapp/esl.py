@@ -34,6 +34,7 @@ from gevent.hub import Waiter
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_BRIDGES = 256  # bridged spans kept per call: far more than any dialplan makes
 
 
 class ESLError(Exception):
@@ -477,7 +478,8 @@ class Session:
             self.hangup_cause = self.hangup_cause or ev.get("Hangup-Cause")
             self.hangup_complete = ev
         elif name == "CHANNEL_BRIDGE":
-            self.bridges.append(BridgeSpan(ev.timestamp_us, 0, ev.get("Bridge-B-Unique-ID")))
+            if len(self.bridges) < MAX_BRIDGES:  # a peer repeating CHANNEL_BRIDGE cannot grow the list
+                self.bridges.append(BridgeSpan(ev.timestamp_us, 0, ev.get("Bridge-B-Unique-ID")))
         elif name == "CHANNEL_UNBRIDGE":
             if self.bridges and not self.bridges[-1].end_us:
                 self.bridges[-1].end_us = ev.timestamp_us

@@ -778,6 +778,34 @@ def test_replies_repeated_during_a_wait_are_not_hoarded() -> None:
     theirs.close()
 
 
+def test_repeated_bridge_events_do_not_grow_the_session() -> None:
+    """20,000 CHANNEL_BRIDGE events during an app: the session keeps at most MAX_BRIDGES spans, and the app completes."""
+    ours, theirs = gevent.socket.socketpair()
+
+    def event(body: bytes) -> bytes:
+        return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body
+
+    def peer() -> None:
+        fs = RawFS.__new__(RawFS)
+        fs.sock, fs.buf = theirs, bytearray()
+        _name, headers = fs.command()
+        fs.send(b"Content-Type: command/reply\nReply-Text: +OK\n\n")
+        bridge = event(b"Event-Name: CHANNEL_BRIDGE\nEvent-Date-Timestamp: 1795400000000000\n"
+                       b"Bridge-B-Unique-ID: b-leg\n\n")
+        fs.send(bridge * 20_000)
+        fs.send(event(b"Event-Name: CHANNEL_EXECUTE_COMPLETE\nApplication: bridge\n"
+                      b"Application-UUID: " + headers["Event-UUID"].encode() + b"\n\n"))
+
+    g = gevent.spawn(peer)
+    session = esl.Session(ours, command_timeout=2.0)
+    done = session.execute("bridge", "user/1001", timeout=10)
+    assert done.get("Application") == "bridge"
+    assert len(session.bridges) == esl.MAX_BRIDGES
+    g.join(2)
+    session.close()
+    theirs.close()
+
+
 @needs_traces
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "a b", "x\ny", "", "%2E%2E%2Fx"])
 def test_connect_refuses_a_malformed_unique_id(bad: str) -> None:
