@@ -325,7 +325,8 @@ def from_dict(
     pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
     group_commit_ms = r.get(st, "storage", "group_commit_ms", float, 2.0, minimum=0)
     if group_commit_ms > 100:
-        r.fail("storage.group_commit_ms", f"must be at most 100 (a call's writes each wait up to it), not {group_commit_ms}")
+        r.fail("storage.group_commit_ms",
+               f"must be at most 100 (a call's writes each wait up to it), not {group_commit_ms}")
     if storage_url.startswith("sqlite:"):
         # sqlite:///var/lib/fsapp/fsapp.db is absolute; sqlite:fsapp.db is relative to this file.
         storage_url = "sqlite://" + str(sqlite_path(storage_url, base))

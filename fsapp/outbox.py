@@ -93,9 +93,11 @@ class OutboxWorker:
         If the store fails here (StorageError, to the loop), the rows stay leased and are
         delivered again when the lease ends, under the same idempotency keys.
         """
-        self.app.store.outbox_delivered_many(self.app.daemon_id, [(row["id"], result, at) for row, result, at in delivered])
+        marks = [(row["id"], result, at) for row, result, at in delivered]
+        self.app.store.outbox_delivered_many(self.app.daemon_id, marks)
         for row, _result, _at in delivered:
-            self.log.info("outbox_delivered", kind=row["kind"], key=row["idempotency_key"], attempts=row["attempts"] + 1)
+            self.log.info("outbox_delivered", kind=row["kind"], key=row["idempotency_key"],
+                          attempts=row["attempts"] + 1)
 
     def deliver(self, row: dict[str, Any]) -> str | None:
         """Hand one row to the CRM; its result, or None if that failed (then retried later)."""

@@ -779,7 +779,7 @@ def test_replies_repeated_during_a_wait_are_not_hoarded() -> None:
 
 
 def test_repeated_bridge_events_do_not_grow_the_session() -> None:
-    """20,000 CHANNEL_BRIDGE events during an app: the session keeps at most MAX_BRIDGES spans, and the app completes."""
+    """20,000 CHANNEL_BRIDGE events during an app: the session keeps MAX_BRIDGES spans at most; the app completes."""
     ours, theirs = gevent.socket.socketpair()
 
     def event(body: bytes) -> bytes:
