@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fsapp import esl, flow
+from fsapp import log as logmod
 from fsapp.esl import Hangup
 from fsapp.store import StorageError, now_iso
 
@@ -391,6 +392,7 @@ class CallHandler:
         uuid = self.session.uuid
         caller = ch.get("Caller-Caller-ID-Number") or ch.get("Channel-Caller-ID-Number", "")
         log = self.app.log.bind(uuid=uuid, caller=caller)
+        logmod.CALL_UUID.set(uuid)
         io = CallIO(self.session, self.cfg)
         direction = (ch.get("Call-Direction") or ch.get("Caller-Direction") or "inbound").lower()
         return CallContext(

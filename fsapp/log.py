@@ -6,6 +6,7 @@ masks long digit runs (card-like numbers) in every string value.
 
 from __future__ import annotations
 
+import contextvars
 import json as jsonlib
 import logging
 import re
@@ -51,19 +52,27 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+# The uuid of the call a greenlet runs (gevent gives each greenlet its own context): lines
+# logged there by code that knows nothing of the call, such as the CRM clients, carry it too.
+CALL_UUID: contextvars.ContextVar[str] = contextvars.ContextVar("fsapp_call_uuid", default="")
+
 _LEVELS = {"warn": "warning", "exception": "error"}
 _second = -1
 _second_text = ""
 
 
 def stamp(_logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """``level`` and an ISO-8601 UTC ``timestamp`` (microseconds), then :func:`redact`.
+    """``level``, an ISO-8601 UTC ``timestamp`` (microseconds), the call's ``uuid`` (see
+    CALL_UUID) when the line has none, then :func:`redact`.
 
     One processor for what structlog's add_log_level + TimeStamper do, with the
     date and time formatted once a second: a busy daemon writes a dozen lines a call.
     """
     global _second, _second_text
     event["level"] = _LEVELS.get(name, name)
+    call = CALL_UUID.get()
+    if call and "uuid" not in event:
+        event["uuid"] = call
     now = time.time()
     sec = int(now)
     if sec != _second:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -9,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from fsapp import config as configmod
 from fsapp import customers
+from fsapp import log as logmod
 from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH
 from fsapp.store import StorageError, Store
@@ -368,6 +371,41 @@ def test_payment_link_queued_while_crm_down_is_delivered_exactly_once(
     assert {h["Idempotency-Key"] for _down, h, _b in endpoint.seen} == {key}  # every retry carried the same key
     [done] = d.store.outbox_rows()
     assert done["delivered_at"] is not None and done["attempts"] == 3 and done["last_error"] == ""
+
+
+def test_crm_lines_logged_during_a_call_carry_its_uuid(
+    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CRM client knows nothing of calls, yet its lines in a call's greenlet name it; the outbox's do not."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}) \
+        .respond_with_json(CRM_CUSTOMER)
+    httpserver.expect_request("/api/customers/cus-7/balance", method="GET",
+                              query_string={"invoice_type": "sales-invoice"}).respond_with_json({"debt": 1_250_000})
+    endpoint = LinkEndpoint()
+    httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(endpoint)
+    extra = f"""
+    [crm]
+    kind = "http"
+    url = "{httpserver.url_for('/api')}"
+    token_env = "FSAPP_TEST_CRM_TOKEN"
+    """
+    saved = structlog.get_config()
+    buf = io.StringIO()
+    logmod.configure("info", json=True, stream=buf)
+    try:
+        d = daemon(make_config(balance_flow(link=True), extra=extra))
+        d.app.outbox.stop()
+        fake, row = d.call(caller=SARA_PHONE)
+        assert row is not None and row["status"] == "completed"
+        assert d.app.outbox.run_once() == 1
+    finally:
+        structlog.configure(**saved)
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    crm = {line["operation"]: line for line in lines if line["event"] == "crm_request"}
+    assert crm["find_by_phone"]["uuid"] == fake.uuid and crm["balance"]["uuid"] == fake.uuid
+    assert "uuid" not in crm["send_payment_link"]  # the outbox worker's: no call of its own
+    assert endpoint.accepted()
 
 
 class FakeClock:
