@@ -180,7 +180,7 @@ class App:
         while self._backlog:
             row = self._backlog[0]
             try:
-                self.store.call_finished(row["uuid"], row)
+                self.store.call_finished(row["uuid"], row, charge_from_ledger=True)
             except Exception:  # noqa: BLE001 - still failing; keep it for the next try
                 break
             self._backlog.pop(0)

@@ -499,7 +499,7 @@ class CallHandler:
         if too_long:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
         try:
-            self.app.store.call_finished(ctx.uuid, row)
+            self.app.store.call_finished(ctx.uuid, row, charge_from_ledger=True)
         except StorageError as exc:
             ctx.log.error("journal_write_failed", reason=str(exc))
             self.app.journal_backlog(row)

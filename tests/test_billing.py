@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 
 from fsapp import billing, customers, ledger
@@ -20,7 +21,7 @@ from fsapp import config as configmod
 from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
-from fsapp.store import Store, open_store
+from fsapp.store import StorageError, Store, open_store
 from tests.conftest import ROOT, SOUNDS, Daemon, write_config
 
 MakeConfig = Callable[..., Config]
@@ -395,6 +396,53 @@ def test_hundred_concurrent_calls_for_one_customer_total_exactly(
     assert len({c["debt_after"] for c in by_uuid.values()}) == 100  # each charge saw the one before it
     assert sum(r["charge"] for r in d.store.list_calls()) == total
     assert len([r for r in d.store.outbox_rows() if r["kind"] == "invoice"]) == 100
+
+
+class _HeldHangup(FakeFreeSWITCH):
+    """Holds the daemon's hangup until ``release`` is set: the call stays live meanwhile."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_hangup = gevent.event.Event()
+        self.release = gevent.event.Event()
+
+    def _sendmsg(self, headers: dict[str, str]) -> bool:
+        if headers.get("call-command") == "hangup" and not self.release.is_set():
+            self.at_hangup.set()
+            self.release.wait(10)
+        return super()._sendmsg(headers)
+
+
+def test_a_charge_written_late_while_its_call_is_live_stays_in_the_journal(
+    make_config: Callable[..., Config], daemon: Callable[[Config], Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger refuses the charge as the talk ends; it is written while the call is still up; the call's
+    final journal row keeps it (it used to write its own zero over it)."""
+    d = daemon(make_config(paid_line(link=False)))
+    seed(d.store, SARA.format(debt=0))
+    refused: list[int] = []
+    real_settle = d.store.settle
+
+    def refuse_once(*args: Any, **kwargs: Any) -> Any:
+        if not refused:
+            refused.append(1)
+            raise StorageError("database or disk is full")
+        return real_settle(*args, **kwargs)
+
+    monkeypatch.setattr(d.store, "settle", refuse_once)
+    fake = _HeldHangup(d.address, Script(caller=SARA_PHONE, bridges=["answer:61"]))
+    call = gevent.spawn(fake.run)
+    assert fake.at_hangup.wait(10), "the call never reached its hangup"
+    assert refused and d.store.charges("C-1001") == []
+    assert d.app.flush_settles() == 1  # the database is back while the call is still up
+    fake.release.set()
+    call.get(timeout=10)
+    wait_idle(d.server, timeout=10)
+    [charge] = d.store.charges("C-1001")
+    assert charge["amount"] == 2 * RATE  # 61 s: two started minutes
+    row = d.store.get_call(fake.uuid)
+    assert row is not None and row["status"] == "answered" and row["charge"] == 2 * RATE
+    assert debt_of(d.store, "C-1001") == 2 * RATE
 
 
 class _SlowRing(FakeFreeSWITCH):

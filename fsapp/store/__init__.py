@@ -180,19 +180,35 @@ class Store:
             [_sql_value(row[c]) for c in cols],
         )
 
-    def call_finished(self, uuid: str, row: dict[str, Any]) -> None:
+    def call_finished(self, uuid: str, row: dict[str, Any], *, charge_from_ledger: bool = False) -> None:
+        """Write a call's final row.
+
+        ``charge_from_ledger``: the ``charge`` column is the sum of the call's ledger charges,
+        read in the same statement. A charge the database refused mid-call and wrote later
+        (App.flush_settles adds it to the row) is then neither lost nor counted twice,
+        whichever of the two writes comes first.
+        """
         cols = [c for c in CALL_FIELDS if c in row and c != "uuid"]
+        marks, values = [], []
+        for c in cols:
+            if c == "charge" and charge_from_ledger:
+                marks.append("(SELECT COALESCE(SUM(amount), 0) FROM charges WHERE call_uuid = ?)")
+                values.append(uuid)
+            else:
+                marks.append("?")
+                values.append(_sql_value(row[c]))
         if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
             self.db.execute(
-                f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})"
+                f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?, {', '.join(marks)})"
                 f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
-                [uuid, *(_sql_value(row[c]) for c in cols)],
+                [uuid, *values],
             )
             return
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE calls SET {', '.join(c + ' = ?' for c in cols)} WHERE uuid = ?",
-                [*(_sql_value(row[c]) for c in cols), uuid],
+                f"UPDATE calls SET {', '.join(f'{c} = {mark}' for c, mark in zip(cols, marks, strict=True))}"
+                " WHERE uuid = ?",
+                [*values, uuid],
             )
             if not changed:
                 self.call_started({**row, "uuid": uuid})
