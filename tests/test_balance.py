@@ -301,25 +301,33 @@ class LinkEndpoint:
         return [(h, b) for down, h, b in self.seen if not down]
 
 
-@pytest.mark.parametrize("outage", ["http-503", "closed-port"])
-def test_payment_link_queued_while_crm_down_is_delivered_exactly_once(
-    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
-    outage: str,
-) -> None:
-    """The CRM refuses the link (503, or nothing listening): it stays queued, backs off, then is sent once."""
+def http_crm(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> tuple[LinkEndpoint, str]:
+    """The HTTP CRM knowing Sara (debt 1,250,000) and taking payment links; its [crm] table."""
     monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
     httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}) \
         .respond_with_json(CRM_CUSTOMER)
     httpserver.expect_request("/api/customers/cus-7/balance", method="GET",
                               query_string={"invoice_type": "sales-invoice"}).respond_with_json({"debt": 1_250_000})
     endpoint = LinkEndpoint()
-    endpoint.down = outage == "http-503"
     httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(endpoint)
-    extra = f"""
+    crm = f"""
     [crm]
     kind = "http"
     url = "{httpserver.url_for('/api')}"
     token_env = "FSAPP_TEST_CRM_TOKEN"
+    """
+    return endpoint, crm
+
+
+@pytest.mark.parametrize("outage", ["http-503", "closed-port"])
+def test_payment_link_queued_while_crm_down_is_delivered_exactly_once(
+    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+    outage: str,
+) -> None:
+    """The CRM refuses the link (503, or nothing listening): it stays queued, backs off, then is sent once."""
+    endpoint, crm = http_crm(httpserver, monkeypatch)
+    endpoint.down = outage == "http-503"
+    extra = crm + """
     timeout_seconds = 2
     connect_timeout_seconds = 0.5
 
@@ -377,19 +385,7 @@ def test_crm_lines_logged_during_a_call_carry_its_uuid(
     make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The CRM client knows nothing of calls, yet its lines in a call's greenlet name it; the outbox's do not."""
-    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
-    httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}) \
-        .respond_with_json(CRM_CUSTOMER)
-    httpserver.expect_request("/api/customers/cus-7/balance", method="GET",
-                              query_string={"invoice_type": "sales-invoice"}).respond_with_json({"debt": 1_250_000})
-    endpoint = LinkEndpoint()
-    httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(endpoint)
-    extra = f"""
-    [crm]
-    kind = "http"
-    url = "{httpserver.url_for('/api')}"
-    token_env = "FSAPP_TEST_CRM_TOKEN"
-    """
+    endpoint, extra = http_crm(httpserver, monkeypatch)
     saved = structlog.get_config()
     buf = io.StringIO()
     logmod.configure("info", json=True, stream=buf)
