@@ -219,6 +219,24 @@ class Results:
     errors: Counter[str] = field(default_factory=Counter)
     fakes: list[FakeFreeSWITCH] = field(default_factory=list)
 
+    def play(self, address: tuple[str, int], script: Script, *, expect_app: str = "bridge",
+             keep: bool = False) -> None:
+        """Run one call and count it: completed, or an error by kind; its latencies."""
+        try:
+            fake = FakeFreeSWITCH(address, script, io_timeout=60).run()
+        except Exception as exc:  # noqa: BLE001 - counted as an error kind
+            self.errors[type(exc).__name__] += 1
+            return
+        kind = _check(fake, expect_app)
+        if kind:
+            self.errors[kind] += 1
+        else:
+            self.completed += 1
+        self.setup.append(fake.setup_latency)
+        self.commands.extend(fake.command_latencies)
+        if keep:
+            self.fakes.append(fake)
+
     def summary(self) -> dict[str, Any]:
         ms = 1000.0
         return {
@@ -254,20 +272,7 @@ def drive(address: tuple[str, int], scripts: Iterable[Script], *, concurrency: i
     pool = gevent.pool.Pool(concurrency)
 
     def one(script: Script) -> None:
-        try:
-            fake = FakeFreeSWITCH(address, script, io_timeout=60).run()
-        except Exception as exc:  # noqa: BLE001 - counted as an error kind
-            res.errors[type(exc).__name__] += 1
-            return
-        kind = _check(fake, expect_app)
-        if kind:
-            res.errors[kind] += 1
-        else:
-            res.completed += 1
-        res.setup.append(fake.setup_latency)
-        res.commands.extend(fake.command_latencies)
-        if keep:
-            res.fakes.append(fake)
+        res.play(address, script, expect_app=expect_app, keep=keep)
 
     t0 = time.monotonic()
     for i, script in enumerate(scripts):
