@@ -91,12 +91,6 @@ STALL = 15.0  # ... or this long without one more reaching it
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Lost|Away|Exit|Timeout))\b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     """One server under test, in a child process."""
@@ -183,10 +177,9 @@ def floor_server(port: int) -> int:
 
 def start_server(name: str, opts: argparse.Namespace) -> Server:
     if name in ("fsapp", "fsapp-full"):
-        # At its shipped log level, info: start_daemon waits for the server_started line.
         daemon = loadtest.start_daemon("menu" if name == "fsapp" else "full")
         return Server(name, daemon.proc, daemon.address, lambda: {"levels": dict(daemon.levels)})  # type: ignore[attr-defined]
-    port = _free_port()
+    port = loadtest._free_port()
     if name == "floor":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)]
     else:

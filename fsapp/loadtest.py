@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,13 +110,30 @@ class Daemon:
             self.proc.kill()
             code = self.proc.wait()
         if not keep:
-            import shutil
-
             shutil.rmtree(self.workdir, ignore_errors=True)
         return code
 
 
-def make_config(workdir: Path, scenario: str, *, log_level: str = "info") -> Path:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:``port``, from /proc/net/tcp (a probe
+    connection would be a call to the daemon, logged and counted as one)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":  # 0A: TCP_LISTEN
+                return True
+    return False
+
+
+def make_config(workdir: Path, scenario: str, *, port: int = 0) -> Path:
     """A copy of the sample config for load: own database, a free port, a big backlog."""
     from fsapp import config as configmod
 
@@ -122,7 +142,7 @@ def make_config(workdir: Path, scenario: str, *, log_level: str = "info") -> Pat
     sounds = (Path.cwd() / "sounds") if (Path.cwd() / "sounds").is_dir() else configmod.PACKAGE_DIR.parent / "sounds"
     lines = [
         "[server]",
-        'listen = "127.0.0.1:0"',
+        f'listen = "127.0.0.1:{port}"',
         'allow = ["127.0.0.1"]',
         "max_calls = 20000",
         "backlog = 8192",
@@ -152,8 +172,10 @@ def make_config(workdir: Path, scenario: str, *, log_level: str = "info") -> Pat
 
 
 def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str = "info") -> Daemon:
+    made = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fsapp-load-"))
-    cfg = make_config(workdir, scenario)
+    port = _free_port()
+    cfg = make_config(workdir, scenario, port=port)
     if scenario != "menu":
         from fsapp import config as configmod
         from fsapp import customers
@@ -168,33 +190,33 @@ def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str =
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
     proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(cfg)], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    port = 0
-    deadline = time.monotonic() + 30
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        if '"server_started"' in line:
-            port = int(json.loads(line)["listen"].rsplit(":", 1)[1])
-            break
-    if not port:
-        proc.kill()
-        raise RuntimeError("the daemon did not start: " + (proc.stderr.read() or "")[-2000:])
-    # Keep draining its log so the pipe never fills; count warnings and errors.
     daemon = Daemon(proc, ("127.0.0.1", port), workdir, cfg)
+    # Drain its log from the start so the pipe never fills; count the lines by level and
+    # keep the last ones for an error message. Readiness is read from the kernel, not
+    # from a log line, so any log level works.
     daemon_log_levels: Counter[str] = Counter()
     daemon.levels = daemon_log_levels  # type: ignore[attr-defined]
+    tail: deque[str] = deque(maxlen=20)
 
     def drain() -> None:
         for line in proc.stderr:  # type: ignore[union-attr]
+            tail.append(line)
             if '"level":"' in line:
                 level = line.split('"level":"', 1)[1].split('"', 1)[0]
                 daemon_log_levels[level] += 1
 
-    import threading
-
-    threading.Thread(target=drain, daemon=True).start()
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    deadline = time.monotonic() + 30
+    while not _listening(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            drainer.join(5)  # it ends at the pipe's end, with the last lines taken
+            if made:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError(f"the daemon did not start listening on 127.0.0.1:{port}: " + "".join(tail)[-2000:])
+        time.sleep(0.02)
     return daemon
 
 
@@ -332,7 +354,7 @@ def run(calls: int, concurrency: int, rate: float, scenario: str, *, connect: st
 
 def held_memory(n: int, seconds: float = 20.0) -> dict[str, Any]:
     """RSS per call with ``n`` calls held open at once in a bridge."""
-    daemon = start_daemon("menu", log_level="info")  # start_daemon waits for server_started, an info line
+    daemon = start_daemon("menu")
     try:
         drive(daemon.address, _scripts(menu_scenario, 20), concurrency=5)
         _, rss0 = daemon.stat()

@@ -58,3 +58,32 @@ def test_load_in_process_leaves_no_greenlet_or_socket(make_config: Callable[...,
     assert not d.server.calls
     assert _open_sockets() == sockets
     assert _live_greenlets() == greenlets
+
+
+def test_loadtest_daemon_logging_only_errors_still_starts() -> None:
+    """Readiness does not hang on the ``server_started`` line: at log level error there is none."""
+    out = loadtest.run(20, 5, 0, "menu", log_level="error")
+    assert out["completed"] == 20
+    assert out["errors"] == {}
+    assert out["daemon_log"] == {}  # not one line: nothing went wrong
+    assert out["daemon_exit"] == 0
+
+
+def test_loadtest_daemon_that_cannot_start_is_reported_with_its_error(monkeypatch: Any) -> None:
+    """A daemon that exits at start is reported at once, with what it said (here: a bad config line)."""
+    make = loadtest.make_config
+
+    def broken(workdir: Any, scenario: str, **kw: Any) -> Any:
+        path = make(workdir, scenario, **kw)
+        path.write_text(path.read_text(encoding="utf-8").replace("max_calls = 20000", "max_calls = -1"),
+                        encoding="utf-8")
+        return path
+
+    monkeypatch.setattr(loadtest, "make_config", broken)
+    try:
+        loadtest.start_daemon("menu")
+    except RuntimeError as exc:
+        assert "did not start listening" in str(exc)
+        assert "max_calls" in str(exc)
+    else:
+        raise AssertionError("a daemon with a bad config was reported as started")
