@@ -14,7 +14,8 @@ scripts for every server. Measured per server:
 
 - setup latency (connect to the server's first command) at 10 new calls/s each, the
   servers' calls interleaved; beside them a bare blocking socket server that only sends
-  ``connect`` and ``exit`` shows what the machine itself allows (the floor);
+  ``connect`` and ``exit`` shows what the machine itself allows (the floor), and the same
+  on gevent's StreamServer what any gevent server can do (fsapp is one);
 - calls/s and the server's CPU time (user + system, from /proc, its process alone) per
   completed call at concurrency 50;
 - a burst of 5,000 calls at concurrency 1,000 (failed calls; the kernel's listen queue
@@ -175,13 +176,42 @@ def floor_server(port: int) -> int:
                 pass
 
 
+def gevent_floor_server(port: int) -> int:
+    """The same least work on gevent's own StreamServer (what fsapp is built on): its setup
+    latency is the floor of any gevent server here, fsapp's included."""
+    from gevent.server import StreamServer
+
+    def handle(conn: Any, _address: Any) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(b"connect\n\n")
+        buf = b""
+        while b"\n\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        conn.sendall(b"exit\n\n")
+        while conn.recv(65536):
+            pass
+
+    server = StreamServer(("127.0.0.1", port), handle, backlog=1024)
+    server.start()
+    gevent.signal_handler(signal.SIGTERM, server.stop)
+    print(f"ready 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    server.serve_forever()
+    return 0
+
+
+FLOORS = ("floor", "floor-gevent")
+
+
 def start_server(name: str, opts: argparse.Namespace) -> Server:
     if name in ("fsapp", "fsapp-full"):
         daemon = loadtest.start_daemon("menu" if name == "fsapp" else "full")
         return Server(name, daemon.proc, daemon.address, lambda: {"levels": dict(daemon.levels)})  # type: ignore[attr-defined]
     port = loadtest._free_port()
-    if name == "floor":
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--floor-server", str(port)]
+    if name in FLOORS:
+        cmd = [sys.executable, str(Path(__file__).resolve()), f"--{name}-server", str(port)]
     else:
         cmd = [sys.executable, str(BENCH / f"peer_{name}.py"), str(port)]
     if name == "genesis" and opts.genesis_uvloop:
@@ -236,7 +266,7 @@ def setup_runs(servers: list[Server], n: int, rate: float) -> dict[str, dict[str
     pool = gevent.pool.Pool(50 * k)
 
     def one(server: Server, script: Script) -> None:
-        res[server.name].play(server.address, script, expect_app="" if server.name == "floor" else "bridge")
+        res[server.name].play(server.address, script, expect_app="" if server.name in FLOORS else "bridge")
 
     t0 = time.monotonic()
     for i in range(n * k):
@@ -451,7 +481,7 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
                            "genesis_loop": "uvloop" if opts.genesis_uvloop else "asyncio", "servers": {}}
 
     servers: dict[str, Server] = {}
-    extra = (["fsapp-full"] if "fsapp" in names and not opts.no_full else []) + ["floor"]
+    extra = (["fsapp-full"] if "fsapp" in names and not opts.no_full else []) + list(FLOORS)
     for name in [*names, *extra]:
         print(f"starting {name}", file=sys.stderr)
         try:
@@ -464,7 +494,7 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
         for name, server in servers.items():
             warm = full_scripts if name == "fsapp-full" else menu_scripts
             loadtest.drive(server.address, warm(size["warmup"]), concurrency=5,
-                           expect_app="" if name == "floor" else "bridge")
+                           expect_app="" if name in FLOORS else "bridge")
             gevent.sleep(1.0)
             base[name] = server.fds()
         timed = [server for name, server in servers.items() if name != "fsapp-full"]
@@ -478,14 +508,14 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
             # the machine falls on neighbours alike, and each run's ratios pair up (paired_ratio).
             order = list(servers.items()) if rep % 2 == 0 else list(servers.items())[::-1]
             for name, server in order:
-                if name == "floor":
+                if name in FLOORS:
                     continue
                 print(f"CPU per call, run {rep + 1}: {name}", file=sys.stderr)
                 scripts = full_scripts if name == "fsapp-full" else menu_scripts
                 results[name]["cpu_runs"].append(
                     _safe(name, lambda s=server, m=scripts: cpu_run(s, m(size["calls"]), size["concurrency"])))
         for name, server in servers.items():
-            if name in ("fsapp-full", "floor"):
+            if name == "fsapp-full" or name in FLOORS:
                 continue
             print(f"burst: {name}", file=sys.stderr)
             results[name]["burst"] = _safe(name, lambda s=server: burst_run(s, size["burst_calls"],
@@ -503,7 +533,7 @@ def bench(opts: argparse.Namespace) -> dict[str, Any]:
         for name, server in servers.items():
             results[name]["exit_code"] = server.stop()
     for name in servers:
-        if name in ("fsapp-full", "floor"):
+        if name == "fsapp-full" or name in FLOORS:
             continue
         print(f"held calls: {name}", file=sys.stderr)
         results[name]["held"] = _safe(name, lambda n=name: held_run(n, opts, size["hold"], size["hold_rate"]))
@@ -625,11 +655,14 @@ def report(out: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for r in table:
         lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
-    floor = servers.get("floor")
-    if floor:
+    floors = {"floor": "a bare blocking socket server", "floor-gevent": "a bare gevent StreamServer"}
+    if any(name in servers for name in floors):
         lines.append("")
-        lines.append("setup floor (a bare blocking socket server, same stand-in): "
-                     f"p50 {_cell(floor.get('setup_p50_ms'))} ms, p99 {_cell(floor.get('setup_p99_ms'))} ms")
+    for name, what in floors.items():
+        floor = servers.get(name)
+        if floor:
+            lines.append(f"setup floor ({what}, same stand-in): "
+                         f"p50 {_cell(floor.get('setup_p50_ms'))} ms, p99 {_cell(floor.get('setup_p99_ms'))} ms")
     full = servers.get("fsapp-full")
     if full:
         lines.append("")
@@ -681,9 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="where to write the figures (default bench/results.json; "
                                               "with --quick, nowhere unless given)")
     p.add_argument("--floor-server", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--floor-gevent-server", type=int, default=0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     if opts.floor_server:
         return floor_server(opts.floor_server)
+    if opts.floor_gevent_server:
+        return gevent_floor_server(opts.floor_gevent_server)
     unknown = set(opts.servers.split(",")) - set(SERVERS) - {""}
     if unknown:
         p.error(f"unknown server {sorted(unknown)[0]!r}")
