@@ -162,7 +162,11 @@ class CallIO:
         return done.var(var)
 
     def _bridge_vars(self) -> tuple[tuple[str, str], ...]:
-        """The variables a bridge needs, sent ahead of the first one (in the same write)."""
+        """The variables a bridge needs, sent ahead of the first one (in the same write).
+
+        Marked sent before the write goes out: a write that fails raises ESLError, which
+        no module catches, so the call ends there and no later bridge relies on the mark.
+        """
         if self._bridge_vars_set:
             return ()
         self._bridge_vars_set = True
