@@ -53,7 +53,7 @@ def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
     p.add_argument("--group-by", default="", choices=("", "date"))
     p.add_argument("--format", default="table", choices=("table", "csv", "json"))
     p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")
@@ -73,14 +73,12 @@ def cmd_calls(args: argparse.Namespace) -> int:
         return 0
     if args.sort not in CALL_FIELDS:
         raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(EXPORT_FIELDS)})")
-    rows = store.list_calls(
-        date_from=args.date_from or "", date_to=args.date_to or "", customer=args.customer, status=args.status,
-        direction=args.direction, too_long=args.too_long, number=args.number, order=args.sort,
-        descending=args.desc, limit=args.limit,
-    )
+    filters = {"date_from": args.date_from or "", "date_to": args.date_to or "", "customer": args.customer,
+               "status": args.status, "direction": args.direction, "too_long": args.too_long,
+               "number": args.number}
     out = sys.stdout
     if args.group_by == "date":
-        groups = group_by_date(rows)
+        groups = store.calls_by_day(limit=args.limit, **filters)
         if args.format == "json":
             json.dump(groups, out, ensure_ascii=False, indent=1)
             out.write("\n")
@@ -94,6 +92,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
                 out.write(f"{g['date']:10}  {g['calls']:>5}  {g['answered']:>8}  {g['missed']:>6}  "
                           f"{_hms(g['talk_seconds']):>9}  {g['charge']:>12,}\n")
         return 0
+    rows = store.list_calls(order=args.sort, descending=args.desc, limit=args.limit, **filters)
     if args.format == "json":
         out.write(to_json(rows) + "\n")
     elif args.format == "csv":
@@ -138,19 +137,6 @@ def to_table(rows: list[dict[str, Any]], *, colour: bool) -> str:
         lines.append(f"{COLOURS.get(r['status'], '')}{line}{RESET}" if colour else line)
     lines.append(f"{len(rows)} calls")
     return "\n".join(lines) + "\n"
-
-
-def group_by_date(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        day = (r["started_at"] or "")[:10]
-        g = groups.setdefault(day, {**dict.fromkeys(GROUP_FIELDS, 0), "date": day})
-        g["calls"] += 1
-        if r["status"] in ("answered", "missed", "abandoned"):
-            g[r["status"]] += 1
-        g["talk_seconds"] += r["talk_seconds"] or 0
-        g["charge"] += r["charge"] or 0
-    return [groups[k] for k in sorted(groups)]
 
 
 def _hms(seconds: int | None) -> str:

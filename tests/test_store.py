@@ -50,6 +50,34 @@ def test_journal_row_round_trip_and_filters(store_url):
     s.close()
 
 
+def test_calls_by_day_are_counted_by_the_database(store_url):
+    """Per day: calls, answered/missed/abandoned, talk and charge summed; filters apply; limit counts days."""
+    s = open_store(store_url)
+    rows = [("a", "2026-11-20T10:00:00", "answered", 700, 100_000, "C-1"),
+            ("b", "2026-11-20T23:59:59", "missed", 0, 0, "C-1"),
+            ("c", "2026-11-21T00:00:00", "abandoned", 0, 0, "C-2"),
+            ("d", "2026-11-21T08:00:00", "answered", 61, 50_000, "C-1"),
+            ("e", "2026-11-22T08:00:00", "failed", 0, 0, "C-2")]
+    for uuid, started, status, talk, charge, customer in rows:
+        s.call_finished(uuid, {"started_at": started, "status": status, "talk_seconds": talk, "charge": charge,
+                               "customer_id": customer, "direction": "inbound"})
+    days = s.calls_by_day()
+    assert days == [
+        {"date": "2026-11-20", "calls": 2, "answered": 1, "missed": 1, "abandoned": 0, "talk_seconds": 700,
+         "charge": 100_000},
+        {"date": "2026-11-21", "calls": 2, "answered": 1, "missed": 0, "abandoned": 1, "talk_seconds": 61,
+         "charge": 50_000},
+        {"date": "2026-11-22", "calls": 1, "answered": 0, "missed": 0, "abandoned": 0, "talk_seconds": 0,
+         "charge": 0},
+    ]
+    assert all(type(v) is int for d in days for k, v in d.items() if k != "date")
+    assert [(d["date"], d["calls"]) for d in s.calls_by_day(customer="C-1")] == [("2026-11-20", 2), ("2026-11-21", 1)]
+    assert [d["date"] for d in s.calls_by_day(date_from="2026-11-21", date_to="2026-11-21")] == ["2026-11-21"]
+    assert [d["date"] for d in s.calls_by_day(limit=2)] == ["2026-11-20", "2026-11-21"]
+    assert s.calls_by_day(status="busy") == []
+    s.close()
+
+
 def test_customer_directory_upsert_keeps_pin_hash(store_url):
     """Re-importing a customer without a PIN keeps the PIN hash; phones are replaced."""
     s = open_store(store_url)

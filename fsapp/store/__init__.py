@@ -217,20 +217,10 @@ class Store:
         row = self.db.one("SELECT * FROM calls WHERE uuid = ?", (uuid,))
         return _call_out(row) if row else None
 
-    def list_calls(
-        self,
-        *,
-        date_from: str = "",
-        date_to: str = "",
-        customer: str = "",
-        status: str = "",
-        direction: str = "",
-        too_long: bool = False,
-        number: str = "",
-        order: str = "started_at",
-        descending: bool = False,
-        limit: int = 0,
-    ) -> list[dict[str, Any]]:
+    @staticmethod
+    def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
+                     direction: str = "", too_long: bool = False, number: str = "") -> tuple[str, list[Any]]:
+        """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
         if date_from:
@@ -254,15 +244,32 @@ class Store:
             pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
             params += [pattern, pattern, number]
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
+                   **filters: Any) -> list[dict[str, Any]]:
+        """Journal rows matching ``filters`` (see ``_call_filter``), sorted by ``order``."""
         if order not in CALL_FIELDS:
             raise ValueError(f"cannot sort by {order!r}")
-        sql = "SELECT * FROM calls"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
+        where, params = self._call_filter(**filters)
+        sql = f"SELECT * FROM calls{where} ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def calls_by_day(self, *, limit: int = 0, **filters: Any) -> list[dict[str, Any]]:
+        """Per day (of ``started_at``) of the matching calls: how many, answered, missed,
+        abandoned, talk seconds and charge; oldest day first. Counted by the database."""
+        where, params = self._call_filter(**filters)
+        sql = ("SELECT COALESCE(substr(started_at, 1, 10), '') AS date, COUNT(*) AS calls,"
+               " SUM(CASE WHEN status = 'answered' THEN 1 ELSE 0 END) AS answered,"
+               " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END) AS missed,"
+               " SUM(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
+               " COALESCE(SUM(talk_seconds), 0) AS talk_seconds, COALESCE(SUM(charge), 0) AS charge"
+               f" FROM calls{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [{k: (v if k == "date" else int(v)) for k, v in r.items()} for r in self.db.query(sql, params)]
 
     def mark_downloaded(self, uuid: str) -> bool:
         return self.db.execute("UPDATE calls SET downloaded = 1 WHERE uuid = ?", (uuid,)) > 0
