@@ -152,8 +152,23 @@ def _connections(port: int, inodes: set[str]) -> int:
     return n
 
 
+def _least_call(conn: Any) -> None:
+    """The least a server can do with a call: send connect, read the reply, send exit, read to the end."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(b"connect\n\n")
+    buf = b""
+    while b"\n\n" not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        buf += chunk
+    conn.sendall(b"exit\n\n")
+    while conn.recv(65536):
+        pass
+
+
 def floor_server(port: int) -> int:
-    """The least a server can do, for the setup-latency floor: send connect, read the reply, send exit."""
+    """The setup-latency floor: ``_least_call`` on a blocking socket, one call at a time."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -163,38 +178,15 @@ def floor_server(port: int) -> int:
     while True:
         conn, _ = srv.accept()
         with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.sendall(b"connect\n\n")
-            buf = b""
-            while b"\n\n" not in buf:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            conn.sendall(b"exit\n\n")
-            while conn.recv(65536):
-                pass
+            _least_call(conn)
 
 
 def gevent_floor_server(port: int) -> int:
-    """The same least work on gevent's own StreamServer (what fsapp is built on): its setup
+    """``_least_call`` on gevent's own StreamServer (what fsapp is built on): its setup
     latency is the floor of any gevent server here, fsapp's included."""
     from gevent.server import StreamServer
 
-    def handle(conn: Any, _address: Any) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sendall(b"connect\n\n")
-        buf = b""
-        while b"\n\n" not in buf:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            buf += chunk
-        conn.sendall(b"exit\n\n")
-        while conn.recv(65536):
-            pass
-
-    server = StreamServer(("127.0.0.1", port), handle, backlog=1024)
+    server = StreamServer(("127.0.0.1", port), lambda conn, _address: _least_call(conn), backlog=1024)
     server.start()
     gevent.signal_handler(signal.SIGTERM, server.stop)
     print(f"ready 127.0.0.1:{port}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ class Server:
         cfg = app.config.server
         self.log = app.log.bind(component="server")
         self.allow = [ipaddress.ip_network(a, strict=False) for a in cfg.allow]
+        self._allowed: dict[str, bool] = {}  # peer address -> verdict (FreeSWITCH is a handful of hosts)
         self.calls: set[gevent.Greenlet] = set()
         self.draining = False
         self.stopped = gevent.event.Event()
@@ -55,6 +56,15 @@ class Server:
         return self.stream.address[:2]
 
     def allowed(self, host: str) -> bool:
+        verdict = self._allowed.get(host)
+        if verdict is None:
+            verdict = self._check(host)
+            if len(self._allowed) >= 1024:  # a scan from many hosts cannot grow it without bound
+                self._allowed.clear()
+            self._allowed[host] = verdict
+        return verdict
+
+    def _check(self, host: str) -> bool:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:

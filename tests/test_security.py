@@ -218,6 +218,22 @@ def _assert_command_clean(text: str) -> None:
 # ------------------------------------------------------------------ the listener
 
 
+def test_allow_verdicts_are_remembered_per_peer_and_stay_right(tmp_path: Path,
+                                                               daemon: Callable[..., Daemon]) -> None:
+    """Each peer's verdict is worked out once; asked again (or after the memory is full) it is the same."""
+    path = write_config(tmp_path, MENU)
+    path.write_text(path.read_text().replace('allow = ["127.0.0.1"]', 'allow = ["127.0.0.1", "10.9.8.0/24"]'))
+    server = daemon(configmod.load(path, check_files=False)).server
+    cases = {"127.0.0.1": True, "10.9.8.77": True, "::ffff:10.9.8.1": True, "10.9.9.1": False,
+             "::1": False, "not-an-address": False, "": False}
+    for _ in range(2):
+        assert {host: server.allowed(host) for host in cases} == cases
+    for i in range(3000):  # a scan from many hosts: the memory stays bounded, the verdicts right
+        assert server.allowed(f"192.168.{i // 256}.{i % 256}") is False
+    assert len(server._allowed) <= 1024
+    assert {host: server.allowed(host) for host in cases} == cases
+
+
 def test_peer_outside_allow_that_talks_first_is_refused_unread(tmp_path: Path, daemon: Callable[..., Daemon],
                                                                 json_log: io.StringIO) -> None:
     """A refused peer that sends a whole call at once gets nothing back, leaves no journal row, is logged."""
