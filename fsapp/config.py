@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
@@ -114,10 +115,13 @@ class SoundsConfig:
     say: str = "files"  # files | mod_say
     currency: str = "rial"
 
+    @functools.cached_property
+    def _prefix(self) -> str:
+        return f"{self.fs_dir or self.dir}/{self.language}/"
+
     def path(self, name: str) -> str:
         """What playback gets for prompt ``group/name`` (FreeSWITCH picks the rate folder)."""
-        base = self.fs_dir or str(self.dir)
-        return f"{base}/{self.language}/{name}.wav"
+        return f"{self._prefix}{name}.wav"
 
 
 @dataclass(frozen=True)

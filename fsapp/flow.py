@@ -7,6 +7,7 @@ Pure functions only: no I/O here.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -46,6 +47,13 @@ def parse_dest(text: str) -> Dest:
     """Parse a destination string; ValueError says what is wrong with it."""
     if not isinstance(text, str) or not text:
         raise ValueError("empty destination")
+    return _parse_dest(text)
+
+
+# A call parses its modules' destinations at every hop: the same few strings, and a
+# Dest is immutable. Bounded, since destinations can also come from the CRM.
+@functools.lru_cache(maxsize=1024)
+def _parse_dest(text: str) -> Dest:
     head, sep, rest = text.partition(":")
     if not sep:
         if text == "hangup":
