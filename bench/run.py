@@ -13,9 +13,10 @@ The calls come from this process: ``fsapp.fakefs.FakeFreeSWITCH`` stand-ins, the
 scripts for every server. Measured per server:
 
 - setup latency (connect to the server's first command) at 10 new calls/s each, the
-  servers' calls interleaved; beside them a bare blocking socket server that only sends
-  ``connect`` and ``exit`` shows what the machine itself allows (the floor), and the same
-  on gevent's StreamServer what any gevent server can do (fsapp is one);
+  servers' calls interleaved, each server's from a stand-in process of its own; beside
+  them a bare blocking socket server that only sends ``connect`` and ``exit`` shows what
+  the machine itself allows (the floor), and the same on gevent's StreamServer what any
+  gevent server can do (fsapp is one);
 - calls/s and the server's CPU time (user + system, from /proc, its process alone) per
   completed call at concurrency 50;
 - a burst of 5,000 calls at concurrency 1,000 (failed calls; the kernel's listen queue
@@ -250,31 +251,52 @@ def _ms(seconds: float) -> float:
 def setup_runs(servers: list[Server], n: int, rate: float) -> dict[str, dict[str, Any]]:
     """Setup latency and command round trips at ``rate`` new calls/s on each server.
 
-    The servers' calls are interleaved on one schedule, so no two calls start together
-    and the machine's noise falls on every server alike.
+    Each server's calls come from a stand-in process of its own (``--setup-driver``), all
+    on one schedule offset so that no two calls start together. One process driving
+    every server measured itself: a connect answered while it was busy with another
+    server's call waited for it, and every server's p99, the bare floors' too, read 4-5 ms.
     """
     k = len(servers)
-    res = {s.name: loadtest.Results() for s in servers}
-    pool = gevent.pool.Pool(50 * k)
+    start = time.time() + 3.0  # time for the drivers to start, import and warm up
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--setup-driver",
+                               f"{s.address[0]}:{s.address[1]}", str(n), str(rate), f"{start + i / (rate * k):.6f}",
+                               "" if s.name in FLOORS else "bridge"],
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i, s in enumerate(servers)]
+    out: dict[str, dict[str, Any]] = {}
+    for server, proc in zip(servers, procs, strict=True):
+        stdout, stderr = proc.communicate(timeout=n / rate + 300)
+        if proc.returncode != 0:
+            out[server.name] = {"calls": n, "completed": 0, "errors": {"setup driver failed": n},
+                                "failed": stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]}
+            continue
+        out[server.name] = json.loads(stdout)
+    return out
 
-    def one(server: Server, script: Script) -> None:
-        res[server.name].play(server.address, script, expect_app="" if server.name in FLOORS else "bridge")
 
+def setup_driver(address: str, n: int, rate: float, start: float, expect_app: str) -> int:
+    """One server's setup-latency calls, ``rate`` a second from ``start`` (a time.time()); the figures as JSON."""
+    host, _, port = address.rpartition(":")
+    for i in range(5):  # a new process's first calls are its own cold start, not the server's
+        loadtest.Results().play((host, int(port)), loadtest.menu_scenario(i), expect_app=expect_app)
+    res = loadtest.Results()
+    pool = gevent.pool.Pool(50)
+    while time.time() < start:
+        gevent.sleep(min(0.05, start - time.time()))
     t0 = time.monotonic()
-    for i in range(n * k):
-        server = servers[i % k]
-        res[server.name].calls += 1
-        delay = t0 + i / (rate * k) - time.monotonic()
+    for i in range(n):
+        res.calls += 1
+        delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             gevent.sleep(delay)
-        pool.spawn(one, server, loadtest.menu_scenario(i // k))
+        pool.spawn(res.play, (host, int(port)), loadtest.menu_scenario(i), expect_app=expect_app)
     pool.join()
-    return {name: {"calls": r.calls, "completed": r.completed, "errors": dict(r.errors),
-                   "setup_p50_ms": _ms(loadtest.percentile(r.setup, 50)),
-                   "setup_p99_ms": _ms(loadtest.percentile(r.setup, 99)),
-                   "command_rtt_p50_ms": _ms(loadtest.percentile(r.commands, 50)),
-                   "command_rtt_p99_ms": _ms(loadtest.percentile(r.commands, 99))}
-            for name, r in res.items()}
+    print(json.dumps({"calls": res.calls, "completed": res.completed, "errors": dict(res.errors),
+                      "setup_p50_ms": _ms(loadtest.percentile(res.setup, 50)),
+                      "setup_p99_ms": _ms(loadtest.percentile(res.setup, 99)),
+                      "command_rtt_p50_ms": _ms(loadtest.percentile(res.commands, 50)),
+                      "command_rtt_p99_ms": _ms(loadtest.percentile(res.commands, 99))}))
+    return 0
 
 
 def cpu_run(server: Server, scripts: Iterator[Script], concurrency: int) -> dict[str, Any]:
@@ -707,7 +729,12 @@ def main(argv: list[str] | None = None) -> int:
                                               "with --quick, nowhere unless given)")
     p.add_argument("--floor-server", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--floor-gevent-server", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--setup-driver", nargs=5, metavar=("ADDRESS", "N", "RATE", "START", "EXPECT"),
+                   help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    if opts.setup_driver:
+        address, n, rate, start, expect = opts.setup_driver
+        return setup_driver(address, int(n), float(rate), float(start), expect)
     if opts.floor_server:
         return floor_server(opts.floor_server)
     if opts.floor_gevent_server:
