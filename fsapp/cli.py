@@ -147,7 +147,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a CRM section that cannot work (missing token variable, ...)
         print(f"{cfg.file}:{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    server = Server(app)
+    try:
+        server = Server(app)
+    except OSError as exc:  # the port is taken, the address is not this host's, a port below 1024...
+        app.stop()
+        listen = f"{cfg.server.listen_host}:{cfg.server.listen_port}"
+        print(f"{cfg.file}:server.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     log = logmod.get("fsapp")
     http = None
     if metrics is not None:

@@ -120,16 +120,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
-    """Whether a socket listens on 127.0.0.1:``port``, from /proc/net/tcp (a probe
+def _listening(port: int, pid: int) -> bool:
+    """Whether process ``pid`` listens on 127.0.0.1:``port``, from /proc (a probe
     connection would be a call to the daemon, logged and counted as one)."""
     want = f"0100007F:{port:04X}"
+    inodes = set()
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fields = line.split()
             if fields[1] == want and fields[3] == "0A":  # 0A: TCP_LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:  # the daemon's own socket, not another program's that took the port meanwhile
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
                 return True
+        except OSError:
+            continue
     return False
 
 
@@ -208,7 +221,7 @@ def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str =
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
     deadline = time.monotonic() + 30
-    while not _listening(port):
+    while not _listening(port, proc.pid):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()

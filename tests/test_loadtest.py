@@ -87,3 +87,23 @@ def test_loadtest_daemon_that_cannot_start_is_reported_with_its_error(monkeypatc
         assert "max_calls" in str(exc)
     else:
         raise AssertionError("a daemon with a bad config was reported as started")
+
+
+def test_loadtest_does_not_take_another_programs_socket_for_the_daemon(monkeypatch: Any) -> None:
+    """If another program listens on the port picked for the daemon, the daemon cannot bind it and says
+    so; that program's socket is not mistaken for the daemon's."""
+    import socket
+
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(5)
+    monkeypatch.setattr(loadtest, "_free_port", lambda: other.getsockname()[1])
+    try:
+        loadtest.start_daemon("menu")
+    except RuntimeError as exc:
+        assert "did not start listening" in str(exc)
+        assert "in use" in str(exc)  # the daemon's own bind error
+    else:
+        raise AssertionError("another program's listening socket was taken for the daemon")
+    finally:
+        other.close()

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -476,6 +477,24 @@ def test_serve_without_the_token_variable_exits_2_naming_it(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "crm.token_env" in proc.stderr and TOKEN_ENV in proc.stderr
     assert "server_started" not in proc.stderr
+
+
+def test_serve_on_a_taken_port_exits_1_naming_server_listen(tmp_path: Path) -> None:
+    """`fsapp serve` whose listen port another program holds says so in one line (exit 1), no traceback."""
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(5)
+    port = other.getsockname()[1]
+    path = write_config(tmp_path, MENU)
+    path.write_text(path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+    try:
+        proc = _fsapp("serve", "-c", str(path), env=dict(os.environ))
+    finally:
+        other.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{path}:server.listen: cannot listen on 127.0.0.1:{port}:" in proc.stderr
+    assert "in use" in proc.stderr
+    assert "Traceback" not in proc.stderr and "server_started" not in proc.stderr
 
 
 def test_check_without_the_token_variable_fails_like_serve(tmp_path: Path) -> None:
