@@ -414,17 +414,22 @@ class FakeClock:
         return self.t
 
 
+def _queued_invoices(d: Any, n: int, at: float) -> Any:
+    """``d`` with its outbox worker stopped (the test runs it) and ``n`` invoices k0, k1, ... queued at ``at``."""
+    d.app.outbox.stop()
+    for i in range(n):
+        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, at)
+    return d
+
+
 def test_outbox_marks_deliveries_together_within_mark_within(
     make_config: MakeConfig, daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run's deliveries are marked in one transaction; a slow CRM never holds a mark past mark_within."""
-    d = daemon(make_config(balance_flow()))
-    d.app.outbox.stop()
-    outbox = d.app.outbox
     clock = FakeClock(time.time())
+    d = _queued_invoices(daemon(make_config(balance_flow())), 6, clock.t)
+    outbox = d.app.outbox
     monkeypatch.setattr("fsapp.outbox.time.time", clock)
-    for i in range(6):
-        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, clock.t)
 
     batches: list[list[int]] = []
     real_mark = d.store.outbox_delivered_many
@@ -465,12 +470,9 @@ def test_outbox_mark_that_fails_is_delivered_again_under_the_same_key(
     make_config: MakeConfig, daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store refuses the mark: the rows stay leased and queued, and go again, same key, once the lease ends."""
-    d = daemon(make_config(balance_flow()))
-    d.app.outbox.stop()
-    outbox = d.app.outbox
     t0 = time.time()
-    for i in range(2):
-        assert d.store.outbox_add("invoice", f"k{i}", {"amount": i}, t0)
+    d = _queued_invoices(daemon(make_config(balance_flow())), 2, t0)
+    outbox = d.app.outbox
     sent: list[str] = []
 
     def invoice(payload: dict[str, Any], key: str) -> str:
