@@ -348,16 +348,25 @@ class FakeFreeSWITCH(_Channel):
     # before the agent's conversation plays out.
     bridge_settle = 0.1
 
+    def connect(self) -> bytes:
+        """Open ``self._sock`` to the daemon; return what was already read from it (nothing here).
+
+        A subclass that reads the first command itself sets ``setup_latency`` and returns
+        the bytes it read (the bench's setup driver times it on a blocking socket)."""
+        self._sock = gevent.socket.create_connection(self.address, timeout=self.io_timeout)
+        self._sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+        return b""
+
     def run(self) -> FakeFreeSWITCH:
         t0 = time.monotonic()
         try:
-            self._sock = gevent.socket.create_connection(self.address, timeout=self.io_timeout)
-            self._sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
+            early = self.connect()
         except OSError as exc:
             self.error = f"connect failed: {exc}"
             return self
         reader = _CommandReader(self._sock)
-        first = True
+        reader.feed(early)
+        first = not early
         try:
             while True:
                 cmd = reader.next_command()

@@ -255,10 +255,10 @@ class Results:
     fakes: list[FakeFreeSWITCH] = field(default_factory=list)
 
     def play(self, address: tuple[str, int], script: Script, *, expect_app: str = "bridge",
-             keep: bool = False) -> None:
+             keep: bool = False, stand_in: type[FakeFreeSWITCH] = FakeFreeSWITCH) -> None:
         """Run one call and count it: completed, or an error by kind; its latencies."""
         try:
-            fake = FakeFreeSWITCH(address, script, io_timeout=60).run()
+            fake = stand_in(address, script, io_timeout=60).run()
         except Exception as exc:  # noqa: BLE001 - counted as an error kind
             self.errors[type(exc).__name__] += 1
             return

@@ -107,3 +107,29 @@ def test_loadtest_does_not_take_another_programs_socket_for_the_daemon(monkeypat
         raise AssertionError("another program's listening socket was taken for the daemon")
     finally:
         other.close()
+
+
+def test_bench_setup_driver_times_the_first_command_then_plays_the_call() -> None:
+    """The bench's setup driver reads the daemon's first command on a blocking socket, then hands the
+    socket and those bytes to the stand-in: every call still reaches the bridge and ends cleanly."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run_py = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+    d = loadtest.start_daemon("menu")
+    try:
+        address = f"{d.address[0]}:{d.address[1]}"
+        out = subprocess.run([sys.executable, str(run_py), "--setup-driver", address, "12", "50", str(time.time()),
+                              "bridge"], capture_output=True, text=True, timeout=120)
+    finally:
+        exit_code = d.stop()
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["errors"] == {}
+    assert figures["calls"] == figures["completed"] == 12
+    assert 0 < figures["setup_p50_ms"] <= figures["setup_p99_ms"]
+    assert figures["command_rtt_p50_ms"] > 0  # the rest of each call went through the stand-in
+    assert exit_code == 0
