@@ -154,16 +154,23 @@ def _connections(port: int, inodes: set[str]) -> int:
     return n
 
 
-def _least_call(conn: Any) -> None:
-    """The least a server can do with a call: send connect, read the reply, send exit, read to the end."""
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn.sendall(b"connect\n\n")
+def _read_block(conn: Any) -> bytes:
+    """Read a blocking socket until a blank line ends a frame's head; short if the peer closed first."""
     buf = b""
     while b"\n\n" not in buf:
         chunk = conn.recv(65536)
         if not chunk:
-            return
+            break
         buf += chunk
+    return buf
+
+
+def _least_call(conn: Any) -> None:
+    """The least a server can do with a call: send connect, read the reply, send exit, read to the end."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.sendall(b"connect\n\n")
+    if b"\n\n" not in _read_block(conn):
+        return
     conn.sendall(b"exit\n\n")
     while conn.recv(65536):
         pass
@@ -287,12 +294,7 @@ class BlockingFirstRead(FakeFreeSWITCH):
         try:
             sock.settimeout(self.io_timeout)
             sock.connect(self.address)
-            data = b""
-            while b"\n\n" not in data:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = _read_block(sock)
             self.setup_latency = time.monotonic() - t0
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except BaseException:
