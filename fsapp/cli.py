@@ -177,10 +177,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
 
+    cdr = None
+    if cfg.cdr.listen:
+        from fsapp.cdr.endpoint import Listener
+
+        try:
+            cdr = Listener(app)
+        except OSError as exc:
+            print(f"{cfg.file}:cdr.listen: cannot listen on {cfg.cdr.listen}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+
     server.on_reload = reload
     try:
         server.serve_forever()
     finally:
+        if cdr is not None:
+            cdr.stop()
         if http is not None:
             http.stop(timeout=1)
     return EXIT_OK

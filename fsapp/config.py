@@ -162,6 +162,14 @@ class EntryConfig:
 
 
 @dataclass(frozen=True)
+class CDRConfig:
+    listen: str = ""  # HOST:PORT for mod_json_cdr's posts; "" = off
+    credentials_env: str = ""  # the environment variable holding mod_json_cdr's cred, user:password
+    max_body_bytes: int = 1 << 20
+    credentials: str = field(default="", repr=False)  # read from credentials_env at load
+
+
+@dataclass(frozen=True)
 class Config:
     file: str
     server: ServerConfig
@@ -176,6 +184,7 @@ class Config:
     modules: Mapping[str, ModuleConfig]
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
+    cdr: CDRConfig = field(default_factory=CDRConfig)
 
     def module(self, code: str) -> ModuleConfig:
         return self.modules[code]
@@ -288,7 +297,8 @@ def from_dict(
     problems: list[str] = []
     r = _Reader(file, problems)
     r.unknown(
-        data, "", ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules")
+        data, "",
+        ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "cdr", "modules"),
     )
 
     s = r.table(data, "server")
@@ -414,6 +424,8 @@ def from_dict(
         on_storage_failure=r.get(e, "entry", "on_storage_failure", str, ""),
     )
 
+    cdr = _cdr(r, r.table(data, "cdr"))
+
     modules: dict[str, ModuleConfig] = {}
     raw_modules = data.get("modules", [])
     if not isinstance(raw_modules, list):
@@ -489,6 +501,7 @@ def from_dict(
         security=security,
         billing=billing,
         entry=entry,
+        cdr=cdr,
         modules=MappingProxyType(modules),
     )
     problems.extend(flow.check_graph(cfg))
@@ -497,6 +510,27 @@ def from_dict(
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
+    r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes"))
+    listen = r.get(t, "cdr", "listen", str, "")
+    if listen:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            r.fail("cdr.listen", str(exc))
+    env = r.get(t, "cdr", "credentials_env", str, "")
+    credentials = os.environ.get(env, "") if env else ""
+    if env and ":" not in credentials:
+        r.fail("cdr.credentials_env", f"environment variable {env} must hold user:password (mod_json_cdr's cred), "
+                                      + ("but is not set" if not credentials else "but has no ':'"))
+    return CDRConfig(
+        listen=listen,
+        credentials_env=env,
+        max_body_bytes=r.get(t, "cdr", "max_body_bytes", int, CDRConfig.max_body_bytes, minimum=1024),
+        credentials=credentials,
+    )
 
 
 def sqlite_path(url: str, base: Path | None = None) -> Path:

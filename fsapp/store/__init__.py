@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from fsapp.store.cdr import CDR_FIELDS, CDRStore, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -130,12 +131,41 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
     """,
+    # 3: FreeSWITCH's CDRs (mod_json_cdr): every leg as posted, and what they add to a call's row
+    """
+    CREATE TABLE cdr_legs (
+        uuid TEXT PRIMARY KEY,
+        call_uuid TEXT NOT NULL,
+        a_leg BIGINT NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX cdr_legs_call ON cdr_legs (call_uuid);
+    ALTER TABLE calls ADD COLUMN missed_cause TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN ring_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN wait_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hold_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hangup_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN caller_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN caller_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN callee_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN cdr_legs BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN cdr_a_leg BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX calls_extension ON calls (extension, started_at);
+    """,
 ]
 
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
-    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon"
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon "
+    + " ".join(CDR_FIELDS)
 ).split()
 
 
@@ -143,7 +173,7 @@ def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
 
 
-class Store:
+class Store(CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -197,16 +227,18 @@ class Store:
             else:
                 marks.append("?")
                 values.append(_sql_value(row[c]))
+        # What the call's CDR already wrote (fsapp.store.cdr) keeps what only FreeSWITCH knows.
         if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
+            merged = ", ".join(f"{c} = {socket_value(c, 'excluded.' + c)}" for c in cols)
             self.db.execute(
                 f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?, {', '.join(marks)})"
-                f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+                f" ON CONFLICT (uuid) DO UPDATE SET {merged}",
                 [uuid, *values],
             )
             return
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE calls SET {', '.join(f'{c} = {mark}' for c, mark in zip(cols, marks, strict=True))}"
+                f"UPDATE calls SET {', '.join(f'{c} = {socket_value(c, m)}' for c, m in zip(cols, marks, strict=True))}"
                 " WHERE uuid = ?",
                 [*values, uuid],
             )
