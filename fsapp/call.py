@@ -521,10 +521,10 @@ class CallHandler:
         )
 
     def _status(self, ctx: CallContext, outcome: str) -> str:
+        if ctx.answered is not None:  # a person talked: answered, even if the flow then transferred it
+            return "answered"
         if ctx.transferred:
             return "transferred"
-        if ctx.answered is not None:
-            return "answered"
         if ctx.io.attempts:
             return "missed"
         if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default="", help="fa or en (default: [sounds] language)")
     t.add_argument("--overwrite", action="store_true", help="replace prompts that already exist")
 
+    s = sub.add_parser("cdr", help="FreeSWITCH's CDRs: import the files mod_json_cdr left on disk")
+    csub = s.add_subparsers(dest="cdr_command", required=True, metavar="ACTION")
+    i = csub.add_parser("import", help="import err-log-dir (or log-dir) files; each moved aside once done")
+    _config_arg(i)
+    i.add_argument("dir", metavar="DIR", help="the folder of <uuid>.cdr.json files")
+
     from fsapp import journal
 
     journal.add_cli(sub, _config_arg)
@@ -273,6 +279,34 @@ def cmd_sounds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cdr(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fsapp.cdr import importer
+    from fsapp.cdr.writer import CDRWriter
+    from fsapp.store import StorageError, open_store
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"DIR: no such directory: {directory}")
+    cfg = load_config(args, check_files=False)
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
+    writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
+    try:
+        report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
+    except StorageError as exc:
+        print(f"fsapp cdr import: {cfg.file}:storage.url: {exc} (the files not yet imported stay in {directory})",
+              file=sys.stderr)
+        return EXIT_RUNTIME
+    finally:
+        store.close()
+    for name, reason in report.refused:
+        print(f"{directory / name}: refused: {reason} (moved to {importer.REFUSED}/)", file=sys.stderr)
+    print(f"{len(report.imported)} imported, {len(report.already)} already in the journal, "
+          f"{len(report.refused)} refused")
+    return EXIT_BAD_INPUT if report.refused else EXIT_OK
+
+
 def _seed_sample_directory(cfg: configmod.Config) -> None:
     """On the shipped sample config, an empty local directory gets the sample customers."""
     from fsapp import customers
@@ -298,6 +332,7 @@ HANDLERS: dict[str, Any] = {
     "serve": cmd_serve,
     "check": cmd_check,
     "simulate": cmd_simulate,
+    "cdr": cmd_cdr,
 }
 
 

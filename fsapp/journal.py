@@ -16,15 +16,22 @@ STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "fail
 EXPORT_FIELDS = (
     "uuid started_at answered_at ended_at direction caller called extension status total_seconds "
     "talk_seconds too_long customer_id customer_name customer_type modules auth_method auth_result "
-    "charge recording hangup_cause"
+    "charge recording hangup_cause "
+    # from FreeSWITCH's CDRs ([cdr] listen, fsapp cdr import)
+    "missed_cause ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws "
+    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter"
 ).split()
+DIRECTIONS = ("inbound", "outbound", "local")
+MISSED_CAUSES = ("no_answer", "busy", "cancelled", "unregistered", "failed")
 
 GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_seconds", "charge")
 
 TABLE_COLUMNS = [
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
-    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
+    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10), ("cause", 12),
+    ("mos", 4),
 ]
+_DIR_CELL = {"inbound": "in", "outbound": "out", "local": "loc"}
 
 # ANSI colours by status (seed 004: rows coloured by status)
 COLOURS = {
@@ -41,6 +48,16 @@ def _date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _mos(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 5.0:
+        raise argparse.ArgumentTypeError(f"not a MOS between 1 and 5: {text!r}")
+    return value
+
+
 def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("calls", help="the call journal: filter, sort, group, export")
     config_arg(p)
@@ -48,7 +65,12 @@ def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
     p.add_argument("--customer", default="", help="one customer's history")
     p.add_argument("--status", default="", choices=("",) + STATUSES)
-    p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
+    p.add_argument("--direction", default="", choices=("",) + DIRECTIONS,
+                   help="inbound (from outside), outbound (an agent calling out), local (extension to extension)")
+    p.add_argument("--extension", default="", help="the agent's extension: calls it answered or made")
+    p.add_argument("--missed-cause", default="", choices=("",) + MISSED_CAUSES, help="missed calls of this cause")
+    p.add_argument("--min-mos", type=_mos, default=None, help="calls whose every measured leg has MOS >= this")
+    p.add_argument("--max-mos", type=_mos, default=None, help="calls with a measured leg of MOS <= this (poor audio)")
     p.add_argument("--too-long", action="store_true", help="only calls marked too long")
     p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
@@ -75,7 +97,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
         raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(EXPORT_FIELDS)})")
     filters = {"date_from": args.date_from or "", "date_to": args.date_to or "", "customer": args.customer,
                "status": args.status, "direction": args.direction, "too_long": args.too_long,
-               "number": args.number}
+               "number": args.number, "extension": args.extension, "missed_cause": args.missed_cause,
+               "min_mos": args.min_mos, "max_mos": args.max_mos}
     out = sys.stdout
     if args.group_by == "date":
         groups = store.calls_by_day(limit=args.limit, **filters)
@@ -128,15 +151,20 @@ def to_table(rows: list[dict[str, Any]], *, colour: bool) -> str:
     for r in rows:
         started = r["started_at"] or ""
         cells = [
-            started[:10], started[11:19], r["status"], "in" if r["direction"] == "inbound" else "out",
+            started[:10], started[11:19], r["status"], _DIR_CELL.get(r["direction"], r["direction"]),
             r["caller"], r["called"], r["extension"], _hms(r["total_seconds"]), _hms(r["talk_seconds"]),
             "yes" if r["too_long"] else "", (r["customer_name"] or r["customer_id"])[:18], r["customer_type"],
-            f"{r['charge']:,}",
+            f"{r['charge']:,}", r.get("missed_cause") or "", _lowest_mos(r),
         ]
         line = "  ".join(f"{str(c)[:w]:{w}}" for c, (_, w) in zip(cells, TABLE_COLUMNS, strict=True))
         lines.append(f"{COLOURS.get(r['status'], '')}{line}{RESET}" if colour else line)
     lines.append(f"{len(rows)} calls")
     return "\n".join(lines) + "\n"
+
+
+def _lowest_mos(r: dict[str, Any]) -> str:
+    measured = [m for m in (r.get("caller_mos"), r.get("callee_mos")) if m is not None]
+    return f"{min(measured):.2f}" if measured else ""
 
 
 def _hms(seconds: int | None) -> str:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fsapp.store.cdr import CDR_FIELDS, CDRStore, socket_value
+from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -251,7 +251,9 @@ class Store(CDRStore):
 
     @staticmethod
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
-                     direction: str = "", too_long: bool = False, number: str = "") -> tuple[str, list[Any]]:
+                     direction: str = "", too_long: bool = False, number: str = "", extension: str = "",
+                     missed_cause: str = "", min_mos: float | None = None,
+                     max_mos: float | None = None) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -276,6 +278,10 @@ class Store(CDRStore):
             pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
             params += [pattern, pattern, number]
+        cdr_where, cdr_params = cdr_filter(extension=extension, missed_cause=missed_cause, min_mos=min_mos,
+                                           max_mos=max_mos)
+        where += cdr_where
+        params += cdr_params
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,

@@ -67,6 +67,32 @@ _MERGE_SQL = (
 )
 
 
+def cdr_filter(*, extension: str = "", missed_cause: str = "", min_mos: float | None = None,
+               max_mos: float | None = None) -> tuple[list[str], list[Any]]:
+    """The journal's CDR filters: WHERE terms and their parameters.
+
+    ``extension``: the agent's calls, answered or made (a local call also counts for the
+    extension it rang). ``min_mos``: every leg that had media scored at least that;
+    ``max_mos``: some leg scored at most that.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if extension:
+        where.append("(extension = ? OR (direction = 'local' AND called = ?))")
+        params += [extension, extension]
+    if missed_cause:
+        where.append("missed_cause = ?")
+        params.append(missed_cause)
+    if min_mos is not None:
+        where.append("(caller_mos IS NOT NULL OR callee_mos IS NOT NULL)"
+                     " AND COALESCE(caller_mos, 5) >= ? AND COALESCE(callee_mos, 5) >= ?")
+        params += [min_mos, min_mos]
+    if max_mos is not None:
+        where.append("(caller_mos <= ? OR callee_mos <= ?)")
+        params += [max_mos, max_mos]
+    return where, params
+
+
 class CDRStore:
     """The CDR half of ``Store`` (mixed in): legs in, one call row out."""
 
