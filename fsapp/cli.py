@@ -290,16 +290,17 @@ def cmd_cdr(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise UsageError(f"DIR: no such directory: {directory}")
     cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
-    writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
     try:
-        report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
+        store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
+        try:
+            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
+            report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
+        finally:
+            store.close()
     except StorageError as exc:
         print(f"fsapp cdr import: {cfg.file}:storage.url: {exc} (the files not yet imported stay in {directory})",
               file=sys.stderr)
         return EXIT_RUNTIME
-    finally:
-        store.close()
     for name, reason in report.refused:
         print(f"{directory / name}: refused: {reason} (moved to {importer.REFUSED}/)", file=sys.stderr)
     print(f"{len(report.imported)} imported, {len(report.already)} already in the journal, "

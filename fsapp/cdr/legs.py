@@ -46,7 +46,7 @@ def body_json(body: bytes, content_type: str = "") -> bytes:
         text = text[4:]
         if "base64" in content_type:
             return _base64(text)
-    if text.startswith(b"{"):
+    if text[:1] in (b"{", b"["):
         return text
     if text[:3].upper() == b"%7B":
         return unquote_to_bytes(text)
