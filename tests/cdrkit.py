@@ -43,6 +43,7 @@ class ServeProcess:
 
     def __init__(self, tmp: Path, body: str = "", *, cdr: str = "", env: dict[str, str] | None = None,
                  db_url: str = "", cdr_host: str = "127.0.0.1") -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.esl_port, self.cdr_port = free_port(), free_port()
         extra = f'[cdr]\nlisten = "{cdr_host}:{self.cdr_port}"\n{cdr}\n'
         self.config = write_config(tmp, body, extra=extra)

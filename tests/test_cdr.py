@@ -432,3 +432,52 @@ def test_check_names_the_bad_cdr_key(tmp_path: Path, cdr: str, key: str, message
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 2
     assert f"{path}:{key}: " in proc.stderr and message in proc.stderr
+
+
+# ------------------------------------------------------------------ several daemons, one database
+
+
+def _numbered_call(i: int) -> tuple[bytes, bytes]:
+    """Scenario a's two legs with uuids of their own (call ``i``)."""
+    out = []
+    for leg in "ab":
+        text = leg_body("a", leg).decode()
+        for uuid in ("7ea13f86-9781-489a-b42f-6716b6afbb32", "129ca055-5c83-4dbc-8ecc-39f282ea5d69"):
+            text = text.replace(uuid, uuid[:-4] + f"{i:04d}")
+        out.append(text.encode())
+    return out[0], out[1]
+
+
+def test_several_daemons_on_one_database_write_one_row_per_call(tmp_path: Path, store_url: str) -> None:
+    """mod_json_cdr rotates through its URLs: each leg of a call, and its replays, may go to another daemon."""
+    daemons = [_started(tmp_path / f"d{n}", db_url=store_url) for n in range(2)]
+    try:
+        calls = [_numbered_call(i) for i in range(40)]
+        results: list[int] = []
+        jobs = [(daemons[i % 2], a) for i, (a, _b) in enumerate(calls)]
+        jobs += [(daemons[(i + 1) % 2], b) for i, (_a, b) in enumerate(calls)]
+        jobs += [(daemons[i % 2], b) for i, (_a, b) in enumerate(calls[:10])]  # replays, to the other daemon
+        barrier = threading.Barrier(len(jobs))
+
+        def post(d: ServeProcess, body: bytes) -> None:
+            barrier.wait()  # every leg at once: both legs of a call reach the two daemons together
+            results.append(d.post(body)[0])
+
+        threads = [threading.Thread(target=post, args=job) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [200] * len(jobs)
+        rows = daemons[0].calls()
+        assert len(rows) == 40
+        assert {(r["status"], r["talk_seconds"], r["extension"], r["callee_mos"]) for r in rows} == {
+            ("answered", 10, "agent", 4.5)}
+        store = open_store(store_url)
+        assert store.cdr_leg_count() == 80
+        # each row was built from both legs (the A leg's duration is 12 s, the B leg's 11 s)
+        assert {(r["cdr_legs"], r["cdr_a_leg"], r["total_seconds"]) for r in store.list_calls()} == {(2, 1, 12)}
+        store.close()
+    finally:
+        for d in daemons:
+            d.stop()
