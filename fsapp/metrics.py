@@ -304,14 +304,13 @@ def _reply(start_response: Callable[..., Any], status: str, body: bytes, content
 class _ErrorLog:
     """pywsgi's error stream, sent to the structured log instead of bare stderr."""
 
-    def __init__(self, component: str = "metrics") -> None:
-        self.log = logmod.get("fsapp").bind(component=component)
-        self.event = f"{component}_http_error"
+    def __init__(self) -> None:
+        self.log = logmod.get("fsapp").bind(component="metrics")
 
     def write(self, text: str) -> None:
         text = text.strip()
         if text:
-            self.log.warning(self.event, detail=text[:2000])
+            self.log.warning("metrics_http_error", detail=text[:2000])
 
     def writelines(self, lines: Iterable[str]) -> None:
         self.write("".join(lines))

@@ -223,11 +223,13 @@ def test_query_uuid_must_be_the_legs_own(serve: ServeProcess) -> None:
 def test_oversized_body_is_413_and_nothing_stored(tmp_path: Path) -> None:
     d = _started(tmp_path, cdr="max_body_bytes = 4096")
     try:
-        status, text, headers = d.post(leg_body("a", "a"))
+        status, text, _ = d.post(leg_body("a", "a"))
         assert status == 413 and "max_body_bytes (4096)" in text
-        assert headers.get("Connection") == "close"
-        assert d.calls() == []
         assert d.post(leg_body("c", "b"))[0] == 413  # 4573 bytes
+        big = leg_body("a", "a").replace(b'"variables":{', b'"variables":{"pad":"' + b"x" * 3_000_000 + b'",')
+        status, text, headers = d.post(big)  # refused on its head; the body is never read, the answer still comes
+        assert status == 413 and "3010" in text and headers.get("Connection") == "close"
+        assert d.calls() == []
         assert '"status":"413"' in d.log_text()
     finally:
         d.stop()
@@ -481,3 +483,55 @@ def test_several_daemons_on_one_database_write_one_row_per_call(tmp_path: Path, 
     finally:
         for d in daemons:
             d.stop()
+
+
+# ------------------------------------------------------------------ HTTP as curl speaks it
+
+
+def _raw(d: ServeProcess, data: bytes, *, read_until: int = 1) -> bytes:
+    """Send ``data`` on one connection; read until ``read_until`` answers have come (or the server closes)."""
+    with socket.create_connection(("127.0.0.1", d.cdr_port), timeout=10) as s:
+        s.sendall(data)
+        got = b""
+        while got.count(b"HTTP/1.1 ") < read_until or not got.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def _request(body: bytes, *, uuid: str = "", extra: str = "") -> bytes:
+    head = (f"POST /cdr?uuid={uuid or leg_uuid(body)} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n")
+    return head.encode() + body
+
+
+def test_expect_100_continue_is_answered_before_the_body(serve: ServeProcess) -> None:
+    body = leg_body("g", "a")
+    head = _request(body, extra="Expect: 100-continue\r\n")[: -len(body)]
+    with socket.create_connection(("127.0.0.1", serve.cdr_port), timeout=10) as s:
+        s.sendall(head)
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    assert len(serve.calls()) == 1
+
+
+def test_keep_alive_carries_several_posts(serve: ServeProcess) -> None:
+    answers = _raw(serve, b"".join(_request(leg_body(s, leg)) for s in "fg" for leg in "ba"), read_until=4)
+    assert answers.count(b"HTTP/1.1 200 OK") == 4
+    assert len(serve.calls()) == 2
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"GET /cdr HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+    (b"POST /other HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", b"404"),
+    (b"POST /cdr HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", b"411"),
+    (b"POST /cdr HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n", b"400"),
+    (b"POST /cdr HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"400"),
+    (b"BREW /cdr HTCPCP/1.0\r\n\r\n", b"400"),
+])
+def test_requests_that_are_not_a_cdr_post(serve: ServeProcess, data: bytes, status: bytes) -> None:
+    assert _raw(serve, data).startswith(b"HTTP/1.1 " + status)
+    assert serve.calls() == []

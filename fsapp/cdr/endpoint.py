@@ -15,105 +15,79 @@ import base64
 import binascii
 import hmac
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import gevent.pool
-from gevent.pywsgi import WSGIServer
-
 from fsapp import log as logmod
-from fsapp.cdr import legs
+from fsapp.cdr import http, legs
+from fsapp.cdr.http import Request, Response
 from fsapp.cdr.writer import CDRWriter
 from fsapp.config import CDRConfig, parse_listen
 from fsapp.store import StorageError
 
-StartResponse = Callable[..., Any]
-_TEXT = [("Content-Type", "text/plain; charset=utf-8")]
-
-
-class Refused(Exception):
-    """A post answered with ``status`` and ``reason`` (and logged)."""
-
-    def __init__(self, status: str, reason: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = list(headers)
-
 
 class CDREndpoint:
-    """The WSGI application; ``settings()`` gives the current ``[cdr]`` section (a reload applies)."""
+    """``POST /cdr``; ``settings()`` gives the current ``[cdr]`` section (a reload applies)."""
 
     def __init__(self, writer: CDRWriter, settings: Callable[[], CDRConfig]) -> None:
         self.writer = writer
         self.settings = settings
         self.log = logmod.get("fsapp").bind(component="cdr")
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        try:
-            status, text = self._post(environ)
-        except Refused as exc:
-            self.log.warning("cdr_refused", status=exc.status[:3], reason=exc.reason, peer=environ.get("REMOTE_ADDR"),
-                             uuid=_query_uuid(environ), bytes=environ.get("CONTENT_LENGTH") or "")
-            start_response(exc.status, _TEXT + exc.headers)
-            return [exc.reason.encode() + b"\n"]
-        start_response(status, _TEXT)
-        return [text]
+    def check(self, request: Request, length: int) -> Response | None:
+        """Everything that can refuse a post before its body is read: path, method, peer, credentials, size."""
+        refusal = self._check(request, length)
+        if refusal is not None:
+            self._refused(request, refusal, length)
+        return refusal
 
-    def _post(self, environ: dict[str, Any]) -> tuple[str, bytes]:
-        if environ.get("PATH_INFO") != "/cdr":
-            raise Refused("404 Not Found", f"no such path {environ.get('PATH_INFO')!r} (mod_json_cdr posts to /cdr)")
-        if environ.get("REQUEST_METHOD") != "POST":
-            raise Refused("405 Method Not Allowed", "only POST", [("Allow", "POST")])
+    def _check(self, request: Request, length: int) -> Response | None:
+        if request.path != "/cdr":
+            return Response(404, f"no such path {request.path!r} (mod_json_cdr posts to /cdr)\n")
+        if request.method != "POST":
+            return Response(405, "only POST\n", [("Allow", "POST")])
         cfg = self.settings()
-        self._authorise(environ, cfg)
-        body = self._body(environ, cfg.max_body_bytes)
-        try:
-            leg = legs.parse(body, environ.get("CONTENT_TYPE", ""))
-        except legs.LegError as exc:
-            raise Refused("400 Bad Request", str(exc)) from None
-        query = _query_uuid(environ)
-        if query and query != leg["uuid"]:
-            raise Refused("400 Bad Request", f"?uuid={query} is not the CDR's own uuid {leg['uuid']}")
-        try:
-            new = self.writer.add(leg, body)
-        except StorageError as exc:
-            raise Refused("503 Service Unavailable", f"not stored, the database failed: {exc}") from None
-        except Exception as exc:  # a fault of ours: logged with the reason, and not answered 2xx
-            self.log.exception("cdr_failed", uuid=leg["uuid"])
-            raise Refused("500 Internal Server Error", f"not stored: {exc!r}") from None
-        self.log.debug("cdr_stored", uuid=leg["uuid"], call_uuid=leg["call_uuid"], replay=not new)
-        return "200 OK", b"OK\n" if new else b"OK (already stored)\n"
-
-    @staticmethod
-    def _authorise(environ: dict[str, Any], cfg: CDRConfig) -> None:
         if not cfg.credentials:
-            if not _loopback(environ.get("REMOTE_ADDR", "")):
-                raise Refused("403 Forbidden", "not a loopback peer, and no [cdr] credentials_env is set")
-            return
-        given = _basic(environ.get("HTTP_AUTHORIZATION", ""))
-        if given is None or not hmac.compare_digest(given, cfg.credentials.encode()):
-            raise Refused("401 Unauthorized", "wrong or missing credentials (mod_json_cdr's cred)",
-                          [("WWW-Authenticate", 'Basic realm="fsapp cdr"')])
+            if not _loopback(request.peer):
+                return Response(403, "not a loopback peer, and no [cdr] credentials_env is set\n")
+        else:
+            given = _basic(request.headers.get("authorization", ""))
+            if given is None or not hmac.compare_digest(given, cfg.credentials.encode()):
+                return Response(401, "wrong or missing credentials (mod_json_cdr's cred)\n",
+                                [("WWW-Authenticate", 'Basic realm="fsapp cdr"')])
+        if length > cfg.max_body_bytes:
+            return Response(413, f"body of {length} bytes is over [cdr] max_body_bytes ({cfg.max_body_bytes})\n")
+        if not length:
+            return Response(400, "empty body\n")
+        return None
 
-    @staticmethod
-    def _body(environ: dict[str, Any], limit: int) -> bytes:
-        length = environ.get("CONTENT_LENGTH") or ""
-        if length and (not length.isdigit() or int(length) > limit):
-            raise Refused("413 Content Too Large", f"body of {length} bytes is over [cdr] max_body_bytes ({limit})",
-                          [("Connection", "close")])
-        body = environ["wsgi.input"].read(int(length)) if length else environ["wsgi.input"].read(limit + 1)
-        if len(body) > limit:
-            raise Refused("413 Content Too Large", f"body is over [cdr] max_body_bytes ({limit})",
-                          [("Connection", "close")])
-        if not body:
-            raise Refused("400 Bad Request", "empty body")
-        return body
+    def handle(self, request: Request) -> Response:
+        """Store the leg; 200 only once it is committed."""
+        try:
+            leg = legs.parse(request.body, request.headers.get("content-type", ""))
+        except legs.LegError as exc:
+            return self._refused(request, Response(400, f"{exc}\n"))
+        query = _query_uuid(request.query)
+        if query and query != leg["uuid"]:
+            return self._refused(request, Response(400, f"?uuid={query} is not the CDR's own uuid {leg['uuid']}\n"))
+        try:
+            new = self.writer.add(leg, request.body)
+        except StorageError as exc:
+            return self._refused(request, Response(503, f"not stored, the database failed: {exc}\n"))
+        except Exception as exc:  # a fault of ours: logged with the reason, and never answered 2xx
+            self.log.exception("cdr_failed", uuid=leg["uuid"])
+            return self._refused(request, Response(500, f"not stored: {exc!r}\n"))
+        self.log.debug("cdr_stored", uuid=leg["uuid"], call_uuid=leg["call_uuid"], replay=not new)
+        return Response(200, "OK\n" if new else "OK (already stored)\n")
+
+    def _refused(self, request: Request, response: Response, length: int | None = None) -> Response:
+        self.log.warning("cdr_refused", status=str(response.status), reason=response.text.strip(), peer=request.peer,
+                         uuid=_query_uuid(request.query), bytes=len(request.body) if length is None else length)
+        return response
 
 
-def _query_uuid(environ: dict[str, Any]) -> str:
-    query = environ.get("QUERY_STRING") or ""
+def _query_uuid(query: str) -> str:
     return parse_qs(query).get("uuid", [""])[0] if query else ""
 
 
@@ -137,14 +111,10 @@ def _loopback(host: str) -> bool:
     return ip.is_loopback
 
 
-def start(listen: str, endpoint: CDREndpoint, *, max_connections: int = 1000) -> WSGIServer:
+def start(listen: str, endpoint: CDREndpoint) -> Any:
     """Serve ``endpoint`` on ``listen`` (HOST:PORT) in this gevent loop; raises OSError if it cannot bind."""
-    from fsapp.metrics import _ErrorLog
-
     host, port = parse_listen(listen)
-    server = WSGIServer((host, port), endpoint, log=None, error_log=_ErrorLog("cdr"),
-                        spawn=gevent.pool.Pool(max_connections))
-    server.start()
+    server = http.serve(host, port, endpoint)
     endpoint.log.info("cdr_listening", listen=f"{host}:{server.server_port}")
     return server
 
