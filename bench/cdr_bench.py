@@ -85,6 +85,11 @@ def post(port: int, request: bytes) -> int:
         s.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -187,7 +192,9 @@ def main() -> int:
         proc, port, db = start_daemon(Path(tmp))
         try:
             warm = closed_loop(port, 2000, 8, 0)  # imports, caches, the first pages of the database
+            cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
             steady = open_loop(port, proc.pid, args.posts, args.rate, 2000)
+            cpu1, own1 = cpu_seconds(proc.pid), time.process_time()
             peak = closed_loop(port, args.max_posts, args.concurrency, 2000 + args.posts) if args.max_posts else None
             store = open_store(f"sqlite:///{db}")
             legs, calls = store.cdr_leg_count(), len(store.list_calls())
@@ -202,6 +209,8 @@ def main() -> int:
     print(f"open loop at {args.rate:.0f}/s: {steady['posts']} posts in {steady['seconds']:.1f} s "
           f"({steady['rate']:.0f}/s), {steady['failed']} failed; latency p50 {steady['p50_ms']:.2f} ms, "
           f"p99 {steady['p99_ms']:.2f} ms, max {steady['max_ms']:.1f} ms")
+    print(f"CPU per post in the open loop: daemon {1e6 * (cpu1 - cpu0) / args.posts:.0f} us, "
+          f"this client {1e6 * (own1 - own0) / args.posts:.0f} us")
     rss = steady["rss_kb"]
     print("daemon RSS (MiB) by posts: " + ", ".join(f"{k}: {v / 1024:.0f}" for k, v in rss))  # type: ignore[union-attr]
     if peak:
