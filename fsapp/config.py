@@ -257,6 +257,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def peer_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as connected (an IPv4 peer of an IPv6 socket as IPv4); None if not an address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+
+
+def _check_listen(r: _Reader, key: str, value: str) -> None:
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as exc:
+            r.fail(key, str(exc))
+
+
 def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     p = Path(path) if path else SAMPLE_CONFIG
@@ -316,11 +333,7 @@ def from_dict(
         except ValueError:
             r.fail(f"server.allow[{i}]", f"not an IP address or network: {a!r}")
     metrics_listen = r.get(s, "server", "metrics_listen", str, "")
-    if metrics_listen:
-        try:
-            parse_listen(metrics_listen)
-        except ValueError as exc:
-            r.fail("server.metrics_listen", str(exc))
+    _check_listen(r, "server.metrics_listen", metrics_listen)
     server = ServerConfig(
         listen_host=host,
         listen_port=port,
@@ -515,11 +528,7 @@ def from_dict(
 def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
     r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes"))
     listen = r.get(t, "cdr", "listen", str, "")
-    if listen:
-        try:
-            parse_listen(listen)
-        except ValueError as exc:
-            r.fail("cdr.listen", str(exc))
+    _check_listen(r, "cdr.listen", listen)
     env = r.get(t, "cdr", "credentials_env", str, "")
     credentials = os.environ.get(env, "") if env else ""
     if env and ":" not in credentials:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,7 +22,7 @@ from fsapp import log as logmod
 from fsapp.cdr import http, legs
 from fsapp.cdr.http import Request, Response
 from fsapp.cdr.writer import CDRWriter
-from fsapp.config import CDRConfig, parse_listen
+from fsapp.config import CDRConfig, parse_listen, peer_ip
 from fsapp.store import StorageError
 
 
@@ -102,13 +101,8 @@ def _basic(header: str) -> bytes | None:
 
 
 def _loopback(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = peer_ip(host)
+    return ip is not None and ip.is_loopback
 
 
 def start(listen: str, endpoint: CDREndpoint) -> Any:

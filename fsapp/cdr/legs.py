@@ -75,7 +75,10 @@ def parse(body: bytes, content_type: str = "") -> dict[str, Any]:
         raise LegError("not a CDR: no \"variables\" object")
     flow = _first_callflow(doc.get("callflow"))
     profile = flow.get("caller_profile") if isinstance(flow.get("caller_profile"), dict) else {}
-    v = {k: _value(raw[k]) for k in WANTED.intersection(raw)}
+    v = {k: raw[k] for k in WANTED.intersection(raw)}
+    for k, value in v.items():
+        if type(value) is not str or "%" in value or "\x00" in value:  # the few that need more than a look
+            v[k] = _value(value)
     uuid = v.get("uuid") or str(profile.get("uuid") or "")
     if not uuid:
         raise LegError("not a CDR: no variables.uuid")
