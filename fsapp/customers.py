@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from fsapp import flow, phones, pins
-from fsapp.render import Column, table_lines, to_csv, to_json
+from fsapp.render import Column, table_lines, to_csv, to_json, unquote_cell
 
 HEADER = ["id", "number", "name", "type", "phones", "mobile", "pin", "sales", "support", "other", "debt"]
 
@@ -46,7 +46,7 @@ def parse_csv(text: str, *, source: str = "customers.csv", region: str = "IR") -
         if len(values) != len(header):
             problems.append(f"{source}:{line}: {len(values)} fields, expected {len(header)}")
             continue
-        raw = {k: v.strip() for k, v in zip(header, values, strict=True)}
+        raw = {k: unquote_cell(v.strip()) for k, v in zip(header, values, strict=True)}
         row, errs = validate_row(raw, region)
         for e in errs:
             problems.append(f"{source}:{line}: {e}")

@@ -95,6 +95,11 @@ def safe_cell(value: Any) -> Any:
     return "'" + s if s.startswith(FORMULA_START) else value
 
 
+def unquote_cell(s: str) -> str:
+    """A cell ``safe_cell`` neutralised, read back: ``'+98912...`` is ``+98912...`` again."""
+    return s[1:] if s.startswith("'") and s[1:].startswith(FORMULA_START) else s
+
+
 def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n", extrasaction="ignore")
