@@ -1,7 +1,8 @@
 """The import map: domain code never reaches into the command line, and no module circle exists.
 
 Every import counts, top-level and inside functions: a function-level import
-is still a dependency, only a later one.
+is still a dependency, only a later one. Imports under ``if TYPE_CHECKING:`` are
+left out: they never run, and they are how a type names its user's class.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """The fsapp modules ``name`` imports anywhere in its file (``from fsapp import x`` names x if a module)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -41,6 +42,24 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
     return {_owner(f, known) for f in found if _owner(f, known)} - {name}
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _owner(dotted: str, known: set[str]) -> str:
@@ -89,6 +108,13 @@ def test_the_walk_sees_function_level_imports() -> None:
     assert "fsapp.commands.base" in edges["fsapp.commands.calls"]
     assert "fsapp.app" in edges["fsapp.commands.serve"]  # imported inside run()
     assert "fsapp.render" in edges["fsapp.journal"]  # `from fsapp import render`
+
+
+def test_type_checking_imports_are_left_out() -> None:
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import fsapp.cli\nelse:\n"
+                     "    import fsapp.log\ndef f():\n    import fsapp.store\n")
+    names = {a.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert names == {"fsapp.log", "fsapp.store"}
 
 
 def test_find_cycle_names_the_circle() -> None:

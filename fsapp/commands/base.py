@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fsapp import config as configmod
+
+if TYPE_CHECKING:
+    from fsapp.store import Store
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -28,7 +33,7 @@ def load_config(args: argparse.Namespace, *, check_files: bool = True) -> config
     return configmod.load(config_path(args), check_files=check_files)
 
 
-def open_store(args: argparse.Namespace):  # noqa: ANN201 - fsapp.store.Store, imported late
+def open_store(args: argparse.Namespace) -> tuple[configmod.Config, Store]:
     """The store the config names (prompt files are not checked: a listing needs none)."""
     from fsapp.store import open_store as open_
 
@@ -36,7 +41,10 @@ def open_store(args: argparse.Namespace):  # noqa: ANN201 - fsapp.store.Store, i
     return cfg, open_(cfg.storage_url, pool_size=cfg.storage_pool_size)
 
 
-def add_actions(p: argparse.ArgumentParser, dest: str, actions: dict) -> None:
+Action = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
+
+
+def add_actions(p: argparse.ArgumentParser, dest: str, actions: dict[str, Action]) -> None:
     """Sub-actions as sub-parsers, one per entry of ``actions``: name -> (help, add_arguments, run)."""
     sub = p.add_subparsers(dest=dest, required=True, metavar="ACTION")
     for name, (help_, add_arguments, _run) in actions.items():

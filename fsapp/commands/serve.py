@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fsapp import config as configmod
 from fsapp import log as logmod
 from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, config_arg, config_path
+
+if TYPE_CHECKING:
+    from fsapp.app import App
 
 NAME = "serve"
 HELP = "run the daemon"
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reloader(app, path: str | None, file: str):  # noqa: ANN001, ANN202 - App, a callback
+def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
     """SIGHUP: load the config again; a bad one is logged and the running one kept."""
     log = logmod.get("fsapp")
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from fsapp import config as configmod
 from fsapp.commands.base import EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, config_path, load_config
+
+if TYPE_CHECKING:
+    from fsapp.fakefs import Script
 
 NAME = "simulate"
 HELP = "play FreeSWITCH's side of one call and print a transcript"
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if not call.error else EXIT_RUNTIME
 
 
-def _script(args: argparse.Namespace):  # noqa: ANN202 - fsapp.fakefs.Script
+def _script(args: argparse.Namespace) -> Script:
     from fsapp.fakefs import BridgePlan, Script
 
     for plan in args.bridge:
@@ -59,7 +63,7 @@ def _script(args: argparse.Namespace):  # noqa: ANN202 - fsapp.fakefs.Script
                   hangup_after=args.hangup_after)
 
 
-def _against_daemon(cfg: configmod.Config, connect: str, script):  # noqa: ANN001, ANN202
+def _against_daemon(cfg: configmod.Config, connect: str, script: Script) -> tuple[Any, dict | None]:
     import gevent
 
     from fsapp.fakefs import run_call
@@ -79,7 +83,7 @@ def _against_daemon(cfg: configmod.Config, connect: str, script):  # noqa: ANN00
     return call, row
 
 
-def _in_process(cfg: configmod.Config, script):  # noqa: ANN001, ANN202
+def _in_process(cfg: configmod.Config, script: Script) -> tuple[Any, dict | None]:
     from fsapp import simulate
     from fsapp.fakefs import run_call
 
