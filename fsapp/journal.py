@@ -33,18 +33,11 @@ def export_row(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r.get(k) for k in EXPORT_FIELDS}
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return render.to_json([export_row(r) for r in rows]).rstrip("\n")
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    out = []
-    for r in rows:
-        row = export_row(r)
-        row["modules"] = ";".join(row["modules"] or [])
-        row["too_long"] = "true" if row["too_long"] else "false"
-        out.append(row)
-    return render.to_csv(out, EXPORT_FIELDS)
+def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
+    row = export_row(r)
+    row["modules"] = ";".join(row["modules"] or [])
+    row["too_long"] = "true" if row["too_long"] else "false"
+    return row
 
 
 def to_table(rows: list[dict[str, Any]], *, colour: bool) -> str:
@@ -87,9 +80,9 @@ def groups_out(groups: list[dict[str, Any]], fmt: str) -> str:
 
 def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> str:
     if fmt == "json":
-        return to_json(rows) + "\n"
+        return render.to_json([export_row(r) for r in rows])
     if fmt == "csv":
-        return to_csv(rows)
+        return render.to_csv([_csv_row(r) for r in rows], EXPORT_FIELDS)
     return to_table(rows, colour=colour)
 
 
