@@ -106,7 +106,10 @@ def open_loop(port: int, pid: int, posts: int, rate: float, first: int) -> dict[
 
     def one(n: int, due: float) -> None:
         nonlocal failed
-        status = post(port, leg_request(n, port))
+        try:
+            status = post(port, leg_request(n, port))
+        except OSError:  # refused or reset: mod_json_cdr would retry it, then file it
+            status = 0
         latencies.append(time.monotonic() - due)
         if status != 200:
             failed += 1
@@ -135,8 +138,11 @@ def closed_loop(port: int, posts: int, concurrency: int, first: int) -> dict[str
     def worker() -> None:
         nonlocal failed
         for n in counter:
-            if post(port, leg_request(n, port)) != 200:
-                failed += 1
+            try:
+                ok = post(port, leg_request(n, port)) == 200
+            except OSError:
+                ok = False
+            failed += not ok
 
     t0 = time.monotonic()
     gevent.joinall([gevent.spawn(worker) for _ in range(concurrency)])

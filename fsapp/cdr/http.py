@@ -68,7 +68,7 @@ class _Refuse(Exception):
         self.close = close
 
 
-def serve(host: str, port: int, handler: Handler, *, max_connections: int = 1000,
+def serve(host: str, port: int, handler: Handler, *, max_connections: int = 1000, backlog: int = 4096,
           idle_seconds: float = 30.0) -> StreamServer:
     """Start serving ``handler`` on ``host:port`` in this gevent loop (``.server_port``, ``.stop()``)."""
 
@@ -81,7 +81,8 @@ def serve(host: str, port: int, handler: Handler, *, max_connections: int = 1000
         finally:
             sock.close()
 
-    server = StreamServer((host, port), connection, spawn=gevent.pool.Pool(max_connections))
+    # Posts beyond max_connections wait in the kernel's queue (capped by net.core.somaxconn), not refused.
+    server = StreamServer((host, port), connection, spawn=gevent.pool.Pool(max_connections), backlog=backlog)
     server.start()
     return server
 
