@@ -367,3 +367,71 @@ def test_stand_in_flags_an_execute_queued_behind_an_unlocked_playback():
     srv.close()
     assert fake.error == "execute hangup queued behind playback without event-lock"
     assert [s.app for s in fake.steps] == ["playback", "hangup"]
+
+
+def _queue_talk_from_a_bare_app(bridge_vars: str) -> tuple[FakeFreeSWITCH, esl.Session, esl.Session | None]:
+    """An app sets ``bridge_vars``, queues the caller and waits out a 3 s talk, on a two-socket dialplan.
+
+    Returns the stand-in, the app's session and the session of a second connection, if one came."""
+    listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+    fake = FakeFreeSWITCH(listener.getsockname(), Script(bridges=["answer:3"], after_socket="socket"),
+                          io_timeout=2, linger_timeout=2)
+    worker = gevent.spawn(fake.run)
+    try:
+        with gevent.Timeout(5):
+            conn, _ = listener.accept()
+        s = esl.Session(conn, command_timeout=5)
+        s.connect()
+        s.myevents()
+        s.linger()
+        s.execute("multiset", bridge_vars)
+        assert s.execute("callcenter", "support@default").var("cc_cause") == "answered"
+        s.wait_for(lambda: bool(s.bridges) and bool(s.bridges[-1].end_us), timeout=5)
+        second = None
+        try:
+            with gevent.Timeout(0.5):
+                conn2, _ = listener.accept()
+            second = esl.Session(conn2, command_timeout=5)
+            second.connect()
+        except gevent.Timeout:
+            pass
+        return fake, s, second
+    finally:
+        listener.close()
+        gevent.spawn_later(10, worker.kill)
+
+
+def _end(*sessions: esl.Session | None) -> None:
+    for s in sessions:
+        if s is not None:
+            s.hangup()
+            s.finish()
+
+
+def test_stand_in_resumes_the_dialplan_after_a_queue_talk_without_park_after_bridge():
+    """As FreeSWITCH does: the uuid_bridge ends, the dialplan goes on, and its second socket line
+    connects for the same uuid while the first session is still open."""
+    fake, first, second = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false")
+    try:
+        assert second is not None, "no second connection"
+        assert second.uuid == first.uuid and len(fake.resumed) == 1
+    finally:
+        _end(second, first)
+
+
+def test_stand_in_parks_the_caller_after_a_queue_talk_with_park_after_bridge():
+    """park_after_bridge=true: the caller is parked (CS_PARK), no second connection comes, and the
+    first session's next app still plays to the caller; the hangup comes from the park."""
+    fake, first, second = _queue_talk_from_a_bare_app(
+        "continue_on_fail=true hangup_after_bridge=false park_after_bridge=true")
+    try:
+        assert second is None and fake.resumed == []
+        assert first.execute("playback", "prompts/thanks.wav").get("Application-Response") == "FILE PLAYED"
+    finally:
+        _end(first)
+    hangup = next(f for f in fake.frames_out if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
+    assert b"\nChannel-State: CS_PARK\n" in hangup
+    states = re.findall(rb"\nEvent-Name: CHANNEL_STATE\n.*?\nChannel-State: (\w+)\n", b"".join(fake.frames_out), re.S)
+    assert states[-3:] == [b"CS_PARK", b"CS_HANGUP", b"CS_REPORTING"]
