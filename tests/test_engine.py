@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
@@ -369,10 +370,27 @@ def test_stand_in_flags_an_execute_queued_behind_an_unlocked_playback():
     assert [s.app for s in fake.steps] == ["playback", "hangup"]
 
 
-def _queue_talk_from_a_bare_app(bridge_vars: str) -> tuple[FakeFreeSWITCH, esl.Session, esl.Session | None]:
-    """An app sets ``bridge_vars``, queues the caller and waits out a 3 s talk, on a two-socket dialplan.
+@dataclass
+class QueueTalk:
+    """A bare app's queue call on the stand-in: the app's session and a second connection's, if one came."""
 
-    Returns the stand-in, the app's session and the session of a second connection, if one came."""
+    fake: FakeFreeSWITCH
+    worker: gevent.Greenlet
+    first: esl.Session
+    second: esl.Session | None
+
+    def end(self) -> None:
+        """Hang up and exit every session; the stand-in then ends its run (the resumed connection's too)."""
+        for s in (self.second, self.first):
+            if s is not None:
+                s.hangup()
+                s.finish()
+        self.worker.join(timeout=5)
+        assert self.worker.dead and self.fake.error == ""
+
+
+def _queue_talk_from_a_bare_app(bridge_vars: str) -> QueueTalk:
+    """An app sets ``bridge_vars``, queues the caller and waits out a 3 s talk, on a two-socket dialplan."""
     listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(2)
@@ -397,41 +415,33 @@ def _queue_talk_from_a_bare_app(bridge_vars: str) -> tuple[FakeFreeSWITCH, esl.S
             second.connect()
         except gevent.Timeout:
             pass
-        return fake, s, second
+        return QueueTalk(fake, worker, s, second)
     finally:
         listener.close()
-        gevent.spawn_later(10, worker.kill)
-
-
-def _end(*sessions: esl.Session | None) -> None:
-    for s in sessions:
-        if s is not None:
-            s.hangup()
-            s.finish()
 
 
 def test_stand_in_resumes_the_dialplan_after_a_queue_talk_without_park_after_bridge():
     """As FreeSWITCH does: the uuid_bridge ends, the dialplan goes on, and its second socket line
     connects for the same uuid while the first session is still open."""
-    fake, first, second = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false")
+    call = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false")
     try:
-        assert second is not None, "no second connection"
-        assert second.uuid == first.uuid and len(fake.resumed) == 1
+        assert call.second is not None, "no second connection"
+        assert call.second.uuid == call.first.uuid and len(call.fake.resumed) == 1
     finally:
-        _end(second, first)
+        call.end()
 
 
 def test_stand_in_parks_the_caller_after_a_queue_talk_with_park_after_bridge():
     """park_after_bridge=true: the caller is parked (CS_PARK), no second connection comes, and the
     first session's next app still plays to the caller; the hangup comes from the park."""
-    fake, first, second = _queue_talk_from_a_bare_app(
-        "continue_on_fail=true hangup_after_bridge=false park_after_bridge=true")
+    call = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false park_after_bridge=true")
     try:
-        assert second is None and fake.resumed == []
-        assert first.execute("playback", "prompts/thanks.wav").get("Application-Response") == "FILE PLAYED"
+        assert call.second is None and call.fake.resumed == []
+        assert call.first.execute("playback", "prompts/thanks.wav").get("Application-Response") == "FILE PLAYED"
     finally:
-        _end(first)
-    hangup = next(f for f in fake.frames_out if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
+        call.end()
+    frames = call.fake.frames_out
+    hangup = next(f for f in frames if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
     assert b"\nChannel-State: CS_PARK\n" in hangup
-    states = re.findall(rb"\nEvent-Name: CHANNEL_STATE\n.*?\nChannel-State: (\w+)\n", b"".join(fake.frames_out), re.S)
+    states = re.findall(rb"\nEvent-Name: CHANNEL_STATE\n.*?\nChannel-State: (\w+)\n", b"".join(frames), re.S)
     assert states[-3:] == [b"CS_PARK", b"CS_HANGUP", b"CS_REPORTING"]
