@@ -403,8 +403,7 @@ def _queue_talk_from_a_bare_app(bridge_vars: str) -> QueueTalk:
             conn, _ = listener.accept()
         s = esl.Session(conn, command_timeout=5)
         s.connect()
-        s.myevents()
-        s.linger()
+        s.setup()  # myevents, nixevent, linger
         s.execute("multiset", bridge_vars)
         assert s.execute("callcenter", "support@default").var("cc_cause") == "answered"
         s.wait_for(lambda: bool(s.bridges) and bool(s.bridges[-1].end_us), timeout=5)
@@ -441,8 +440,5 @@ def test_stand_in_parks_the_caller_after_a_queue_talk_with_park_after_bridge():
         assert call.first.execute("playback", "prompts/thanks.wav").get("Application-Response") == "FILE PLAYED"
     finally:
         call.end()
-    frames = call.fake.frames_out
-    hangup = next(f for f in frames if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
-    assert b"\nChannel-State: CS_PARK\n" in hangup
-    states = re.findall(rb"\nEvent-Name: CHANNEL_STATE\n.*?\nChannel-State: (\w+)\n", b"".join(frames), re.S)
-    assert states[-3:] == [b"CS_PARK", b"CS_HANGUP", b"CS_REPORTING"]
+    hangup = next(f for f in call.fake.frames_out if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
+    assert b"\nChannel-State: CS_PARK\n" in hangup and b"\nChannel-Call-State: ACTIVE\n" in hangup  # as in 11
