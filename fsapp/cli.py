@@ -264,7 +264,7 @@ def cmd_sounds(args: argparse.Namespace) -> int:
 def _seed_sample_directory(cfg: configmod.Config) -> None:
     """On the shipped sample config, an empty local directory gets the sample customers."""
     from fsapp import customers
-    from fsapp.store import open_store
+    from fsapp.store import open_store, sqlite_path
 
     if cfg.crm.kind != "local":
         return
@@ -275,7 +275,7 @@ def _seed_sample_directory(cfg: configmod.Config) -> None:
         sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
         rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
         customers.save_rows(store, rows)
-        print(f"(sample customer directory loaded into {configmod.sqlite_path(cfg.storage_url)}: "
+        print(f"(sample customer directory loaded into {sqlite_path(cfg.storage_url)}: "
               f"{', '.join(r['id'] for r in rows)})\n")
     finally:
         store.close()

@@ -19,6 +19,7 @@ from fsapp import config as configmod
 from fsapp import esl
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
+from fsapp.store import sqlite_path
 from tests.conftest import ROOT, write_config
 
 MENU = """
@@ -155,7 +156,7 @@ def test_peer_outside_allow_is_refused(make_config, daemon):
 def _as_dict(cfg: configmod.Config) -> dict:
     import tomllib
 
-    path = configmod.sqlite_path(cfg.storage_url).parent / "fsapp.toml"
+    path = sqlite_path(cfg.storage_url).parent / "fsapp.toml"
     return tomllib.loads(path.read_text())
 
 

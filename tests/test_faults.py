@@ -37,7 +37,7 @@ from fsapp import config as configmod
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.modules import KINDS
 from fsapp.simulate import wait_idle
-from fsapp.store import StorageError, open_store
+from fsapp.store import StorageError, open_store, sqlite_path
 from tests.conftest import ROOT, SOUNDS, Daemon
 
 SAMPLE_CUSTOMERS = configmod.PACKAGE_DIR / "sample" / "customers.csv"
@@ -101,7 +101,7 @@ def sample_setup(workdir: Path, **overrides: Mapping[str, Any]) -> Path:
 
 
 def db_path(cfg: configmod.Config) -> Path:
-    return configmod.sqlite_path(cfg.storage_url)
+    return sqlite_path(cfg.storage_url)
 
 
 def sample_customer(cfg: configmod.Config) -> dict[str, str]:
@@ -249,7 +249,7 @@ def apps_the_config_needs(cfg: configmod.Config) -> set[str]:
     apps = {"answer"}
     for m in cfg.modules.values():
         kind = KINDS[m.kind]
-        if m.prompts(kind.schema):
+        if any(opt.role == "prompt" and m[key] for key, opt in kind.schema.items()):
             apps.add("playback")
         if m.kind == "menu" or (m.kind == "customer_club" and m["auth"] != "phone"):
             apps.add("play_and_get_digits")

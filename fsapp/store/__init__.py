@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fsapp.store.sqlite import SQLiteDB, StorageError
@@ -547,12 +548,18 @@ def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
+def sqlite_path(url: str, base: Path | None = None) -> Path:
+    """The database file a sqlite: URL names (relative paths from ``base``)."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        return Path("/" + rest.lstrip("/"))
+    return (base or Path.cwd()) / rest
+
+
 def open_store(url: str, *, pool_size: int = 20) -> Store:
     """Open the database named by ``[storage] url`` and bring its schema up to date."""
     db: Any
     if url.startswith("sqlite:"):
-        from fsapp.config import sqlite_path
-
         db = SQLiteDB(str(sqlite_path(url)))
     elif url.startswith(("postgresql://", "postgres://")):
         from fsapp.store.postgres import PostgresDB
