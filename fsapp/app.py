@@ -76,9 +76,7 @@ class App:
         self.outbox.stop()
         if self._maintenance is not None:
             self._maintenance.kill()
-        flush = getattr(self.store.db, "flush", None)
-        if flush is not None:
-            flush()  # a group of writes still in its window commits now
+        self.store.flush()  # a group of writes still in its window commits now
 
     def _reconcile(self) -> None:
         from fsapp import ledger
@@ -115,9 +113,7 @@ class App:
             self._group_commit()
 
     def _group_commit(self) -> None:
-        """SQLite only (fsapp/store/sqlite.py): writes closer together than this commit as one."""
-        if hasattr(self.store.db, "group_window"):
-            self.store.db.group_window = self.config.storage_group_commit_ms / 1000
+        self.store.set_group_commit(self.config.storage_group_commit_ms / 1000)
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
         cmd = self.config.journal.notify_command
@@ -156,11 +152,10 @@ class App:
         while self._settles:
             meter, talk = self._settles[0]
             try:
-                with self.store.db.transaction():
+                with self.store.transaction():
                     charge = ledger.settle(self.store, meter, talk)
                     if charge is not None and charge["amount"]:
-                        self.store.db.execute("UPDATE calls SET charge = charge + ? WHERE uuid = ?",
-                                              (charge["amount"], meter["call_uuid"]))
+                        self.store.add_call_charge(meter["call_uuid"], charge["amount"])
             except StorageError:
                 break
             self._settles.pop(0)
