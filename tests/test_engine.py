@@ -20,7 +20,7 @@ from fsapp import esl
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
 from fsapp.store import sqlite_path
-from tests.conftest import ROOT, write_config
+from tests.helpers import ROOT, write_config
 
 MENU = """
 [[modules]]

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import esltrace
 import gevent
 import gevent.socket
 import pytest
 
 from fsapp import esl
 from fsapp.fakefs import DISCONNECT_BODY, FakeFreeSWITCH, Script, fs_encode
+from tests import esltrace
 
 TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "esl"
 

@@ -38,7 +38,7 @@ from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.modules import KINDS
 from fsapp.simulate import wait_idle
 from fsapp.store import StorageError, open_store, sqlite_path
-from tests.conftest import ROOT, SOUNDS, Daemon
+from tests.helpers import ROOT, SOUNDS, Daemon
 
 SAMPLE_CUSTOMERS = configmod.PACKAGE_DIR / "sample" / "customers.csv"
 TALK = 65  # seconds of every answered talk: two started one-minute intervals

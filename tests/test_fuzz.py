@@ -39,7 +39,7 @@ from fsapp import log as logmod
 from fsapp.fakefs import Script, run_call
 from fsapp.simulate import in_process_server, wait_idle
 from tests import esltrace
-from tests.conftest import write_config
+from tests.helpers import write_config
 
 TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "esl"
 
