@@ -423,14 +423,12 @@ def drive(session: esl.Session, seed: Seed, exec_timeout: float) -> str:
         for line, headers in seed.commands:
             if line == "connect":
                 session.connect()
-            elif line == "myevents":
-                session.myevents()
-            elif line == "linger":
-                session.linger()
+            elif line in ("myevents", "linger"):
+                session._expect_ok(session._command(line + "\n\n"), line)
             elif line == "exit":
                 break
             elif line.startswith("api "):
-                session.api(line[4:])
+                session._command(line + "\n\n")
             elif line.startswith("sendmsg") and headers.get("call-command") == "hangup":
                 session.hangup(headers.get("hangup-cause", "NORMAL_CLEARING"))
             elif line.startswith("sendmsg"):
