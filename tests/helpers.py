@@ -4,40 +4,17 @@ a throwaway TCP server, the sample customer and a club-then-balance flow."""
 from __future__ import annotations
 
 import socket
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 from fsapp import config as configmod
 from fsapp import customers
-from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
-from fsapp.simulate import in_process_server, wait_idle
 from fsapp.store import Store
+from harness import ROOT, SHARED, SOUNDS, Daemon, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
-SOUNDS = ROOT / "sounds"
-SHARED = ROOT.parent / "shared"
-
-BASE = """
-[server]
-listen = "127.0.0.1:0"
-allow = ["127.0.0.1"]
-command_timeout_seconds = 5
-
-[storage]
-url = "sqlite:///{db}"
-
-[sounds]
-dir = "{sounds}"
-language = "fa"
-
-[entry]
-default = "{entry}"
-"""
-
+__all__ = ["HEADER", "PG_ENV", "ROOT", "SARA", "SHARED", "SOUNDS", "Daemon", "MakeConfig", "StartDaemon",
+           "balance_flow", "raw_server", "seed", "write_config"]
 
 Handler = Callable[[socket.socket, threading.Event], None]
 
@@ -78,38 +55,6 @@ def raw_server(handler: Handler) -> Iterator[str]:
         for conn in conns:
             conn.close()
 
-
-
-def write_config(tmp_path: Path, body: str, *, entry: str = "main", extra: str = "") -> Path:
-    text = BASE.format(db=tmp_path / "fsapp.db", sounds=SOUNDS, entry=entry) + textwrap.dedent(extra) + "\n"
-    text += textwrap.dedent(body)
-    path = tmp_path / "fsapp.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-class Daemon:
-    """An in-process fsapp daemon on a free loopback port."""
-
-    def __init__(self, cfg: configmod.Config) -> None:
-        self.server = in_process_server(cfg)
-        self.app = self.server.app
-        self.store = self.app.store
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.server.address
-
-    def call(self, **script: Any) -> tuple[FakeFreeSWITCH, dict[str, Any] | None]:
-        """Play one call to its end; return the stand-in and the journal row."""
-        fake = run_call(self.address, Script(**script))
-        wait_idle(self.server)
-        return fake, self.store.get_call(fake.uuid)
-
-    def stop(self) -> None:
-        self.server.stream.close()
-        self.app.stop()
-        self.app.store.close()
 
 
 MakeConfig = Callable[..., configmod.Config]

@@ -28,7 +28,7 @@ import pytest
 
 from fsapp import esl
 from fsapp.fakefs import DISCONNECT_BODY, FakeFreeSWITCH, Script, fs_encode
-from tests import esltrace
+from harness import esltrace
 
 TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "esl"
 
