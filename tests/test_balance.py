@@ -495,6 +495,12 @@ STRANGER_E164 = "+982155550000"
 INVOICE_AMOUNT = 450_000
 
 
+def fsapp_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """One ``fsapp`` command line, as an operator types it."""
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+
+
 def anonymous_flow(**kw: Any) -> str:
     """The balance as the entry module, anonymous, asking for a mobile and sending links."""
     return balance_flow(anonymous=True, require_mobile=True, link=True, amount=INVOICE_AMOUNT,
@@ -589,8 +595,7 @@ def test_mobile_of_a_customer_gets_their_balance_and_link(
     assert {k: link["payload"][k] for k in ("customer_id", "mobile", "amount", "invoice_search_field")} == {
         "customer_id": "C-1001", "mobile": SARA_MOBILE, "amount": 1_250_000, "invoice_search_field": "InvoiceNumber",
     }
-    view = subprocess.run([sys.executable, "-m", "fsapp", "ledger", "outbox", "-c", cfg.file, "--format", "json"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    view = fsapp_cli("ledger", "outbox", "-c", cfg.file, "--format", "json")
     assert view.returncode == 0, view.stderr
     [shown] = json.loads(view.stdout)
     assert {k: shown[k] for k in ("kind", "amount", "invoice_type", "invoice_search_field")} == {
@@ -705,7 +710,20 @@ def test_check_names_what_anonymous_links_need(tmp_path: Path, case: str) -> Non
     for key, value in changes.items():
         body = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", body)
     path = write_config(tmp_path, body)
-    proc = subprocess.run([sys.executable, "-m", "fsapp", "check", "-c", str(path)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    proc = fsapp_cli("check", "-c", str(path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert any(line.startswith(f"{path}:{expected}") for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_sample_config_serves_a_caller_who_is_not_a_customer(tmp_path: Path) -> None:
+    """The shipped sample's menu key 3: a stranger types a mobile and is sent the sample's invoice_amount."""
+    sim = fsapp_cli("simulate", "--caller", STRANGER, "--dtmf", "3,09127654321,1", cwd=tmp_path)
+    assert sim.returncode == 0, sim.stderr
+    assert "ask     balance/enter_mobile -> keys 09127654321" in sim.stdout
+    assert "play    balance/link_sent" in sim.stdout
+    view = fsapp_cli("ledger", "outbox", "--format", "json", cwd=tmp_path)
+    [row] = json.loads(view.stdout)
+    assert {k: row[k] for k in ("kind", "state", "amount", "invoice_type", "invoice_search_field")} == {
+        "kind": "payment_link", "state": "delivered", "amount": 500_000, "invoice_type": "invoice",
+        "invoice_search_field": "Number",
+    }
