@@ -560,25 +560,24 @@ def test_from_config_errors_name_the_key(changes: dict[str, object], environ: di
         PayamgostarCRM.from_config(section, environ=environ)
 
 
+def crm_table(pg: PayamgostarStandIn, *lines: str) -> str:
+    """The [crm] table of a config on the stand-in (password from PG_PASSWORD), with more key lines."""
+    return "\n".join([
+        "[crm]", 'kind = "payamgostar"', f'url = "{pg.url}"', f"timeout_seconds = {TIMEOUT}",
+        f'username = "{pg.username}"', 'password_env = "PG_PASSWORD"', f'telephony_key = "{TS_KEY}"', *lines, "",
+    ])
+
+
 def test_from_config_accepts_a_loaded_fsapp_toml(make_config: Callable[..., Any], pg: PayamgostarStandIn,
                                                  sara: str) -> None:
     """A [crm] table of kind payamgostar loads through fsapp's config reader unchanged."""
-    cfg = make_config(f"""
-        [crm]
-        kind = "payamgostar"
-        url = "{pg.url}"
-        timeout_seconds = {TIMEOUT}
-        username = "{pg.username}"
-        password_env = "PG_PASSWORD"
-        pin_field = "PhonePin"
-        telephony_key = "{TS_KEY}"
-        invoice_type = "SaleInv"
-
+    crm = crm_table(pg, 'pin_field = "PhonePin"', 'invoice_type = "SaleInv"')
+    cfg = make_config(crm + """
         [[modules]]
         code = "main"
         kind = "menu"
         prompt = "menu/main"
-        options = {{ "1" = "hangup" }}
+        options = { "1" = "hangup" }
         next = "hangup"
         error = "hangup"
     """)
@@ -594,18 +593,9 @@ def _anonymous_daemon(pg: PayamgostarStandIn, make_config: Callable[..., Any], d
                       monkeypatch: pytest.MonkeyPatch) -> Any:
     """A daemon whose entry is an anonymous balance module on the Payamgostar stand-in; outbox run by hand."""
     monkeypatch.setenv("PG_PASSWORD", pg.password)
-    extra = f"""
-    [crm]
-    kind = "payamgostar"
-    url = "{pg.url}"
-    timeout_seconds = {TIMEOUT}
-    username = "{pg.username}"
-    password_env = "PG_PASSWORD"
-    telephony_key = "{TS_KEY}"
-    """
     body = balance_flow(anonymous=True, require_mobile=True, link=True, amount=450_000,
                         search_field="InvoiceNumber")
-    d = daemon(make_config(body, entry="balance", extra=extra))
+    d = daemon(make_config(body, entry="balance", extra=crm_table(pg)))
     d.app.outbox.stop()
     return d
 
