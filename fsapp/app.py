@@ -49,6 +49,12 @@ class NullMetrics:
     def config_reload(self, ok: bool) -> None:
         pass
 
+    def pin_failure(self, scope: str) -> None:
+        pass
+
+    def pin_alarm(self) -> None:
+        pass
+
 
 class App:
     def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:

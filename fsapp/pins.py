@@ -19,6 +19,13 @@ import hashlib
 import hmac
 import os
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fsapp import digits, phones
+
+if TYPE_CHECKING:
+    from fsapp.config import SecurityConfig
 
 PIN_RE = re.compile(r"\d{4,12}")
 PEPPER_ENV = "FSAPP_PIN_PEPPER"
@@ -70,3 +77,57 @@ def verify_pin(pin: str, stored: str) -> bool:
     except (ValueError, TypeError, OverflowError, MemoryError):
         return False
     return hmac.compare_digest(got, expected)
+
+
+# ------------------------------------------------------------------ guessing limits
+
+ANONYMOUS = "anonymous"  # the one caller ID of every withheld, empty or unusable number
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``max`` failures within ``window`` seconds; reaching it locks for ``lockout`` seconds."""
+
+    max: int
+    window: float
+    lockout: float
+
+
+@dataclass(frozen=True)
+class PinLimits:
+    """The limits one PIN attempt counts against: its customer's, its caller ID's, the alarm's."""
+
+    caller: str
+    customer: Limit
+    per_caller: Limit
+    alarm_failures: int
+    alarm_window: float
+
+    @classmethod
+    def of(cls, sec: SecurityConfig, caller: str) -> PinLimits:
+        """``caller`` is a ``caller_key``; withheld numbers share the anonymous limit."""
+        most = sec.anonymous_max_failures if caller == ANONYMOUS else sec.caller_max_failures
+        return cls(
+            caller=caller,
+            customer=Limit(sec.pin_max_failures, sec.pin_window_seconds, sec.pin_lockout_seconds),
+            per_caller=Limit(most, sec.caller_window_seconds, sec.caller_lockout_seconds),
+            alarm_failures=sec.alarm_failures,
+            alarm_window=sec.alarm_window_seconds,
+        )
+
+    @property
+    def longest_window(self) -> float:
+        return max(self.customer.window, self.per_caller.window, self.alarm_window)
+
+
+def caller_key(caller: str, region: str = "IR") -> str:
+    """The caller ID PIN failures count against: the normalised number, or ``ANONYMOUS``.
+
+    A withheld number ("anonymous", "", "0000000000", anything not a number) is the same
+    caller for every call that has one: a lockout of it stops PIN entry for all withheld
+    callers (who can call again with their number shown), never for callers with a number.
+    """
+    number = phones.normalize(caller, region)
+    if not number or set(re.sub(r"[^0-9]", "", digits.to_ascii(caller))) <= {"0"}:
+        return ANONYMOUS
+    return number
