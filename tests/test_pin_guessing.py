@@ -9,15 +9,17 @@ stand-in, many calls at once. What is measured is what the CRM saw:
   ``pin_max_failures`` (each attempt takes its slot before its PIN is checked);
 - one caller ID spraying one PIN across many customers is locked out after
   ``caller_max_failures`` wrong PINs;
-- a daemon killed while a PIN is being checked leaves that attempt counted.
+- a daemon killed while a PIN is being checked leaves that attempt counted;
+- withheld numbers share one caller limit; failures of all customers raise one alarm.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import gevent
 import pytest
+import structlog
 
+from fsapp import log as logmod
+from fsapp.config import Config
+from fsapp.customers import parse_csv, save_rows
 from fsapp.fakefs import FakeFreeSWITCH, Script
+from fsapp.metrics import PrometheusMetrics
 from fsapp.store import open_store
-from tests.conftest import write_config
+from tests.conftest import Daemon, write_config
 from tests.test_postgres import Daemons
 
 TOKEN_ENV = "FSAPP_TEST_GUESSING_CRM_TOKEN"
@@ -264,3 +271,59 @@ def test_daemon_killed_mid_check_leaves_the_attempt_counted(store_url: str, tmp_
         crm.close()
     assert crm.verified() == 3, crm.checks  # the killed daemon's check, then two more
     assert sorted(r["auth_result"] for r in rows) == ["locked", "wrong_pin", "wrong_pin"]
+
+
+# ------------------------------------------------------------------ withheld numbers, the alarm, the metrics
+
+DIRECTORY = "id,number,name,type,phones,mobile,pin,sales,support,other,debt\n" + "".join(
+    f"cus-{i},{2000 + i},Customer {i},,,,{4000 + i},,,,0\n" for i in range(6))
+
+
+def local_daemon(make_config: Callable[..., Config], daemon: Callable[[Config], Daemon], security: str) -> Daemon:
+    d = daemon(make_config(PIN_FLOW.replace("max_attempts = 3", "max_attempts = 1"),
+                           extra=f"[security]\n{security}\n"))
+    save_rows(d.store, parse_csv(DIRECTORY))
+    d.app.metrics = PrometheusMetrics(process=False)
+    return d
+
+
+def sample(d: Daemon, name: str, **labels: str) -> float:
+    value = d.app.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_withheld_numbers_share_one_caller_limit_and_numbered_callers_keep_theirs(
+        make_config: Callable[..., Config], daemon: Callable[[Config], Daemon]) -> None:
+    """"anonymous", "" and "0000000000" count as one caller ID, locked at anonymous_max_failures; others still try."""
+    d = local_daemon(make_config, daemon, "anonymous_max_failures = 2\ncaller_max_failures = 5")
+    for i, caller in enumerate(("anonymous", "0000000000")):
+        _fake, row = d.call(caller=caller, dtmf=[str(2000 + i), WRONG])
+        assert row is not None and row["auth_result"] == ("wrong_pin" if i == 0 else "locked")
+    fake, row = d.call(caller="", dtmf=["2002", "4002"])
+    assert row is not None and row["auth_result"] == "locked"
+    assert len([s for s in fake.steps if s.app == "play_and_get_digits"]) == 1  # the PIN is not even asked
+    _fake, row = d.call(caller="09121234567", dtmf=["2002", "4002"])
+    assert row is not None and row["auth_result"] == "ok"
+    assert sample(d, "fsapp_pin_failures_total", scope="caller") == 2
+    assert sample(d, "fsapp_pin_failures_total", scope="global") == 2
+
+
+def test_failures_of_all_customers_reaching_the_alarm_level_raise_one_alarm(
+        make_config: Callable[..., Config], daemon: Callable[[Config], Daemon]) -> None:
+    """Callers each with their own number and customer: the 4th wrong PIN overall logs pin_failure_alarm, once."""
+    d = local_daemon(make_config, daemon, "alarm_failures = 4\nalarm_window_seconds = 300")
+    lines = io.StringIO()
+    saved = structlog.get_config()
+    logmod.configure("info", json=True, stream=lines)
+    try:
+        for i in range(6):
+            _fake, row = d.call(caller=f"0912555000{i}", dtmf=[str(2000 + i), WRONG])
+            assert row is not None and row["auth_result"] == "wrong_pin"
+    finally:
+        structlog.configure(**saved)
+    alarms = [json.loads(x) for x in lines.getvalue().splitlines() if '"pin_failure_alarm"' in x]
+    assert len(alarms) == 1 and alarms[0]["failures"] == 4 and alarms[0]["level"] == "error"
+    assert alarms[0]["caller"] == "09125550003"
+    assert sample(d, "fsapp_pin_alarms_total") == 1
+    assert sample(d, "fsapp_pin_failures_total", scope="global") == 6
+    assert sample(d, "fsapp_pin_failures_total", scope="customer") == 0
