@@ -10,6 +10,7 @@ also accept) is not a digit for fsapp.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _TABLE = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 _ASCII_DIGITS = re.compile(r"[0-9]+")
@@ -23,3 +24,19 @@ def to_ascii(text: str) -> str:
 def only_ascii_digits(text: str) -> bool:
     """Whether ``text`` is one or more of 0-9 and nothing else."""
     return _ASCII_DIGITS.fullmatch(text) is not None
+
+
+def foreign(text: str) -> str:
+    """The first character of ``text`` that is a digit to Unicode but not 0-9 once read, or ""."""
+    for ch in to_ascii(text):
+        if not "0" <= ch <= "9" and (ch.isdigit() or unicodedata.category(ch) == "Nd"):
+            return ch
+    return ""
+
+
+def parse_int(text: str) -> int:
+    """An integer written with ASCII, Persian or Arabic-Indic digits (and an optional minus)."""
+    value = to_ascii(text.strip())
+    if not re.fullmatch(r"-?[0-9]+", value):
+        raise ValueError("must be an integer written with the digits 0-9")
+    return int(value)

@@ -27,9 +27,20 @@ from fsapp import digits, phones
 if TYPE_CHECKING:
     from fsapp.config import SecurityConfig
 
-PIN_RE = re.compile(r"\d{4,12}")
+PIN_RE = re.compile(r"[0-9]{4,12}")  # ASCII only: \d would also take digits no phone can type
 PEPPER_ENV = "FSAPP_PIN_PEPPER"
 ALGO, ALGO_PEPPER = "sha256", "sha256+pepper"
+
+
+def parse_pin(text: str) -> str:
+    """A PIN as written (Persian and Arabic-Indic digits read as 0-9); ValueError unless 4 to 12 digits.
+
+    The message never echoes the PIN.
+    """
+    pin = digits.to_ascii(text.strip())
+    if not PIN_RE.fullmatch(pin):
+        raise ValueError("must be 4 to 12 digits 0-9 (Persian and Arabic-Indic digits are read as 0-9)")
+    return pin
 
 
 def _secret(pin: str, peppered: bool) -> bytes:
@@ -55,8 +66,20 @@ def verify_pin(pin: str, stored: str) -> bool:
     """True if ``pin`` matches ``stored``; malformed or empty stored hashes never match.
 
     Raises ValueError (naming the variable) for a peppered hash when FSAPP_PIN_PEPPER
-    is not set: every PIN would fail, which must not pass for wrong PINs.
+    is not set: every PIN would fail, which must not pass for wrong PINs. A hash that an
+    earlier version made of a PIN imported in Persian or Arabic-Indic digits matches the
+    same PIN typed in 0-9 (one guess still: the caller typed one PIN).
     """
+    forms = [pin]
+    if PIN_RE.fullmatch(pin):
+        forms += [pin.translate(table) for table in _LEGACY_DIGITS]
+    return any([_verify_one(form, stored) for form in forms])  # a list: every form costs the same time
+
+
+_LEGACY_DIGITS = (str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"), str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+
+
+def _verify_one(pin: str, stored: str) -> bool:
     algo, _, rest = stored.partition("$")
     if algo in (ALGO_PEPPER, "scrypt+pepper"):
         secret = _secret(pin, True)

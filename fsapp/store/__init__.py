@@ -12,6 +12,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from fsapp import digits
 from fsapp.pins import Limit, PinLimits
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
@@ -259,9 +260,7 @@ class Store:
         if too_long:
             where.append("too_long = 1")
         if number:
-            pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
-            params += [pattern, pattern, number]
+            where.append(_number_match(number, params))
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
@@ -606,6 +605,17 @@ class Store:
         if not row or not row["n"]:
             return 0, 0.0
         return int(row["n"]), max(0.0, now - float(row["oldest"]))
+
+
+def _number_match(number: str, params: list[Any]) -> str:
+    """Caller or called containing ``number``, or extension equal to it: as written, and with
+    Persian and Arabic-Indic digits read as 0-9 (what FreeSWITCH sends). Appends the parameters."""
+    matches = []
+    for form in dict.fromkeys((number, digits.to_ascii(number))):
+        pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches.append("caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?")
+        params += [pattern, pattern, form]
+    return "(" + " OR ".join(matches) + ")"
 
 
 def _sql_value(v: Any) -> Any:
