@@ -25,11 +25,32 @@ from typing import TYPE_CHECKING
 from fsapp import digits, phones
 
 if TYPE_CHECKING:
-    from fsapp.config import SecurityConfig
+    from fsapp.config import Config, SecurityConfig
 
 PIN_RE = re.compile(r"[0-9]{4,12}")  # ASCII only: \d would also take digits no phone can type
 PEPPER_ENV = "FSAPP_PIN_PEPPER"
 ALGO, ALGO_PEPPER = "sha256", "sha256+pepper"
+
+
+MIN_PEPPER = 32
+
+
+def pepper_warning(cfg: Config) -> str:
+    """Why this config's PIN hashes would be easy to search offline ("" if they would not).
+
+    Only when fsapp itself checks PINs: the local directory and a ``pin`` club module.
+    """
+    if cfg.crm.kind != "local" or not any(
+        m.kind == "customer_club" and m["auth"] == "pin" for m in cfg.modules.values()
+    ):
+        return ""
+    pepper = os.environ.get(PEPPER_ENV, "")
+    if not pepper:
+        return (f"{PEPPER_ENV} is not set: whoever reads the database can try every PIN against its hashes"
+                " (set it as docs/operations.md says)")
+    if len(pepper) < MIN_PEPPER:
+        return f"{PEPPER_ENV} is shorter than {MIN_PEPPER} characters: use a random one (openssl rand -hex 32)"
+    return ""
 
 
 def parse_pin(text: str) -> str:
