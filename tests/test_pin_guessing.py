@@ -9,7 +9,7 @@ stand-in, many calls at once. What is measured is what the CRM saw:
   ``pin_max_failures`` (each attempt takes its slot before its PIN is checked);
 - one caller ID spraying one PIN across many customers is locked out after
   ``caller_max_failures`` wrong PINs;
-- a daemon killed while a PIN is being checked leaves that attempt counted;
+- a daemon killed, or a caller hanging up, while a PIN is being checked leaves that attempt counted;
 - withheld numbers share one caller limit; failures of all customers raise one alarm.
 """
 
@@ -34,6 +34,7 @@ from fsapp.config import Config
 from fsapp.customers import parse_csv, save_rows
 from fsapp.fakefs import FakeFreeSWITCH, Script
 from fsapp.metrics import PrometheusMetrics
+from fsapp.simulate import wait_idle
 from fsapp.store import open_store
 from tests.conftest import Daemon, write_config
 from tests.test_postgres import Daemons
@@ -327,3 +328,32 @@ def test_failures_of_all_customers_reaching_the_alarm_level_raise_one_alarm(
     assert sample(d, "fsapp_pin_alarms_total") == 1
     assert sample(d, "fsapp_pin_failures_total", scope="global") == 6
     assert sample(d, "fsapp_pin_failures_total", scope="customer") == 0
+
+
+def test_caller_hanging_up_during_the_check_gets_no_slot_back(make_config: Callable[..., Config],
+                                                               daemon: Callable[[Config], Daemon]) -> None:
+    """A caller who hangs up while the CRM checks a wrong PIN still spent it: with a limit of 2, the next one locks."""
+    d = local_daemon(make_config, daemon, "pin_max_failures = 2")
+    real = d.app.crm
+    hung_up: list[FakeFreeSWITCH] = []
+
+    class HangUpMidCheck:
+        """The directory; the first caller hangs up while their PIN is being checked."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def verify_pin(self, customer_id: str, pin: str) -> bool:
+            if not hung_up[0].closed_by_peer:
+                hung_up[0]._sock.close()
+                gevent.sleep(0.05)
+            return bool(real.verify_pin(customer_id, pin))
+
+    d.app.crm = HangUpMidCheck()
+    hung_up.append(FakeFreeSWITCH(d.address, Script(caller="09121110001", dtmf=["2000", WRONG])))
+    gevent.spawn(hung_up[0].run).join(timeout=10)
+    assert hung_up[0].closed_by_peer
+    wait_idle(d.server)  # the daemon finishes the check the caller left
+    _fake, row = d.call(caller="09121110002", dtmf=["2000", WRONG])
+    assert row is not None and row["auth_result"] == "locked"
+    assert d.store.locked_until("cus-0", time.time()) > time.time()
