@@ -391,6 +391,7 @@ class Store:
     def pin_succeeded(self, slot: str, customer_id: str, now: float) -> None:
         """The slot's PIN was right: drop it; the customer's count starts again (its caller ID's does not)."""
         with self.db.transaction():
+            self.db.lock(PIN_LOCK)
             self.db.execute("DELETE FROM pin_failures WHERE slot = ?", (slot,))
             if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
                 self._set_until("customer", customer_id, now)
