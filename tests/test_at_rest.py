@@ -21,7 +21,7 @@ import pytest
 
 from fsapp import config as configmod
 from fsapp import pins
-from tests.conftest import ROOT, Daemon, write_config
+from tests.helpers import ROOT, Daemon, write_config
 
 PIN_FLOW = """
 [[modules]]

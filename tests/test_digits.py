@@ -17,7 +17,7 @@ import pytest
 
 from fsapp import config as configmod
 from fsapp.store import open_store
-from tests.conftest import ROOT, Daemon, write_config
+from tests.helpers import ROOT, Daemon, write_config
 
 HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt\n"
 FLOW = """

@@ -36,7 +36,7 @@ from fsapp.fakefs import FakeFreeSWITCH, Script
 from fsapp.metrics import PrometheusMetrics
 from fsapp.simulate import wait_idle
 from fsapp.store import open_store
-from tests.conftest import Daemon, write_config
+from tests.helpers import Daemon, write_config
 from tests.test_postgres import Daemons
 
 TOKEN_ENV = "FSAPP_TEST_GUESSING_CRM_TOKEN"
