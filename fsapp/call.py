@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsapp import esl, flow
 from fsapp import log as logmod
+from fsapp.analysis.quality import line_quality
 from fsapp.esl import Hangup
 from fsapp.store import StorageError, now_iso
 
@@ -277,8 +278,10 @@ class CallIO:
         arg = f"{ext} XML {context}" if context else ext
         self._execute("transfer", arg)
 
-    def record(self, path: str) -> None:
-        self._execute("record_session", path)
+    def record(self, path: str, variables: tuple[str, ...] = ()) -> None:
+        """``record_session``, with the channel variables that shape it set in the same write."""
+        before = (("multiset", " ".join(variables)),) if variables else ()
+        self._execute("record_session", path, before=before)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._lead:
@@ -321,6 +324,7 @@ class CallContext:
     modules: list[str] = field(default_factory=list)
     charge: int = 0
     recording: str = ""
+    recording_customer: str = ""  # the recording's channel (left | right) that holds the customer
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
     transferred: bool = False
     final: str = ""
@@ -433,8 +437,9 @@ class CallHandler:
         if ctx.recording:
             return
         path = f"{self.cfg.journal.record_dir}/{time.strftime('%Y/%m/%d')}/{ctx.uuid}.wav"
-        ctx.io.record(path)
+        ctx.io.record(path, recording_variables(self.cfg, ctx.direction))
         ctx.recording = path
+        ctx.recording_customer = "left"
 
     def _go(self, ctx: CallContext, dest_text: str, *, storage_failed: bool = False) -> str:
         """Follow destinations until one hands the call to FreeSWITCH or hangs it up."""
@@ -499,6 +504,7 @@ class CallHandler:
         status = self._status(ctx, outcome)
         ctx.final_status = status
         row = self._row(ctx, status=status)
+        row["quality"] = line_quality(self.session.hangup_complete)  # for the analysis queue
         too_long = row["too_long"]
         if too_long:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
@@ -508,7 +514,7 @@ class CallHandler:
             ctx.log.error("journal_write_failed", reason=str(exc))
             self.app.journal_backlog(row)
         else:
-            self.app.push_call_log(row)
+            self.app.journaled(row)
         if too_long:
             self.app.notify_too_long(row)
         ctx.log.info(
@@ -583,11 +589,21 @@ class CallHandler:
             "auth_result": ctx.auth_result,
             "charge": ctx.charge,
             "recording": ctx.recording,
+            "recording_customer": ctx.recording_customer,
             "hangup_cause": hangup_cause or "",
             "final_destination": ctx.final,
             "entry_module": ctx.modules[0] if ctx.modules else "",
             "daemon": self.app.daemon_id,
         }
+
+
+def recording_variables(cfg: Config, direction: str) -> tuple[str, ...]:
+    """Stereo with the customer on the left: FreeSWITCH's left channel is what it read from
+    this (A) leg, which on an agent's outbound call is the agent, so that call swaps them."""
+    out = ["RECORD_STEREO=true", f"RECORD_STEREO_SWAP={'true' if direction == 'outbound' else 'false'}"]
+    if cfg.journal.record_bridged_only:
+        out.append("RECORD_BRIDGE_REQ=true")  # nothing is written until a person is bridged
+    return tuple(out)
 
 
 def _talk_seconds(s: esl.Session, done: esl.Event | None) -> int:

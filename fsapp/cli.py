@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_cli(sub)
     customers.add_cli(sub, _config_arg)
     ledger.add_cli(sub, _config_arg)
+    from fsapp.commands import analyse
+
+    a = sub.add_parser(analyse.NAME, help=analyse.HELP)
+    analyse.add_arguments(a)
+    a.set_defaults(handler=analyse.run)
     return p
 
 
@@ -176,11 +181,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return
         app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
+        if workers is not None:
+            workers.recycle()
 
+    from fsapp.analysis import service
+
+    workers = service.WorkerPool(path, cfg.analysis.workers, log) if service.active(cfg) else None
+    if workers is not None:
+        workers.start()
     server.on_reload = reload
     try:
         server.serve_forever()
     finally:
+        if workers is not None:
+            workers.stop()
         if http is not None:
             http.stop(timeout=1)
     return EXIT_OK

@@ -65,7 +65,7 @@ def _spans(segments: list[Segment]) -> list[Span]:
 
 
 def measure(activity: Activity, *, long_silence_seconds: float = 0.0) -> dict[str, Any]:
-    """The call's figures; ``long_silences`` counts silences of at least ``long_silence_seconds``."""
+    """The call's figures; ``long_silences`` counts silences longer than ``long_silence_seconds``."""
     customer, agent = _spans(activity.of("customer")), _spans(activity.of("agent"))
     duration = activity.duration
     talk_c, talk_a = _total(customer), _total(agent)
@@ -83,7 +83,7 @@ def measure(activity: Activity, *, long_silence_seconds: float = 0.0) -> dict[st
         "silence_seconds": silence,
         "silence_ratio": round(silence / duration, 3) if duration else 0.0,
         "longest_silence_seconds": round(longest, 3),
-        "long_silences": sum(1 for a, b in silences if long_silence_seconds and b - a >= long_silence_seconds),
+        "long_silences": sum(1 for a, b in silences if long_silence_seconds and b - a > long_silence_seconds),
         "overtalk_seconds": _total(overlap),
         "overtalk_count": len(overlap),
         "overtalk_ratio": round(_total(overlap) / duration, 3) if duration else 0.0,

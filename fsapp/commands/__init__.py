@@ -1,0 +1,1 @@
+"""The ``fsapp`` commands, one file each."""
