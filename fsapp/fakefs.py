@@ -85,6 +85,7 @@ class Script:
     bridges: list[str] = field(default_factory=list)  # one BridgePlan per bridge/callcenter
     hangup_after: int | None = None  # the caller hangs up while the Nth app runs (1-based)
     channel_uuid: str = ""
+    recording: str = ""  # a WAV that record_session's file holds once the call is down
 
 
 @dataclass
@@ -589,6 +590,18 @@ class FakeFreeSWITCH(_Channel):
         self.vars["record_session"] = arg
         self._complete("record_session", arg, app_uuid)
 
+    def _write_recording(self) -> None:
+        """FreeSWITCH closes the file at hangup: ``script.recording``'s audio appears at the path then."""
+        path = self.vars.get("record_session", "")
+        if not path or not self.script.recording:
+            return
+        import shutil
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.script.recording, path)
+        self.vars["record_file_size"] = str(Path(path).stat().st_size)
+
     def _app_play_and_get_digits(self, arg: str, app_uuid: str) -> None:
         parts = arg.split(" ")
         var = parts[7] if len(parts) > 7 else "collected_digits"
@@ -817,6 +830,7 @@ class FakeFreeSWITCH(_Channel):
         )
         if not by_caller:
             self.vars["sip_hangup_disposition"] = "send_bye"
+        self._write_recording()
         self._event("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)],
                     calling="switch_core_state_machine.c", function="switch_core_session_reporting_state")
         if self.lingering_requested:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from fsapp.store.analysis import ANALYSIS_COLUMNS, AnalysisStore, like_pattern
+from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -572,9 +572,11 @@ class Store(AnalysisStore):
 
 # The journal with each call's analysis beside it (none yet: NULLs).
 _JOURNAL = "calls LEFT JOIN call_analysis ON call_analysis.call_uuid = calls.uuid"
+# Its state, error, flags and line figures are named analysis_*: the journal's own columns
+# (and FreeSWITCH's CDR figures, where a site keeps them there) keep the plain names.
 _JOURNAL_COLUMNS = "calls.*, " + ", ".join(
-    f"call_analysis.{c} AS {c if c.startswith(('analysis_', 'transcript')) else 'analysis_' + c}"
-    if c in ("state", "error", "flags") else f"call_analysis.{c}" for c in ANALYSIS_COLUMNS
+    f"call_analysis.{c}" if c in FIGURES or c == "transcript_state" else f"call_analysis.{c} AS analysis_{c}"
+    for c in ANALYSIS_COLUMNS
 )
 
 
