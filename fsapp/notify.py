@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 from typing import Any
+
+from gevent import subprocess  # cooperative: a stdlib Popen in a greenlet of the patched daemon never returns
 
 
 def notify_reviewer(cmd: str, row: dict[str, Any], log: Any, *, reason: str, flags: tuple[str, ...] = ()) -> None:

@@ -9,12 +9,12 @@ is analysing (a child killed mid-file gives its call back when its lease ends).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from typing import Any
 
 import gevent
+from gevent import subprocess  # cooperative: the daemon waits for no child
 
 from fsapp.config import Config
 
