@@ -456,7 +456,7 @@ def test_serve_analyses_recorded_calls_in_a_niced_worker_while_calls_go_on(
         long_call = run_call(address, Script(bridges=["answer:3600"], recording=str(long_wav)))
         _wait_state(store, long_call.uuid, ("running",), 20)
         during = []
-        for i in range(20):
+        for _ in range(20):
             before = _state(store, long_call.uuid)
             fake = run_call(address, Script(bridges=["answer:5"]))
             after = _state(store, long_call.uuid)
@@ -486,3 +486,55 @@ def test_serve_analyses_recorded_calls_in_a_niced_worker_while_calls_go_on(
     assert code == 0
     assert not any(Path(f"/proc/{w}").exists() and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()
                    for w in workers), "a worker outlived the daemon"
+
+
+# ------------------------------------------------------------------ the queue, on SQLite and PostgreSQL
+
+
+def test_queue_claims_once_leases_and_filters_the_journal(store_url: str) -> None:
+    """Two workers never hold one call; a lapsed lease is taken over; the journal filters by flag and text."""
+    import time
+
+    from fsapp.store import now_iso, open_store
+
+    store = open_store(store_url)
+    try:
+        now = time.time()
+        for uuid in ("u1", "u2"):
+            store.call_started({"uuid": uuid, "started_at": now_iso(now), "status": "answered",
+                                "recording": f"/r/{uuid}.wav", "recording_customer": "left"})
+            assert store.analysis_enqueue(uuid, f"/r/{uuid}.wav", "left", {"mos": 4.4, "flaws": 0}, now)
+        assert not store.analysis_enqueue("u1", "/r/u1.wav", "left", {}, now)  # queued once
+        a = store.analysis_claim("w1", now, 60, 3)
+        b = store.analysis_claim("w2", now, 60, 3)
+        assert a is not None and b is not None and a["call_uuid"] != b["call_uuid"]
+        assert store.analysis_claim("w3", now, 60, 3) is None
+        taken = store.analysis_claim("w3", now + 61, 60, 3)  # w1's lease ran out
+        assert taken is not None and taken["call_uuid"] == a["call_uuid"] and taken["attempts"] == 2
+        assert not store.analysis_finish(a["call_uuid"], "w1", "done", {}, now)  # w1 lost it
+        figures = {"customer_talk_seconds": 12.5, "agent_share": 0.9, "flags": "agent_share,long_silence",
+                   "segments": [{"channel": "agent", "start": 0.5, "end": 3.0}], "transcript_state": "ok",
+                   "transcript": "Payment LINK 100% sent_ok"}
+        assert store.analysis_finish(a["call_uuid"], "w3", "done", figures, now)
+        assert store.analysis_finish(b["call_uuid"], "w2", "done", {"flags": ""}, now)
+        assert store.analysis_pending() == 0
+        rows = store.list_calls(flag="agent_share")
+        assert [r["uuid"] for r in rows] == [a["call_uuid"]]
+        assert rows[0]["analysis_flags"] == ["agent_share", "long_silence"] and rows[0]["analysis_mos"] == 4.4
+        assert rows[0]["customer_talk_seconds"] == 12.5
+        assert store.list_calls(flag="share") == []  # whole names only
+        assert [r["uuid"] for r in store.list_calls(text="payment link")] == [a["call_uuid"]]
+        assert [r["uuid"] for r in store.list_calls(text="100%")] == [a["call_uuid"]]
+        assert store.list_calls(text="100_") == []  # wildcards are literal
+        assert store.get_call(a["call_uuid"])["analysis_state"] == "done"
+        got = store.analysis_get(a["call_uuid"])
+        assert got["segments"] == figures["segments"] and got["flags"] == ["agent_share", "long_silence"]
+        # a worker that stops mid-analysis on every attempt: the call fails, it is not retried forever
+        store.analysis_requeue(b["call_uuid"], "/r/u2.wav", "left", now)
+        for attempt in range(3):
+            assert store.analysis_claim("crashy", now + 1000 * attempt, 60, 3) is not None
+        assert store.analysis_claim("next", now + 5000, 60, 3) is None
+        failed = store.analysis_get(b["call_uuid"])
+        assert failed["state"] == "failed" and "gave up" in failed["error"]
+    finally:
+        store.close()
