@@ -7,7 +7,7 @@ path (read the WAV, voice activity per channel, the figures) with the process's 
 clock, median of ``--repeat`` runs, and checks the turns were found where they were
 laid. Prints one JSON object with the figures and the machine.
 
-    python bench/analysis_bench.py [--minutes 10] [--repeat 5] [--rate 8000]
+    python bench/analysis_bench.py [--minutes 10] [--repeat 5] [--rate 8000] [--noise -50]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ LINES = [
 ]
 
 
-def build(path: Path, minutes: float, rate: int, tmp: Path) -> list[tuple[str, float, float]]:
+def build(path: Path, minutes: float, rate: int, tmp: Path, noise: float) -> list[tuple[str, float, float]]:
     """Lay the lines in turn (a 0.8 s pause, every fifth turn overlapping the last) for ``minutes``."""
     voices = [(side, recordings.speech(text, tmp, voice="en-us" if side == "left" else "en-gb+f3", rate=rate))
               for side, text in LINES]
@@ -53,7 +53,7 @@ def build(path: Path, minutes: float, rate: int, tmp: Path) -> list[tuple[str, f
         placements.append((side, at, x))
         at += len(x) / rate + (-0.6 if i % 5 == 4 else 0.8)
         i += 1
-    return recordings.build(path, placements, minutes * 60, noise_dbfs=-50.0, rate=rate)
+    return recordings.build(path, placements, minutes * 60, noise_dbfs=noise, rate=rate)
 
 
 def main() -> None:
@@ -61,11 +61,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--rate", type=int, default=8000)
+    p.add_argument("--noise", type=float, default=-50.0, help="line noise on both channels, dBFS")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         wav = tmp / "call.wav"
-        truth = build(wav, args.minutes, args.rate, tmp)
+        truth = build(wav, args.minutes, args.rate, tmp, args.noise)
         cfg = AnalysisConfig()
         cpu = []
         for _ in range(args.repeat):
@@ -78,7 +79,7 @@ def main() -> None:
     want = [("customer" if side == "left" else "agent", a, b) for side, a, b in truth]
     errors = _edge_errors(found, want)
     print(json.dumps({
-        "recording": {"minutes": args.minutes, "rate": args.rate, "channels": 2, "frames": frames,
+        "recording": {"minutes": args.minutes, "rate": args.rate, "channels": 2, "frames": frames, "noise_dbfs": args.noise,
                       "turns_laid": len(truth)},
         "cpu_seconds": {"median": round(statistics.median(cpu), 3), "min": round(min(cpu), 3),
                         "max": round(max(cpu), 3), "runs": args.repeat},

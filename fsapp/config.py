@@ -147,7 +147,7 @@ class AnalysisConfig:
     vad_mode: int = 3
     frame_ms: int = 20
     min_speech_ms: int = 200
-    hangover_ms: int = 500
+    hangover_ms: int = 700
     long_silence_seconds: float = 10.0
     max_overtalk_ratio: float = 0.15
     min_mos: float = 3.5

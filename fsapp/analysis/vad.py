@@ -38,8 +38,8 @@ class VadSettings:
     mode: int = 3  # 0 (least) .. 3 (most aggressive at calling a frame non-speech)
     frame_ms: int = 20
     min_speech_ms: int = 200
-    hangover_ms: int = 500
-    margin_db: float = 9.0
+    hangover_ms: int = 700
+    margin_db: float = 4.0
     floor_dbfs: float = -55.0
 
 
