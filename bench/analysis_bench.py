@@ -79,8 +79,8 @@ def main() -> None:
     want = [("customer" if side == "left" else "agent", a, b) for side, a, b in truth]
     errors = _edge_errors(found, want)
     print(json.dumps({
-        "recording": {"minutes": args.minutes, "rate": args.rate, "channels": 2, "frames": frames, "noise_dbfs": args.noise,
-                      "turns_laid": len(truth)},
+        "recording": {"minutes": args.minutes, "rate": args.rate, "channels": 2, "frames": frames,
+                      "noise_dbfs": args.noise, "turns_laid": len(truth)},
         "cpu_seconds": {"median": round(statistics.median(cpu), 3), "min": round(min(cpu), 3),
                         "max": round(max(cpu), 3), "runs": args.repeat},
         "accuracy": {"turns_found": len(found), "turns_matched": errors["matched"],

@@ -1,1 +1,15 @@
-"""The ``fsapp`` commands, one file each."""
+"""The command table: one module per command, in the order ``fsapp --help`` lists them.
+
+Each module has ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+optional ``GEVENT = True`` (patch the standard library for cooperative sockets first)
+and ``QUIET = True`` (log warnings and above unless --log-level says otherwise).
+A command with sub-actions dispatches them through an ``ACTIONS`` map.
+"""
+
+from __future__ import annotations
+
+from fsapp.commands import analyse, calls, check, customers, ledger, loadtest, serve, simulate, sounds
+
+COMMANDS = (serve, check, simulate, sounds, calls, analyse, loadtest, customers, ledger)
+
+BY_NAME = {c.NAME: c for c in COMMANDS}
