@@ -141,7 +141,7 @@ class AnalysisConfig:
     workers: int = 1
     nice: int = 10
     poll_seconds: float = 1.0
-    lease_seconds: float = 600.0
+    lease_seconds: float = 900.0
     max_attempts: int = 3
     recording_dir: str = ""  # how this host sees [journal] record_dir ("" = the same path)
     vad_mode: int = 3
@@ -179,6 +179,10 @@ def _analysis(r: _Reader, data: Mapping[str, Any]) -> AnalysisConfig:
     for key in ("max_overtalk_ratio", "max_agent_share"):
         if values[key] > 1:
             r.fail(f"analysis.{key}", f"is a share of the call, from 0 to 1 (0 = off), not {values[key]}")
+    if values["transcribe_command"] and values["lease_seconds"] < values["transcribe_timeout_seconds"] + 60:
+        r.fail("analysis.lease_seconds", f"must outlast transcribe_timeout_seconds by a minute "
+               f"({values['transcribe_timeout_seconds']:g} + 60), not {values['lease_seconds']:g}: "
+               "a call whose lease ends mid-analysis is taken by another worker")
     if values["min_mos"] > 5:
         r.fail("analysis.min_mos", f"MOS runs from 1 to 5 (0 = off), not {values['min_mos']}")
     return AnalysisConfig(**values)

@@ -365,13 +365,15 @@ def test_check_names_bad_analysis_keys(tmp_path: Path) -> None:
     from tests.conftest import write_config
 
     path = write_config(tmp_path, CLUB_TO_AGENT, extra="[analysis]\nworkers = 0\nmax_agent_share = 2.0\n"
-                                                       "frame_ms = 25\nspeed = 1\n")
+                                                       "frame_ms = 25\nspeed = 1\n"
+                                                       'transcribe_command = "stt"\nlease_seconds = 300\n')
     proc = fsapp("check", cfg=path)
     assert proc.returncode == 2
     assert f"{path}:analysis.workers: must be at least 1, not 0" in proc.stderr
     assert f"{path}:analysis.max_agent_share: is a share of the call" in proc.stderr
     assert f"{path}:analysis.frame_ms: must be one of 10, 20, 30, not 25" in proc.stderr
     assert f"{path}:analysis.speed: unknown key" in proc.stderr
+    assert f"{path}:analysis.lease_seconds: must outlast transcribe_timeout_seconds by a minute" in proc.stderr
 
 
 # ------------------------------------------------------------------ off the call's path: fsapp serve
@@ -538,3 +540,25 @@ def test_queue_claims_once_leases_and_filters_the_journal(store_url: str) -> Non
         assert failed["state"] == "failed" and "gave up" in failed["error"]
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not SHARED_WAV.exists(), reason="shared recordings not present")
+def test_recordings_mounted_elsewhere_are_found_through_recording_dir(make_config: MakeConfig, daemon: StartDaemon,
+                                                                     tmp_path: Path) -> None:
+    """FreeSWITCH writes under [journal] record_dir; this host reads them under [analysis] recording_dir."""
+    import shutil
+
+    mount = tmp_path / "mnt"
+    cfg = make_config(CLUB_TO_AGENT, extra=f'[journal]\nrecord = true\nrecord_dir = "/var/lib/freeswitch/rec"\n'
+                                           f'[analysis]\nrecording_dir = "{mount}"\n')
+    d = daemon(cfg)
+    fake, row = d.call(bridges=["answer:10"])
+    assert row is not None and row["recording"].startswith("/var/lib/freeswitch/rec/")
+    here = mount / row["recording"][len("/var/lib/freeswitch/rec/"):]
+    here.parent.mkdir(parents=True)
+    shutil.copyfile(SHARED_WAV, here)
+    proc = fsapp("analyse", "--pending", cfg=Path(cfg.file))
+    assert "1 calls analysed" in proc.stdout, proc.stderr
+    done = d.store.analysis_get(fake.uuid)
+    assert done is not None and done["state"] == "done"
+    assert_segments(done["segments"], SHARED_TRUTH)
