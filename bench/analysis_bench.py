@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from fsapp.analysis import worker  # noqa: E402
 from fsapp.config import AnalysisConfig  # noqa: E402
-from tests import recordings  # noqa: E402
+from harness import recordings  # noqa: E402
 
 LINES = [
     ("left", "Hello, I am calling about my bill for last month."),

@@ -18,8 +18,8 @@ import pytest
 
 from fsapp import config as configmod
 from fsapp.analysis import svg
-from tests import recordings
-from tests.conftest import ROOT, SHARED, Daemon
+from harness import recordings
+from tests.helpers import ROOT, SHARED, Daemon
 
 MakeConfig = Callable[..., configmod.Config]
 StartDaemon = Callable[[configmod.Config], Daemon]
@@ -362,7 +362,7 @@ def test_transcribe_command_output_is_stored_and_searchable(
 
 
 def test_check_names_bad_analysis_keys(tmp_path: Path) -> None:
-    from tests.conftest import write_config
+    from tests.helpers import write_config
 
     path = write_config(tmp_path, CLUB_TO_AGENT, extra="[analysis]\nworkers = 0\nmax_agent_share = 2.0\n"
                                                        "frame_ms = 25\nspeed = 1\n"
