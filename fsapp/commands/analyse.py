@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fsapp.commands.base import EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config
+from fsapp.commands.base import EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
 
 NAME = "analyse"
 HELP = "analyse recorded calls: talk, silence, overtalk, line quality, flags"
@@ -61,10 +61,8 @@ def _call(args: argparse.Namespace) -> int:
 
     from fsapp.analysis.worker import Worker
     from fsapp.log import get
-    from fsapp.store import open_store
 
-    cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
+    cfg, store = open_store(args)
     try:
         call = store.get_call(args.uuid)
         if call is None:
@@ -83,11 +81,12 @@ def _call(args: argparse.Namespace) -> int:
 def _pending(args: argparse.Namespace) -> int:
     from fsapp.analysis.worker import Worker, lower_priority
     from fsapp.log import get
-    from fsapp.store import StorageError, open_store
+    from fsapp.store import StorageError
+    from fsapp.store import open_store as open_db
 
     cfg = load_config(args, check_files=False)
     try:
-        store = open_store(cfg.storage_url, pool_size=1)
+        store = open_db(cfg.storage_url, pool_size=1)
     except StorageError as exc:
         print(f"{cfg.file}:storage.url: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -98,20 +97,11 @@ def _pending(args: argparse.Namespace) -> int:
             worker.follow(parent=args.parent)
             return EXIT_OK
         done = worker.drain()
+        left = store.analysis_pending()
     finally:
         store.close()
-    print(f"{done} calls analysed, {store_left(cfg)} still queued")
+    print(f"{done} calls analysed, {left} still queued")
     return EXIT_OK
-
-
-def store_left(cfg: Any) -> int:
-    from fsapp.store import open_store
-
-    store = open_store(cfg.storage_url, pool_size=1)
-    try:
-        return store.analysis_pending()
-    finally:
-        store.close()
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
