@@ -125,6 +125,27 @@ def test_pure_line_noise_is_not_speech(tmp_path: Path) -> None:
         assert out["silence_seconds"] == 120.0 and out["customer"]["talk_seconds"] == 0.0
 
 
+@pytest.mark.parametrize("kind", ["hum", "rumble"])
+def test_coloured_line_noise_is_not_speech(tmp_path: Path, kind: str) -> None:
+    """Mains hum over hiss, and low-frequency rumble, at -30 dBFS: still no speech."""
+    n = recordings.RATE * 60
+    rng = np.random.default_rng(7)
+    if kind == "hum":
+        t = np.arange(n) / recordings.RATE
+        x = 3 * np.sin(2 * np.pi * 50 * t) + np.sin(2 * np.pi * 150 * t) + rng.normal(0, 1, (2, n))
+    else:
+        walk = np.cumsum(rng.normal(0, 1, (2, n)), axis=1)
+        x = walk - np.array([np.convolve(row, np.ones(801) / 801, "same") for row in walk])
+    x = x / np.std(x) * 32767 * 10 ** (-30 / 20)
+    wav = tmp_path / f"{kind}.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(recordings.RATE)
+        w.writeframes(np.clip(x, -32768, 32767).astype("<i2").T.copy().tobytes())
+    assert analyse_file(wav)["segments"] == []
+
+
 def test_clicks_and_short_pauses_do_not_count(voices: dict[str, np.ndarray], tmp_path: Path) -> None:
     """40 ms clicks are not speech; a 0.3 s pause inside a turn does not split it."""
     click = np.full(int(0.04 * recordings.RATE), 12000.0)
