@@ -3,70 +3,42 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import subprocess
 import time
 from typing import Any
 
 import gevent
 
+from fsapp import ledger, pins
 from fsapp import log as logmod
 from fsapp.config import Config
-from fsapp.store import Store, open_store
+from fsapp.hooks import Metrics, NullMetrics
+from fsapp.notify import notify_reviewer
+from fsapp.outbox import OutboxWorker
+from fsapp.store import StorageError, Store, open_store
 
-
-class NullMetrics:
-    """Metrics hooks; the Prometheus exporter replaces this when enabled."""
-
-    def command(self, name: str, seconds: float) -> None:
-        pass
-
-    def call_ended(self, entry: str, status: str) -> None:
-        pass
-
-    def module_result(self, code: str, result: str) -> None:
-        pass
-
-    def crm(self, operation: str, seconds: float, ok: bool) -> None:
-        pass
-
-    def rejected(self, reason: str) -> None:
-        pass
-
-    def charge(self, amount: int) -> None:
-        pass
-
-    def live(self, n: int) -> None:
-        pass
-
-    def outbox(self, depth: int, oldest_age_seconds: float) -> None:
-        pass
-
-    def draining(self, flag: bool) -> None:
-        pass
-
-    def config_reload(self, ok: bool) -> None:
-        pass
+__all__ = ["App", "NullMetrics", "make_crm"]
 
 
 class App:
-    def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, crm: Any = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.log = logmod.get("fsapp")
         self.store = store or open_store(config.storage_url, pool_size=config.storage_pool_size)
-        self.metrics = metrics or NullMetrics()
+        self.metrics: Metrics = metrics or NullMetrics()
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)
         self._backlog: list[dict[str, Any]] = []
         self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
-        from fsapp.outbox import OutboxWorker
-
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
+        warning = pins.pepper_warning(self.config)
+        if warning:
+            self.log.warning("pin_pepper_missing", reason=warning)
         self._reconcile()
         self._group_commit()
         self.outbox.start()
@@ -76,14 +48,9 @@ class App:
         self.outbox.stop()
         if self._maintenance is not None:
             self._maintenance.kill()
-        flush = getattr(self.store.db, "flush", None)
-        if flush is not None:
-            flush()  # a group of writes still in its window commits now
+        self.store.flush()  # a group of writes still in its window commits now
 
     def _reconcile(self) -> None:
-        from fsapp import ledger
-        from fsapp.store import StorageError
-
         try:
             made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
                                     me=self.daemon_id, log=self.log)
@@ -115,27 +82,36 @@ class App:
             self._group_commit()
 
     def _group_commit(self) -> None:
-        """SQLite only (fsapp/store/sqlite.py): writes closer together than this commit as one."""
-        if hasattr(self.store.db, "group_window"):
-            self.store.db.group_window = self.config.storage_group_commit_ms / 1000
+        self.store.set_group_commit(self.config.storage_group_commit_ms / 1000)
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
-        cmd = self.config.journal.notify_command
-        if not cmd:
+        notify_reviewer(self.config.journal.notify_command, row, self.log, reason="too_long")
+
+    def journaled(self, row: dict[str, Any]) -> None:
+        """A finished call's row is in the journal: queue it for the CRM's call log and for analysis."""
+        self.push_call_log(row)
+        self.queue_analysis(row)
+
+    def queue_analysis(self, row: dict[str, Any]) -> None:
+        """Queue a finished call for the analysis workers (a recording, or at least line figures)."""
+        cfg = self.config
+        quality = row.get("quality") or {}
+        recording = row.get("recording", "")
+        if cfg.journal.record_bridged_only and row.get("status") != "answered":
+            recording = ""  # FreeSWITCH wrote no file: nobody was bridged
+        if not cfg.analysis.enabled or row.get("status") == "active" or not (recording or quality):
             return
-        env = {**os.environ, "FSAPP_UUID": row["uuid"], "FSAPP_CALLER": row["caller"],
-               "FSAPP_TALK_SECONDS": str(row["talk_seconds"]), "FSAPP_CUSTOMER_ID": row["customer_id"]}
         try:
-            subprocess.Popen(shlex.split(cmd), env=env, stdin=subprocess.DEVNULL)  # noqa: S603
-        except OSError as exc:
-            self.log.error("notify_failed", command=cmd, reason=str(exc))
+            self.store.analysis_enqueue(row["uuid"], recording, row.get("recording_customer", ""), quality,
+                                        time.time())
+        except StorageError as exc:
+            self.log.error("analysis_queue_failed", uuid=row["uuid"], reason=str(exc))
 
     def push_call_log(self, row: dict[str, Any]) -> None:
         """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
         if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
             return
         from fsapp.journal import export_row
-        from fsapp.store import StorageError
 
         try:
             self.store.outbox_add("call_log", f"{row['uuid']}-call", export_row(row), time.time())
@@ -149,18 +125,14 @@ class App:
         self._settles.append((meter, talk_seconds))
 
     def flush_settles(self) -> int:
-        from fsapp import ledger
-        from fsapp.store import StorageError
-
         done = 0
         while self._settles:
             meter, talk = self._settles[0]
             try:
-                with self.store.db.transaction():
+                with self.store.transaction():
                     charge = ledger.settle(self.store, meter, talk)
                     if charge is not None and charge["amount"]:
-                        self.store.db.execute("UPDATE calls SET charge = charge + ? WHERE uuid = ?",
-                                              (charge["amount"], meter["call_uuid"]))
+                        self.store.add_call_charge(meter["call_uuid"], charge["amount"])
             except StorageError:
                 break
             self._settles.pop(0)
@@ -170,6 +142,19 @@ class App:
                 self.outbox.poke()
                 self.log.warning("charge_settled_late", call_uuid=meter["call_uuid"], amount=charge["amount"])
         return done
+
+    def journal_call(self, row: dict[str, Any], log: Any) -> None:
+        """Write a call's final row (kept for ``flush_backlog`` if the database refuses it),
+        queue it for the CRM's call log and for analysis, and run the too-long notice if it was too long."""
+        try:
+            self.store.call_finished(row["uuid"], row, charge_from_ledger=True)
+        except StorageError as exc:
+            log.error("journal_write_failed", reason=str(exc))
+            self.journal_backlog(row)
+        else:
+            self.journaled(row)
+        if row["too_long"]:
+            self.notify_too_long(row)
 
     def journal_backlog(self, row: dict[str, Any]) -> None:
         """Keep a journal row the database refused; retried by ``flush_backlog``."""
@@ -184,12 +169,12 @@ class App:
             except Exception:  # noqa: BLE001 - still failing; keep it for the next try
                 break
             self._backlog.pop(0)
-            self.push_call_log(row)
+            self.journaled(row)
             done += 1
         return done
 
 
-def make_crm(config: Config, store: Store, metrics: Any) -> Any:
+def make_crm(config: Config, store: Store, metrics: Metrics) -> Any:
     kind = config.crm.kind
     if kind == "local":
         from fsapp.crm.local import LocalCRM

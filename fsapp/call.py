@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fsapp import esl, flow
+from fsapp import callrow, esl, flow
 from fsapp import log as logmod
+from fsapp.analysis.quality import line_quality
 from fsapp.esl import Hangup
-from fsapp.store import StorageError, now_iso
+from fsapp.modules import KINDS
+from fsapp.store import StorageError
 
 if TYPE_CHECKING:
     from fsapp.app import App
@@ -171,7 +173,11 @@ class CallIO:
             return ()
         self._bridge_vars_set = True
         # Without continue_on_fail a busy callee makes FreeSWITCH hang up the caller.
-        return (("multiset", "continue_on_fail=true hangup_after_bridge=false"),)
+        # park_after_bridge: when a queue's agent hangs up, mod_callcenter's uuid_bridge
+        # ends outside the socket app; FreeSWITCH then parks the caller for this socket
+        # instead of resuming the dialplan (whose next socket line would start a second
+        # session for the same call), so the module's next still reaches the caller.
+        return (("multiset", "continue_on_fail=true hangup_after_bridge=false park_after_bridge=true"),)
 
     def dial_string(self, dest: flow.Dest, ring_seconds: int) -> str:
         if dest.kind != "ext" or not flow.EXT_RE.fullmatch(dest.value):
@@ -253,7 +259,8 @@ class CallIO:
         if cause != "answered":
             return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
         # mod_callcenter has uuid_bridged the caller out of the socket app: the talk
-        # goes on until UNBRIDGE; hanging up here would cut it.
+        # goes on until UNBRIDGE; hanging up here would cut it. After it the caller is
+        # parked (park_after_bridge) and this socket goes on with the module's next.
         first = len(s.bridges)
 
         def talk_over() -> bool:
@@ -277,8 +284,10 @@ class CallIO:
         arg = f"{ext} XML {context}" if context else ext
         self._execute("transfer", arg)
 
-    def record(self, path: str) -> None:
-        self._execute("record_session", path)
+    def record(self, path: str, variables: tuple[str, ...] = ()) -> None:
+        """``record_session``, with the channel variables that shape it set in the same write."""
+        before = (("multiset", " ".join(variables)),) if variables else ()
+        self._execute("record_session", path, before=before)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._lead:
@@ -321,6 +330,7 @@ class CallContext:
     modules: list[str] = field(default_factory=list)
     charge: int = 0
     recording: str = ""
+    recording_customer: str = ""  # the recording's channel (left | right) that holds the customer
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
     transferred: bool = False
     final: str = ""
@@ -363,7 +373,7 @@ class CallHandler:
             log = ctx.log
             log.info("call_started", entry=ctx.channel.var("fsapp_module"), overflow=self.overflow)
             try:
-                self.app.store.call_started(self._row(ctx, status="active"))
+                self.app.store.call_started(self._row(ctx, "active"))
             except StorageError as exc:
                 log.error("journal_write_failed", reason=str(exc))
                 if self.cfg.entry.on_storage_failure:
@@ -433,13 +443,12 @@ class CallHandler:
         if ctx.recording:
             return
         path = f"{self.cfg.journal.record_dir}/{time.strftime('%Y/%m/%d')}/{ctx.uuid}.wav"
-        ctx.io.record(path)
+        ctx.io.record(path, recording_variables(self.cfg, ctx.direction))
         ctx.recording = path
+        ctx.recording_customer = "left"
 
     def _go(self, ctx: CallContext, dest_text: str, *, storage_failed: bool = False) -> str:
         """Follow destinations until one hands the call to FreeSWITCH or hangs it up."""
-        from fsapp.modules import KINDS
-
         for _hop in range(MAX_HOPS):
             dest = flow.parse_dest(dest_text)
             if dest.kind == "module":
@@ -496,21 +505,13 @@ class CallHandler:
     # ------------------------------------------------------------ journal
 
     def _journal(self, ctx: CallContext, outcome: str) -> None:
-        status = self._status(ctx, outcome)
+        status = callrow.status(ctx, outcome)
         ctx.final_status = status
-        row = self._row(ctx, status=status)
-        too_long = row["too_long"]
-        if too_long:
+        row = self._row(ctx, status)
+        row["quality"] = line_quality(self.session.hangup_complete)  # for the analysis queue
+        if row["too_long"]:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
-        try:
-            self.app.store.call_finished(ctx.uuid, row, charge_from_ledger=True)
-        except StorageError as exc:
-            ctx.log.error("journal_write_failed", reason=str(exc))
-            self.app.journal_backlog(row)
-        else:
-            self.app.push_call_log(row)
-        if too_long:
-            self.app.notify_too_long(row)
+        self.app.journal_call(row, ctx.log)
         ctx.log.info(
             "call_ended",
             status=status,
@@ -520,87 +521,15 @@ class CallHandler:
             charge=ctx.charge,
         )
 
-    def _status(self, ctx: CallContext, outcome: str) -> str:
-        if ctx.answered is not None:  # a person talked: answered, even if the flow then transferred it
-            return "answered"
-        if ctx.transferred:
-            return "transferred"
-        if ctx.io.attempts:
-            return "missed"
-        if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
-            return "failed"
-        if outcome in ("caller_hangup", "socket"):
-            return "abandoned"
-        return "completed"
-
-    def _row(self, ctx: CallContext, *, status: str) -> dict[str, Any]:
-        s = self.session
-        ch = s.channel
-        done = s.hangup_complete
-        created_us = esl.epoch_us(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
-        started = created_us / 1e6
-        end_us = 0
-        total: int | None = None
-        if done is not None:
-            end_us = esl.epoch_us(done.var("end_uepoch")) or esl.epoch_us(done.get("Caller-Channel-Hangup-Time"))
-            duration = done.var("duration")
-            if duration.isascii() and duration.isdigit() and len(duration) < 10:
-                total = int(duration)
-        if end_us and end_us < created_us:
-            end_us = 0
-        ended: float | None = end_us / 1e6 if end_us else None
-        if status != "active" and ended is None:
-            ended = time.time()
-            total = max(0, int(round(ended - started)))
-        elif total is None:
-            total = max(0, int(round(ended - started))) if ended is not None else 0
-        talk = _talk_seconds(s, done)
-        answered = ctx.answered
-        answered_us = answered.start_us if answered else 0
-        who = ctx.customer or ctx.claimed
-        hangup_cause = s.hangup_cause
-        if done is not None:
-            hangup_cause = done.var("hangup_cause") or done.get("Hangup-Cause") or hangup_cause
-        return {
-            "uuid": ctx.uuid,
-            "started_at": now_iso(started),
-            "answered_at": now_iso(answered_us / 1e6) if answered_us else None,
-            "ended_at": now_iso(ended) if ended else None,
-            "direction": ctx.direction,
-            "caller": ctx.caller,
-            "caller_name": ctx.caller_name,
-            "called": ctx.called,
-            "extension": answered.extension if answered else "",
-            "status": status,
-            "total_seconds": total,
-            "talk_seconds": talk,
-            "too_long": talk > self.cfg.journal.too_long_seconds,
-            "customer_id": who.id if who else "",
-            "customer_name": who.name if who else "",
-            "customer_type": who.type if who else "",
-            "modules": ctx.modules,
-            "auth_method": ctx.auth_method,
-            "auth_result": ctx.auth_result,
-            "charge": ctx.charge,
-            "recording": ctx.recording,
-            "hangup_cause": hangup_cause or "",
-            "final_destination": ctx.final,
-            "entry_module": ctx.modules[0] if ctx.modules else "",
-            "daemon": self.app.daemon_id,
-        }
+    def _row(self, ctx: CallContext, status: str) -> dict[str, Any]:
+        return callrow.row(ctx, self.session, status=status, too_long_seconds=self.cfg.journal.too_long_seconds,
+                           daemon=self.app.daemon_id)
 
 
-def _talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
-    """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs."""
-    total_us = 0
-    for span in s.bridges:
-        if not span.start_us:
-            continue  # FreeSWITCH sent no usable time for it
-        end = span.end_us or s.hangup_us or (esl.epoch_us(done.var("end_uepoch")) if done else 0)
-        if end > span.start_us:
-            total_us += end - span.start_us
-    if not total_us and done is not None:
-        bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
-        if bridge_us and end_us > bridge_us:
-            total_us = end_us - bridge_us
-    return int(round(total_us / 1e6))
+def recording_variables(cfg: Config, direction: str) -> tuple[str, ...]:
+    """Stereo with the customer on the left: FreeSWITCH's left channel is what it read from
+    this (A) leg, which on an agent's outbound call is the agent, so that call swaps them."""
+    out = ["RECORD_STEREO=true", f"RECORD_STEREO_SWAP={'true' if direction == 'outbound' else 'false'}"]
+    if cfg.journal.record_bridged_only:
+        out.append("RECORD_BRIDGE_REQ=true")  # nothing is written until a person is bridged
+    return tuple(out)

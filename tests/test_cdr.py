@@ -133,7 +133,7 @@ def test_csv_export_carries_the_cdr_columns(pbx: ServeProcess) -> None:
 def test_table_shows_direction_cause_and_mos(pbx: ServeProcess) -> None:
     out = pbx.cli("calls").stdout.splitlines()
     local = next(line for line in out if " loc " in line)
-    assert "1001" in local and "4.50" in local
+    assert "1001" in local and "4.5" in local
     assert any("cancelled" in line for line in out)
 
 
