@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, SHARED, write_config
+from tests.helpers import ROOT, SHARED, write_config
 
 CDR_DIR = SHARED / "cdr"
 SCENARIOS = "abcdefg"

@@ -22,7 +22,7 @@ from fsapp import customers
 from fsapp.fakefs import Script, run_call
 from fsapp.store import open_store
 from tests.cdrkit import CDR_DIR, SCENARIOS, ServeProcess, leg_body, leg_uuid
-from tests.conftest import ROOT, write_config
+from tests.helpers import ROOT, write_config
 
 CLUB = """
 [dial]
