@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,38 @@ def test_serve_that_cannot_bind_never_says_ready(tmp_path):
         proc.kill()
         taken.close()
         notify.close()
+
+
+def test_under_journald_every_line_carries_its_syslog_priority(tmp_path):
+    """JOURNAL_STREAM naming stderr: <6> info, <4> warning, <3> error, each before the JSON line."""
+    path = write_config(tmp_path, FLOW)
+    path.write_text(path.read_text().replace('allow = ["127.0.0.1"]', 'allow = ["10.0.0.0/8"]'))
+    notify = _notify_socket(tmp_path)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        st = os.fstat(stderr.fileno())
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify"),
+               "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        ready = notify.recv(4096).decode()
+        port = int(ready.split("STATUS=accepting calls on 127.0.0.1:")[1].split("\n")[0])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # not in allow: a warning
+        path.write_text(path.read_text() + "\n[[modules]]\n")  # a broken config: SIGHUP logs an error
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "config_reload_rejected" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        notify.close()
+    lines = log.read_text().splitlines()
+    assert lines and all(re.match(r"<[2-7]>\{", line) for line in lines), lines
+    by_event = {json.loads(line[3:])["event"]: line[:3] for line in lines}
+    assert by_event["server_started"] == "<6>"
+    assert by_event["connection_refused"] == "<4>"
+    assert by_event["config_reload_rejected"] == "<3>"
