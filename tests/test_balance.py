@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from fsapp import config as configmod
 from fsapp import log as logmod
 from fsapp.fakefs import FakeFreeSWITCH
 from fsapp.store import StorageError
-from tests.helpers import SARA, SOUNDS, MakeConfig, StartDaemon, balance_flow, seed, write_config
+from tests.helpers import ROOT, SARA, SOUNDS, MakeConfig, StartDaemon, balance_flow, seed, write_config
 
 SARA_PHONE = "09121234567"
 SARA_MOBILE = "+989121234567"
@@ -166,6 +169,39 @@ def test_payment_link_goes_to_the_mobile_on_file(make_config: MakeConfig, daemon
         "customer_id": "C-1001", "mobile": SARA_MOBILE, "amount": 1_250_000, "account": "acc-main",
     }
     assert d.store.charges() == []  # a balance is read, never charged
+
+
+def _fsapp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_local_crm_records_the_link_and_says_so(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """The local CRM sends nothing: the outbox row is `recorded`, not `delivered`, and `fsapp check` warns."""
+    cfg = make_config(balance_flow(link=True))
+    d = daemon(cfg)
+    seed(d.store, SARA.format(debt=1_250_000))
+    d.call(caller=SARA_PHONE)
+    deadline = time.monotonic() + 10
+    while d.store.outbox_rows(pending_only=True) and time.monotonic() < deadline:
+        d.app.outbox.run_once()
+    listing = _fsapp("ledger", "outbox", "-c", str(cfg.file), "--format", "json")
+    assert listing.returncode == 0, listing.stderr
+    [link] = json.loads(listing.stdout)
+    assert link["kind"] == "payment_link" and link["state"] == "recorded"
+    check = _fsapp("check", "-c", str(cfg.file))
+    assert check.returncode == 0, check.stderr
+    assert f"{cfg.file}:modules[1].send_payment_link: warning: the local CRM sends nothing" in check.stderr
+
+
+def test_check_is_quiet_about_links_a_real_crm_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning is the local CRM's: with an HTTP CRM, `fsapp check` says nothing of the link."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    crm = '[crm]\nkind = "http"\nurl = "http://127.0.0.1:9/api"\ntoken_env = "FSAPP_TEST_CRM_TOKEN"\n'
+    path = write_config(tmp_path, balance_flow(link=True), extra=crm)
+    check = _fsapp("check", "-c", str(path))
+    assert check.returncode == 0, check.stderr
+    assert "send_payment_link" not in check.stderr
 
 
 @pytest.mark.parametrize("debt", [0, -300_000])

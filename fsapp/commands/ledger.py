@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from fsapp import ledger, render
+from fsapp import ledger, outbox, render
 from fsapp.commands.base import EXIT_OK, config_arg, open_store
 
 NAME = "ledger"
@@ -30,7 +30,7 @@ def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
 def _outbox(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
-             "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
+             "state": outbox.state(r), "attempts": r["attempts"],
              "last_error": r["last_error"], "amount": r["payload"].get("amount", "")} for r in store.outbox_rows()]
     sys.stdout.write(render.render(view, [render.Column(f) for f in OUTBOX_FIELDS], args.format))
     return EXIT_OK
