@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fsapp import flow
+from fsapp import flow, instants
 from fsapp.modules import KINDS
 from fsapp.options import ModuleConfig, Opt
 from fsapp.store import sqlite_path
@@ -78,6 +78,13 @@ class JournalConfig:
     record: bool = False
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
+    timezone: str = ""  # IANA name; "" is the host's zone
+    calendar: str = "gregorian"  # or "jalali": a Solar Hijri date beside the Gregorian one
+
+    @property
+    def zone(self) -> Any:
+        """The ``tzinfo`` times are shown in (None: the host's zone)."""
+        return instants.zone(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -350,7 +357,18 @@ def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
         record=r.get(j, "journal", "record", bool, False),
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
+        timezone=_timezone(r, r.get(j, "journal", "timezone", str, "")),
+        calendar=r.get(j, "journal", "calendar", str, "gregorian", choices=instants.CALENDARS),
     )
+
+
+def _timezone(r: _Reader, name: str) -> str:
+    try:
+        instants.zone(name)
+    except ValueError as exc:
+        r.fail("journal.timezone", str(exc))
+        return ""
+    return name
 
 
 def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:

@@ -1,0 +1,115 @@
+"""Journal times: stored in UTC, shown in [journal] timezone with the offset, Jalali on request,
+old naive rows migrated as the host's local time; the CRM's call log gets offset times."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsapp import config as configmod
+from fsapp import store
+from fsapp.store import open_store
+from tests.helpers import ROOT, write_config
+
+MENU = """
+[[modules]]
+code = "main"
+kind = "menu"
+prompt = "menu/main"
+options = { "1" = "hangup" }
+next = "hangup"
+error = "hangup"
+"""
+
+TEHRAN = '[journal]\ntimezone = "Asia/Tehran"\n'
+
+
+def fsapp_calls(path: Path, *args: str, tz: str = "UTC") -> subprocess.CompletedProcess[str]:
+    """`fsapp calls` with the host's zone set to ``tz``."""
+    return subprocess.run([sys.executable, "-m", "fsapp", "calls", "-c", str(path), *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "TZ": tz})
+
+
+def row(uuid: str, started: str, ended: str, caller: str = "09121234567") -> dict[str, object]:
+    return {"uuid": uuid, "started_at": started, "answered_at": None, "ended_at": ended, "direction": "inbound",
+            "caller": caller, "called": "7000", "status": "missed", "total_seconds": 20, "modules": ["main"]}
+
+
+# 00:30 in Tehran on 1 December (10 Azar 1405) is still 30 November in UTC.
+AFTER_MIDNIGHT = row("a1", "2026-11-30T21:00:00Z", "2026-11-30T21:00:20Z")
+EVENING = row("a2", "2026-12-01T16:00:00Z", "2026-12-01T16:00:20Z", caller="+989121234567")
+BEFORE = row("a0", "2026-11-30T20:00:00Z", "2026-11-30T20:00:20Z", caller="۰۹۳۵۱۱۱۲۲۳۳")
+
+
+@pytest.fixture
+def tehran(tmp_path: Path) -> Iterator[Path]:
+    path = write_config(tmp_path, MENU, extra=TEHRAN + 'calendar = "jalali"\n')
+    s = open_store(configmod.load(path, check_files=False).storage_url)
+    for r in (BEFORE, AFTER_MIDNIGHT, EVENING):
+        s.call_finished(str(r["uuid"]), r)
+    s.close()
+    yield path
+
+
+def test_json_and_csv_show_the_zone_with_its_offset_and_the_jalali_date(tehran: Path) -> None:
+    """Stored 21:00Z is 00:30+03:30 the next day in Tehran; JSON and CSV say so, with 1405-09-10."""
+    proc = fsapp_calls(tehran, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["uuid"]: r for r in json.loads(proc.stdout)}
+    assert rows["a1"]["started_at"] == "2026-12-01T00:30:00+03:30"
+    assert rows["a1"]["ended_at"] == "2026-12-01T00:30:20+03:30"
+    assert rows["a1"]["jalali_date"] == "1405-09-10" and rows["a0"]["jalali_date"] == "1405-09-09"
+    table = list(csv.DictReader(io.StringIO(fsapp_calls(tehran, "--format", "csv").stdout)))
+    assert {r["uuid"]: r["started_at"] for r in table}["a2"] == "2026-12-01T19:30:00+03:30"
+    assert {r["uuid"]: r["jalali_date"] for r in table}["a2"] == "1405-09-10"
+
+
+def test_days_are_the_zones_days_for_from_to_and_group_by(tehran: Path) -> None:
+    """--from/--to (Gregorian or Jalali) and --group-by date cut days at Tehran's midnight, not UTC's."""
+    for day in ("2026-12-01", "1405-09-10"):
+        proc = fsapp_calls(tehran, "--from", day, "--to", day, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert [r["uuid"] for r in json.loads(proc.stdout)] == ["a1", "a2"]
+    groups = json.loads(fsapp_calls(tehran, "--group-by", "date", "--format", "json").stdout)
+    assert [(g["date"], g["calls"]) for g in groups] == [("1405-09-09", 1), ("1405-09-10", 2)]
+    table = fsapp_calls(tehran).stdout
+    assert "1405-09-10  00:30:00" in table
+
+
+def test_an_unknown_zone_is_named_by_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, MENU, extra='[journal]\ntimezone = "Asia/Atlantis"\n')
+    proc = fsapp_calls(path)
+    assert proc.returncode == 2
+    assert f"{path}:journal.timezone: unknown time zone 'Asia/Atlantis'" in proc.stderr
+
+
+def test_old_naive_rows_are_migrated_as_the_hosts_local_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             store_url: str) -> None:
+    """A journal written before UTC (naive local strings) is converted once, on the host's zone, and lists right."""
+    path = write_config(tmp_path, MENU, extra=TEHRAN)
+    path.write_text("\n".join(f'url = "{store_url}"' if line.startswith("url = ") else line
+                              for line in path.read_text().splitlines()) + "\n")
+    url = configmod.load(path, check_files=False).storage_url
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS[:2])  # the schema before this change
+    old = open_store(url)
+    old.call_finished("n1", row("n1", "2026-12-01T09:08:37", "2026-12-01T09:09:00"))
+    old.call_finished("n2", {**row("n2", "2026-12-01T09:10:00", ""), "ended_at": None})
+    old.close()
+    monkeypatch.undo()
+    proc = fsapp_calls(path, "--format", "json", tz="Asia/Tehran")  # the host that wrote them
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["uuid"]: r for r in json.loads(proc.stdout)}
+    assert rows["n1"]["started_at"] == "2026-12-01T09:08:37+03:30"
+    assert rows["n1"]["ended_at"] == "2026-12-01T09:09:00+03:30"
+    assert rows["n2"]["ended_at"] is None
+    migrated = open_store(url)
+    assert migrated.get_call("n1")["started_at"] == "2026-12-01T05:38:37Z"  # type: ignore[index]
+    assert fsapp_calls(path, "--format", "json", tz="Europe/Berlin").stdout == proc.stdout  # converted once
