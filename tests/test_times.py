@@ -113,3 +113,19 @@ def test_old_naive_rows_are_migrated_as_the_hosts_local_time(tmp_path: Path, mon
     migrated = open_store(url)
     assert migrated.get_call("n1")["started_at"] == "2026-12-01T05:38:37Z"  # type: ignore[index]
     assert fsapp_calls(path, "--format", "json", tz="Europe/Berlin").stdout == proc.stdout  # converted once
+
+
+@pytest.mark.parametrize("number", ["09121234567", "+989121234567", "00989121234567", "۰۹۱۲۱۲۳۴۵۶۷", "0912 123 4567"])
+def test_number_finds_the_subscriber_in_every_written_form(tehran: Path, number: str) -> None:
+    """--number is the subscriber, not the string: 0912..., +98912... and Persian digits find both rows."""
+    proc = fsapp_calls(tehran, "--number", number, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["uuid"] for r in json.loads(proc.stdout)) == ["a1", "a2"]
+
+
+def test_number_as_a_run_of_digits_ascii_or_persian(tehran: Path) -> None:
+    """A run of digits (not a whole number) still finds the rows containing it, typed in either script."""
+    assert [r["uuid"] for r in json.loads(fsapp_calls(tehran, "--number", "1234567", "--format", "json").stdout)] \
+        == ["a1", "a2"]
+    assert [r["uuid"] for r in json.loads(fsapp_calls(tehran, "--number", "۴۵۶۷", "--format", "json").stdout)] \
+        == ["a1", "a2"]
