@@ -129,3 +129,45 @@ def test_number_as_a_run_of_digits_ascii_or_persian(tehran: Path) -> None:
         == ["a1", "a2"]
     assert [r["uuid"] for r in json.loads(fsapp_calls(tehran, "--number", "۴۵۶۷", "--format", "json").stdout)] \
         == ["a1", "a2"]
+
+
+def _calls_to(path: Path, out: Path | None, *args: str) -> bytes:
+    """`fsapp calls` with stdout a file (``out``) or a pipe (None); the bytes written."""
+    cmd = [sys.executable, "-m", "fsapp", "calls", "-c", str(path), "--format", "csv", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if out is None:
+        return subprocess.run(cmd, capture_output=True, timeout=60, env=env, check=True).stdout
+    with out.open("wb") as f:
+        subprocess.run(cmd, stdout=f, timeout=60, env=env, check=True)
+    return out.read_bytes()
+
+
+def test_csv_to_a_file_starts_with_a_bom_for_excel_and_a_pipe_does_not(tehran: Path, tmp_path: Path) -> None:
+    """`> calls.csv` gets the UTF-8 BOM Excel needs for Persian; a pipe gets none; --bom/--no-bom decide."""
+    bom = "\ufeff".encode()
+    to_file = _calls_to(tehran, tmp_path / "calls.csv")
+    assert to_file.startswith(bom + b"uuid,started_at,")
+    assert "۰۹۳۵۱۱۱۲۲۳۳".encode() in to_file  # the Persian caller ID, UTF-8 behind the mark
+    assert _calls_to(tehran, None).startswith(b"uuid,started_at,")
+    assert _calls_to(tehran, None, "--bom").startswith(bom + b"uuid,")
+    assert _calls_to(tehran, tmp_path / "plain.csv", "--no-bom").startswith(b"uuid,")
+    assert _calls_to(tehran, tmp_path / "days.csv", "--group-by", "date").startswith(bom + b"date,calls,")
+
+
+def test_customers_round_trip_through_a_bom_csv(tmp_path: Path) -> None:
+    """`fsapp customers list --format csv --bom` reads back with `fsapp customers import` (the BOM is skipped)."""
+    path = write_config(tmp_path, MENU)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def fsapp(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fsapp", *args, "-c", str(path)], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    assert fsapp("customers", "add", "--id", "C-1", "--number", "C-1", "--name", "سارا احمدی",
+                 "--phone", "09121234567").returncode == 0
+    listing = fsapp("customers", "list", "--format", "csv", "--bom")
+    assert listing.returncode == 0 and listing.stdout.startswith("\ufeff")
+    (tmp_path / "export.csv").write_text(listing.stdout, encoding="utf-8")
+    back = fsapp("customers", "import", str(tmp_path / "export.csv"))
+    assert back.returncode == 0, back.stderr
+    assert "1 customers imported" in back.stdout

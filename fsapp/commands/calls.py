@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 
 from fsapp import instants, journal, phones, render
-from fsapp.commands.base import EXIT_OK, UsageError, config_arg, open_store
+from fsapp.commands.base import EXIT_OK, UsageError, config_arg, format_arg, open_store
 
 NAME = "calls"
 HELP = "the call journal: filter, sort, group, export"
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
     p.add_argument("--group-by", default="", choices=("", "date"))
-    p.add_argument("--format", default="table", choices=render.FORMATS)
+    format_arg(p)
     p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")
 
 
@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.group_by == "date":
         buckets = store.calls_by_day(width=journal.bucket_width(clock), **filters)
-        out.write(journal.groups_out(journal.by_day(buckets, clock, limit=args.limit), args.format))
+        text = journal.groups_out(journal.by_day(buckets, clock, limit=args.limit), args.format)
+        render.write(out, text, args.format, bom=args.bom)
         return EXIT_OK
     rows = store.list_calls(order=args.sort, descending=args.desc, limit=args.limit, **filters)
-    out.write(journal.rows_out(rows, args.format, colour=out.isatty(), clock=clock))
+    render.write(out, journal.rows_out(rows, args.format, colour=out.isatty(), clock=clock), args.format, bom=args.bom)
     return EXIT_OK
 
 
