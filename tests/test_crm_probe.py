@@ -12,18 +12,8 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from tests.helpers import ROOT, write_config
+from tests.helpers import HANGUP_MENU, ROOT, write_config
 from tests.payamgostar_standin import PayamgostarStandIn
-
-MENU = """
-[[modules]]
-code = "main"
-kind = "menu"
-prompt = "menu/main"
-options = { "1" = "hangup" }
-next = "hangup"
-error = "hangup"
-"""
 
 
 def probe(path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -40,7 +30,7 @@ def pg() -> Iterator[PayamgostarStandIn]:
 
 
 def _payamgostar(tmp_path: Path, pg: PayamgostarStandIn) -> Path:
-    return write_config(tmp_path, MENU, extra=f"""
+    return write_config(tmp_path, HANGUP_MENU, extra=f"""
 [crm]
 kind = "payamgostar"
 url = "{pg.url}"
@@ -83,7 +73,7 @@ def test_probe_of_an_http_crm_reports_the_failed_lookup(tmp_path: Path, httpserv
     """The HTTP CRM answers the login (GET /) but fails the lookup with a 500: exit 1, the step and status named."""
     httpserver.expect_request("/api/", method="GET").respond_with_json({"ok": True})
     httpserver.expect_request("/api/customers", method="GET").respond_with_data("boom", status=500)
-    path = write_config(tmp_path, MENU, extra=f"""
+    path = write_config(tmp_path, HANGUP_MENU, extra=f"""
 [crm]
 kind = "http"
 url = "{httpserver.url_for('/api')}"
@@ -98,7 +88,7 @@ token_env = "FSAPP_TEST_CRM_TOKEN"
 
 def test_probe_of_the_local_crm_reads_the_directory(tmp_path: Path) -> None:
     """The local CRM: the probe opens the database and says there is no such customer."""
-    proc = probe(write_config(tmp_path, MENU))
+    proc = probe(write_config(tmp_path, HANGUP_MENU))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "crm local"
     assert "find_by_phone 09120000000: ok, no such customer" in proc.stdout

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, write_config
+from tests.helpers import HANGUP_MENU, ROOT, write_config
 
 UNIT = ROOT / "dialplan" / "fsapp.service"
-
-FLOW = """
-[[modules]]
-code = "main"
-kind = "menu"
-prompt = "menu/main"
-options = { "1" = "hangup" }
-next = "hangup"
-error = "hangup"
-"""
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
@@ -60,7 +50,7 @@ def _serve(path: Path, notify: Path) -> subprocess.Popen[str]:
 def test_serve_notifies_ready_once_listening_and_stopping_on_sigterm(tmp_path):
     """READY=1 arrives when the port accepts connections; SIGTERM sends STOPPING=1, then exit 0."""
     notify = _notify_socket(tmp_path)
-    proc = _serve(write_config(tmp_path, FLOW), tmp_path / "notify")
+    proc = _serve(write_config(tmp_path, HANGUP_MENU), tmp_path / "notify")
     try:
         ready = notify.recv(4096).decode().split("\n")
         assert "READY=1" in ready and f"MAINPID={proc.pid}" in ready
@@ -80,7 +70,7 @@ def test_serve_that_cannot_bind_never_says_ready(tmp_path):
     """A taken port: exit 1 with the reason, and no READY=1 (systemd marks the start failed)."""
     taken = socket.create_server(("127.0.0.1", 0))
     port = taken.getsockname()[1]
-    path = write_config(tmp_path, FLOW)
+    path = write_config(tmp_path, HANGUP_MENU)
     path.write_text(path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
     notify = _notify_socket(tmp_path)
     proc = _serve(path, tmp_path / "notify")
@@ -99,7 +89,7 @@ def test_serve_that_cannot_bind_never_says_ready(tmp_path):
 
 def test_under_journald_every_line_carries_its_syslog_priority(tmp_path):
     """JOURNAL_STREAM naming stderr: <6> info, <4> warning, <3> error, each before the JSON line."""
-    path = write_config(tmp_path, FLOW)
+    path = write_config(tmp_path, HANGUP_MENU)
     path.write_text(path.read_text().replace('allow = ["127.0.0.1"]', 'allow = ["10.0.0.0/8"]'))
     notify = _notify_socket(tmp_path)
     log = tmp_path / "stderr.log"

@@ -17,17 +17,7 @@ import pytest
 from fsapp import config as configmod
 from fsapp import store
 from fsapp.store import open_store
-from tests.helpers import ROOT, write_config
-
-MENU = """
-[[modules]]
-code = "main"
-kind = "menu"
-prompt = "menu/main"
-options = { "1" = "hangup" }
-next = "hangup"
-error = "hangup"
-"""
+from tests.helpers import HANGUP_MENU, ROOT, write_config
 
 TEHRAN = '[journal]\ntimezone = "Asia/Tehran"\n'
 
@@ -51,7 +41,7 @@ BEFORE = row("a0", "2026-11-30T20:00:00Z", "2026-11-30T20:00:20Z", caller="۰۹�
 
 @pytest.fixture
 def tehran(tmp_path: Path) -> Iterator[Path]:
-    path = write_config(tmp_path, MENU, extra=TEHRAN + 'calendar = "jalali"\n')
+    path = write_config(tmp_path, HANGUP_MENU, extra=TEHRAN + 'calendar = "jalali"\n')
     s = open_store(configmod.load(path, check_files=False).storage_url)
     for r in (BEFORE, AFTER_MIDNIGHT, EVENING):
         s.call_finished(str(r["uuid"]), r)
@@ -85,7 +75,7 @@ def test_days_are_the_zones_days_for_from_to_and_group_by(tehran: Path) -> None:
 
 
 def test_an_unknown_zone_is_named_by_key(tmp_path: Path) -> None:
-    path = write_config(tmp_path, MENU, extra='[journal]\ntimezone = "Asia/Atlantis"\n')
+    path = write_config(tmp_path, HANGUP_MENU, extra='[journal]\ntimezone = "Asia/Atlantis"\n')
     proc = fsapp_calls(path)
     assert proc.returncode == 2
     assert f"{path}:journal.timezone: unknown time zone 'Asia/Atlantis'" in proc.stderr
@@ -94,7 +84,7 @@ def test_an_unknown_zone_is_named_by_key(tmp_path: Path) -> None:
 def test_old_naive_rows_are_migrated_as_the_hosts_local_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              store_url: str) -> None:
     """A journal written before UTC (naive local strings) is converted once, on the host's zone, and lists right."""
-    path = write_config(tmp_path, MENU, extra=TEHRAN)
+    path = write_config(tmp_path, HANGUP_MENU, extra=TEHRAN)
     path.write_text("\n".join(f'url = "{store_url}"' if line.startswith("url = ") else line
                               for line in path.read_text().splitlines()) + "\n")
     url = configmod.load(path, check_files=False).storage_url
@@ -156,7 +146,7 @@ def test_csv_to_a_file_starts_with_a_bom_for_excel_and_a_pipe_does_not(tehran: P
 
 def test_customers_round_trip_through_a_bom_csv(tmp_path: Path) -> None:
     """`fsapp customers list --format csv --bom` reads back with `fsapp customers import` (the BOM is skipped)."""
-    path = write_config(tmp_path, MENU)
+    path = write_config(tmp_path, HANGUP_MENU)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def fsapp(*args: str) -> subprocess.CompletedProcess[str]:
