@@ -54,6 +54,7 @@ TALK_BUCKETS: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1
 BRIDGE_OUTCOMES: tuple[str, ...] = ("answered", "no_answer", "busy", "unregistered", "failed")
 
 REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
+PIN_SCOPES: tuple[str, ...] = ("global", "customer", "caller")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
 
@@ -105,6 +106,12 @@ class PrometheusMetrics:
         self._bridge_children = {o: bridges.labels(o) for o in BRIDGE_OUTCOMES}
         self._talk = Histogram("fsapp_talk_duration_seconds", "Bridged talk time of answered attempts.",
                                buckets=TALK_BUCKETS, registry=r)
+        self._pin_failures = Counter("fsapp_pin_failures",
+                                     "PIN failures by scope: global = wrong PINs; customer, caller = attempts "
+                                     "stopped by that lockout.", ["scope"], registry=r)
+        self._pin_alarms = Counter("fsapp_pin_alarms", "Times the wrong PINs of all customers within "
+                                   "[security] alarm_window_seconds reached alarm_failures.", registry=r)
+        self._pin_children = {scope: self._pin_failures.labels(scope) for scope in PIN_SCOPES}
         self._command_children: dict[str, Any] = {}
         self._crm_children: dict[tuple[str, bool], tuple[Any, Any | None]] = {}
         self._call_children: dict[tuple[str, str], Any] = {}
@@ -177,6 +184,14 @@ class PrometheusMetrics:
 
     def config_reload(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "rejected").inc()
+
+    def pin_failure(self, scope: str) -> None:
+        child = self._pin_children.get(scope)
+        if child is not None:
+            child.inc()
+
+    def pin_alarm(self) -> None:
+        self._pin_alarms.inc()
 
     # ------------------------------------------------------------ output
 

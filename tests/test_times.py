@@ -88,7 +88,8 @@ def test_old_naive_rows_are_migrated_as_the_hosts_local_time(tmp_path: Path, mon
     path.write_text("\n".join(f'url = "{store_url}"' if line.startswith("url = ") else line
                               for line in path.read_text().splitlines()) + "\n")
     url = configmod.load(path, check_files=False).storage_url
-    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS[:2])  # the schema before this change
+    before = next(i for i, m in enumerate(store.MIGRATIONS) if callable(m))
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS[:before])  # the schema before times were UTC
     old = open_store(url)
     old.call_finished("n1", row("n1", "2026-12-01T09:08:37", "2026-12-01T09:09:00"))
     old.call_finished("n2", {**row("n2", "2026-12-01T09:10:00", ""), "ended_at": None})

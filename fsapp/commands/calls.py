@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 
 from fsapp import instants, journal, phones, render
+from fsapp.analysis.flags import NAMES as FLAG_NAMES
 from fsapp.commands.base import EXIT_OK, UsageError, config_arg, format_arg, open_store
 
 NAME = "calls"
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--number", default="",
                    help="caller or called is this number in any written form (09.., +98.., 0098.., Persian digits),"
                         " or contains these digits, or extension equals")
+    p.add_argument("--flag", default="", choices=("",) + FLAG_NAMES, help="only calls the analysis flagged so")
+    p.add_argument("--text", default="", metavar="WORDS", help="only calls whose transcript has every word")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     clock = journal.Clock.of(cfg.journal)
     filters = {**_days(args.date_from, args.date_to, clock), "customer": args.customer,
                "status": args.status, "direction": args.direction, "too_long": args.too_long,
-               "number": phones.search_key(args.number, cfg.crm.region)}
+               "number": phones.search_key(args.number, cfg.crm.region), "flag": args.flag, "text": args.text}
     out = sys.stdout
     if args.group_by == "date":
         buckets = store.calls_by_day(width=journal.bucket_width(clock), **filters)
