@@ -1,0 +1,133 @@
+"""Faults found from outside: values the daemon cannot use, imports, journal statuses,
+idle peers, storage health and a slow CRM login, each driven through the command line
+or the daemon's socket.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsapp import config as configmod
+from harness import SOUNDS
+from harness.faults import toml_text
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def fsapp(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, input=stdin)
+
+
+def sample_data(tmp_path: Path) -> dict[str, Any]:
+    data = tomllib.loads(configmod.SAMPLE_CONFIG.read_text(encoding="utf-8"))
+    data["server"]["listen"] = "127.0.0.1:0"
+    data["sounds"]["dir"] = str(SOUNDS)
+    data["storage"]["url"] = f"sqlite:///{tmp_path / 'fsapp.db'}"
+    return data
+
+
+def module(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(m for m in data["modules"] if m["kind"] == kind)
+
+
+def setting(section: str, key: str, value: Any) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        data.setdefault(section, {})[key] = value
+
+    return edit
+
+
+def module_setting(kind: str, key: str, value: Any) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        module(data, kind)[key] = value
+
+    return edit
+
+
+# ---------------------------------------------------------------- 5: values check accepts, the daemon cannot use
+
+UNUSABLE: list[tuple[str, Edit, str]] = [
+    ("max_calls", setting("server", "max_calls", 2_000_000_000), "server.max_calls: must be at most"),
+    ("backlog", setting("server", "backlog", 99_999_999_999), "server.backlog: must be at most"),
+    ("amount", module_setting("telephone_bill", "amount_per_interval", 9223372036854775807),
+     "modules[3].amount_per_interval: must be at most 1000000000000"),
+    ("max_debt", module_setting("telephone_bill", "max_debt", 10**20), "modules[3].max_debt: must be at most"),
+    ("heartbeat_nan", setting("billing", "meter_heartbeat_seconds", float("nan")),
+     "billing.meter_heartbeat_seconds: must be a finite number, not nan"),
+    ("drain_inf", setting("server", "drain_seconds", float("inf")), "server.drain_seconds: must be a finite number"),
+    ("crm_timeout_inf", setting("crm", "timeout_seconds", float("inf")), "crm.timeout_seconds: must be a finite"),
+    ("call_timeout_huge", setting("server", "call_timeout_seconds", 1e300), "server.call_timeout_seconds: must be at"),
+    ("enabled_string", module_setting("menu", "enabled", "false"), "modules[0].enabled: must be bool, not str"),
+    ("record_string", module_setting("menu", "record", "no"), "modules[0].record: must be bool, not str"),
+    ("sounds_space", setting("sounds", "dir", "my sounds"), "sounds.dir: "),
+    ("fs_dir_quote", setting("sounds", "fs_dir", "/usr/share/fs's sounds"), "sounds.fs_dir: "),
+    ("record_dir_space", setting("journal", "record_dir", "/var/lib/fs/my recordings"), "journal.record_dir: "),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [(e, m) for _n, e, m in UNUSABLE], ids=[n for n, _e, _m in UNUSABLE])
+def test_check_refuses_values_the_daemon_cannot_use(tmp_path: Path, edit: Edit, message: str) -> None:
+    """Each value that crashed serve, a call or its billing (or read a string as true) is refused by check."""
+    data = sample_data(tmp_path)
+    edit(data)
+    (tmp_path / "my sounds").symlink_to(SOUNDS)  # a prompt folder that exists, its name with a space
+    path = tmp_path / "fsapp.toml"
+    path.write_text(toml_text(data), encoding="utf-8")  # floats as repr: TOML's own nan and inf
+    proc = fsapp("check", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{path}:{message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_a_max_calls_it_cannot_pool(tmp_path: Path) -> None:
+    """serve with max_calls = 2000000000 exits 2 naming the key, not an OverflowError traceback."""
+    data = sample_data(tmp_path)
+    data["server"]["max_calls"] = 2_000_000_000
+    path = tmp_path / "fsapp.toml"
+    path.write_text(toml_text(data), encoding="utf-8")
+    proc = fsapp("serve", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{path}:server.max_calls: must be at most 100000, not 2000000000" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "fsapp.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + toml_text(sample_data(tmp_path)).encode("utf-8"))
+    proc = fsapp("check", "-c", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{path}: ok (6 modules)"
+
+
+def test_the_largest_amount_check_allows_is_billed_exactly(tmp_path: Path) -> None:
+    """amount_per_interval at its ceiling, 95 s of talk: two units charged to the rial, nothing crashes."""
+    from fsapp import billing
+    from harness.faults import _walk, play, sample_customer, sample_setup
+    from tests.helpers import Daemon
+
+    data = sample_data(tmp_path)
+    bill = module(data, "telephone_bill")
+    path = sample_setup(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(f"amount_per_interval = {bill['amount_per_interval']}",
+                        f"amount_per_interval = {billing.MAX_AMOUNT_PER_INTERVAL}")
+    path.write_text(text.replace(f"max_debt = {bill['max_debt']}", f"max_debt = {billing.MAX_RIAL}"),
+                    encoding="utf-8")
+    cfg = configmod.load(path)
+    customer = sample_customer(cfg)
+    walk = _walk(cfg, customer, kind="telephone_bill")
+    d = Daemon(cfg)
+    try:
+        out = play(d, walk, customer)
+    finally:
+        d.stop()
+    assert out.row is not None and out.row["status"] == "answered"
+    assert [c["amount"] for c in out.charges] == [2 * billing.MAX_AMOUNT_PER_INTERVAL]
