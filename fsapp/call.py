@@ -328,6 +328,7 @@ class CallContext:
     charge: int = 0
     recording: str = ""
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
+    rejected: str = ""  # why the daemon turned the call away ("max_calls"), if it did
     transferred: bool = False
     final: str = ""
     final_status: str = ""
@@ -421,7 +422,8 @@ class CallHandler:
     def _drive(self, ctx: CallContext) -> str:
         cfg = self.cfg
         if self.overflow:
-            ctx.log.warning("call_overflow", destination=cfg.entry.overflow)
+            ctx.log.warning("call_overflow", destination=cfg.entry.overflow, cause="max_calls")
+            ctx.rejected = "max_calls"
             return self._go(ctx, cfg.entry.overflow)
         self.session.wait_execute(self._answer, "answer")
         if cfg.journal.record:

@@ -131,3 +131,75 @@ def test_the_largest_amount_check_allows_is_billed_exactly(tmp_path: Path) -> No
         d.stop()
     assert out.row is not None and out.row["status"] == "answered"
     assert [c["amount"] for c in out.charges] == [2 * billing.MAX_AMOUNT_PER_INTERVAL]
+
+
+# ---------------------------------------------------------------- 7: the journal's statuses and rounding
+
+
+def test_calls_sent_to_overflow_are_journaled_rejected(tmp_path: Path) -> None:
+    """max_calls = 1 and one call held: the next 10 go to [entry] overflow, each journaled rejected."""
+    import gevent
+
+    from fsapp.fakefs import Script, run_call
+    from harness.faults import sample_setup
+    from tests.helpers import Daemon
+
+    cfg = configmod.load(sample_setup(tmp_path, server={"max_calls": 1}))
+    d = Daemon(cfg)
+    try:
+        held = gevent.spawn(run_call, d.address, Script(caller="02100000001", dtmf=[""] * 3,
+                                                       bridges=["answer:3:hold"]))
+        while not d.server.calls:
+            gevent.sleep(0.01)
+        turned = [gevent.spawn(run_call, d.address, Script(caller=f"0210000010{i}")) for i in range(10)]
+        gevent.joinall([*turned, held], timeout=30)
+        rows = [d.store.get_call(g.value.uuid) for g in turned]
+        first = d.store.get_call(held.value.uuid)
+    finally:
+        d.stop()
+    assert [r["status"] for r in rows if r] == ["rejected"] * 10
+    assert all(r["final_destination"] == cfg.entry.overflow for r in rows if r)
+    assert first is not None and first["status"] != "rejected"
+    proc = fsapp("calls", "-c", cfg.file, "--status", "rejected", "--format", "json", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.count('"status": "rejected"') == 10
+
+
+def test_journal_talk_is_rounded_down_as_billing_is(tmp_path: Path) -> None:
+    """60.6 s of paid talk: the journal says 60 s and the ledger one minute, the same rule for both."""
+    from harness.faults import Leg, _walk, play, sample_customer, sample_setup
+    from tests.helpers import Daemon
+
+    cfg = configmod.load(sample_setup(tmp_path))
+    customer = sample_customer(cfg)
+    walk = _walk(cfg, customer, kind="telephone_bill")
+    bill = cfg.modules[walk.legs[0].where]
+    d = Daemon(cfg)
+    try:
+        out = play(d, walk, customer, legs=(Leg("answer:60.6", bill.code, True),))
+    finally:
+        d.stop()
+    assert out.row is not None and out.row["talk_seconds"] == 60
+    assert [(c["talk_seconds"], c["units"], c["amount"]) for c in out.charges] == [
+        (60, 1, bill["amount_per_interval"])]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("calls", "--limit", "99999999999999999999999"), "--limit: must be 0 (no limit) to 1000000000"),
+    (("calls", "--limit", "-5"), "--limit: must be 0 (no limit) to 1000000000, not -5"),
+    (("simulate", "--caller", "09121234567", "--bridge", "answer:nan"), "--bridge: bridge plan 'answer:nan'"),
+    (("simulate", "--caller", "09121234567", "--bridge", "answer:inf"), "--bridge: bridge plan 'answer:inf'"),
+])
+def test_command_arguments_out_of_range_are_refused_by_name(tmp_path: Path, args: tuple[str, ...],
+                                                           message: str) -> None:
+    proc = fsapp(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_calls_to_the_last_day_there_is_lists_everything(tmp_path: Path) -> None:
+    from harness.faults import sample_setup
+
+    path = sample_setup(tmp_path)
+    proc = fsapp("calls", "-c", str(path), "--from", "2000-01-01", "--to", "9999-12-31", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("0 calls")

@@ -13,6 +13,9 @@ NAME = "calls"
 HELP = "the call journal: filter, sort, group, export"
 
 
+MAX_LIMIT = 1_000_000_000
+
+
 def _date(text: str) -> str:
     try:
         return dt.date.fromisoformat(text).isoformat()
@@ -20,10 +23,26 @@ def _date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _last_day(text: str) -> str:
+    """``--to``: a date; the last day there is means no end at all (it has no next day)."""
+    day = _date(text)
+    return "" if day == dt.date.max.isoformat() else day
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) to {MAX_LIMIT}, not {text}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     config_arg(p)
     p.add_argument("--from", dest="date_from", type=_date, default=None, help="first day, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
+    p.add_argument("--to", dest="date_to", type=_last_day, default=None, help="last day, YYYY-MM-DD (inclusive)")
     p.add_argument("--customer", default="", help="one customer's history")
     p.add_argument("--status", default="", choices=("",) + journal.STATUSES)
     p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
@@ -31,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
+    p.add_argument("--limit", type=_limit, default=0, help="at most this many rows (days, with --group-by date)")
     p.add_argument("--group-by", default="", choices=("", "date"))
     p.add_argument("--format", default="table", choices=render.FORMATS)
     p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")
