@@ -349,9 +349,20 @@ class CallHandler:
         self.sock = sock
         self.overflow = overflow
         self._answer = ""  # Event-UUID of the answer sent with the setup
+        self._connected = False
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
+
+    def connect(self, timeout: float) -> esl.ESLError | None:
+        """The connect exchange within ``timeout``; the error (logged) when the peer did not complete it."""
+        try:
+            self.session.connect(timeout)
+        except esl.ESLError as exc:
+            self.app.log.warning("call_setup_failed", reason=str(exc), stage="connect")
+            return exc
+        self._connected = True
+        return None
 
     def run(self) -> None:
         s = self.session
@@ -360,7 +371,8 @@ class CallHandler:
         outcome = "failed"
         try:
             try:
-                s.connect()
+                if not self._connected:
+                    s.connect()
                 # The answer goes out with the event subscription: one round trip for both.
                 self._answer = s.setup(None if self.overflow else ("answer", ""))
             except esl.ESLError as exc:

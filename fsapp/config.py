@@ -41,6 +41,7 @@ class ServerConfig:
     backlog: int = 4096
     command_timeout_seconds: float = 10.0
     call_timeout_seconds: float = 4 * 3600.0
+    connect_timeout_seconds: float = 2.0  # FreeSWITCH answers connect in milliseconds
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,8 @@ def _server(r: _Reader, s: Mapping[str, Any]) -> ServerConfig:
                                       maximum=3600),
         call_timeout_seconds=r.get(s, "server", "call_timeout_seconds", float, 14400.0, minimum=1,
                                    maximum=86400),
+        connect_timeout_seconds=r.get(s, "server", "connect_timeout_seconds", float, 2.0, minimum=0.1,
+                                      maximum=60),
     )
 
 

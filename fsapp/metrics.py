@@ -45,7 +45,7 @@ COMMAND_BUCKETS: tuple[float, ...] = (
 # 5 ms .. 10 s: HTTP round trips to a CRM, up to and past its configured timeout.
 CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
-REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
+REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining", "idle")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
 
@@ -87,7 +87,8 @@ class PrometheusMetrics:
         self._charges = Counter("fsapp_charges", "Charges taken (ledger rows).", registry=r)
         self._charged = Counter("fsapp_charged_rial", "Rial charged, summed.", registry=r)
         self._rejected = Counter("fsapp_connections_rejected",
-                                 "Connections refused (allow, draining) or sent to [entry] overflow (overflow).",
+                                 "Connections refused (allow, draining, idle: no connect exchange in "
+                                 "connect_timeout_seconds) or sent to [entry] overflow (overflow).",
                                  ["reason"], registry=r)
         self._reloads = Counter("fsapp_config_reloads", "SIGHUP reloads by result (ok, rejected).",
                                 ["result"], registry=r)

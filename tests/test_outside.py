@@ -203,3 +203,39 @@ def test_calls_to_the_last_day_there_is_lists_everything(tmp_path: Path) -> None
     proc = fsapp("calls", "-c", str(path), "--from", "2000-01-01", "--to", "9999-12-31", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("0 calls")
+
+
+# ---------------------------------------------------------------- 8: idle connections
+
+
+def test_idle_connections_take_no_call_slot_and_are_closed(tmp_path: Path) -> None:
+    """30 peers that never send a byte, max_calls = 20: a real call still gets a slot; each idle
+    peer is closed after connect_timeout_seconds and counted as rejected (idle)."""
+    import time
+
+    import gevent.socket
+
+    from harness.faults import sample_setup
+    from tests.test_metrics import Metered, value
+
+    cfg = configmod.load(sample_setup(tmp_path, server={"max_calls": 20}))
+    m = Metered(cfg)
+    idle = [gevent.socket.create_connection(m.server.address) for _ in range(30)]
+    try:
+        gevent.sleep(0.2)
+        assert len(m.server.calls) == 0
+        fake = m.call(caller="02100000001", dtmf=[""] * 3, bridges=["answer:1"])
+        row = m.app.store.get_call(fake.uuid)
+        assert row is not None and row["status"] == "answered"
+        started = time.monotonic()
+        for sock in idle:
+            sock.settimeout(10)
+            assert sock.recv(100) == b"connect\n\n"
+            assert sock.recv(1) == b""  # then the daemon closed it
+        assert time.monotonic() - started < cfg.server.connect_timeout_seconds + 2
+        assert value(m.samples(), "fsapp_connections_rejected_total", reason="idle") == 30
+        assert value(m.samples(), "fsapp_connections_rejected_total", reason="overflow") == 0
+    finally:
+        for sock in idle:
+            sock.close()
+        m.stop()
