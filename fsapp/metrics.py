@@ -206,7 +206,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
               clock: Callable[[], float] = time.monotonic) -> Callable[[], dict[str, Any]]:
     """A ``/healthz`` callable for a ``fsapp.server.Server``; it never raises.
 
-    The storage is pinged on every request (a ``SELECT 1``); the CRM ping is shared by
+    The storage is checked on every request (a ``SELECT 1``, the file still the one opened,
+    no write failed in the last ``WRITE_FAILURE_SECONDS``); the CRM ping is shared by
     concurrent requests and its result kept for ``crm_cache_seconds``, so a scrape storm
     costs the CRM at most one request per period. A reload that replaces the CRM
     invalidates the cached result.
@@ -233,7 +234,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
 
     def storage_ok() -> bool:
         try:
-            return bool(server.app.store.ping())
+            ok, _why = server.app.store.health()
+            return ok
         except Exception:  # noqa: BLE001 - a closed or broken database is unhealthy
             return False
 

@@ -239,3 +239,94 @@ def test_idle_connections_take_no_call_slot_and_are_closed(tmp_path: Path) -> No
         for sock in idle:
             sock.close()
         m.stop()
+
+
+# ---------------------------------------------------------------- 9: storage health
+
+
+def _healthz(m: Any) -> tuple[int, dict[str, Any]]:
+    import json
+
+    status, _headers, body = m.get("/healthz")
+    return status, json.loads(body)
+
+
+def test_healthz_reports_storage_down_while_writes_fail(tmp_path: Path) -> None:
+    """The database full: calls still routed, but /healthz answers 503 with storage false."""
+    from harness.faults import _filler_call, fill_table, sample_setup, unfill
+    from tests.test_metrics import Metered
+
+    m = Metered(configmod.load(sample_setup(tmp_path)))
+    try:
+        assert _healthz(m)[0] == 200
+        fill_table(m.app.store, "calls", _filler_call)
+        m.call(caller="02100000001", dtmf=[""] * 3, bridges=["answer:1"])
+        status, state = _healthz(m)
+        unfill(m.app.store, "calls", "uuid")
+    finally:
+        m.stop()
+    assert status == 503 and state["storage"] is False
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_under_the_daemon_is_unhealthy(tmp_path: Path, how: str) -> None:
+    import shutil
+
+    from harness.faults import db_path, sample_setup
+    from tests.test_metrics import Metered
+
+    cfg = configmod.load(sample_setup(tmp_path))
+    m = Metered(cfg)
+    try:
+        assert _healthz(m)[0] == 200
+        db = db_path(cfg)
+        if how == "deleted":
+            db.unlink()
+        else:
+            shutil.copy(db, tmp_path / "copy.db")
+            (tmp_path / "copy.db").replace(db)
+        status, state = _healthz(m)
+    finally:
+        m.stop()
+    assert status == 503 and state["storage"] is False
+
+
+def test_serve_refuses_a_read_only_database(tmp_path: Path) -> None:
+    """A database SQLite opens read-only (its write version above 2): serve exits 1 naming storage.url."""
+    from harness.faults import db_path, sample_setup
+
+    path = sample_setup(tmp_path)
+    db = db_path(configmod.load(path))
+    data = bytearray(db.read_bytes())
+    data[18] = 3  # the file format's write version: SQLite reads the file but writes nothing
+    db.write_bytes(bytes(data))
+    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("serve started on a read-only database")
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 1
+    assert f"{path}:storage.url: cannot write: attempt to write a readonly database" in err
+
+
+def test_serve_refuses_a_database_whose_folder_is_missing(tmp_path: Path) -> None:
+    """No database and no folder for it (a mount not there): refused, nothing created."""
+    data = sample_data(tmp_path)
+    gone = tmp_path / "mnt" / "fsapp.db"
+    data["storage"]["url"] = f"sqlite:///{gone}"
+    path = tmp_path / "fsapp.toml"
+    path.write_text(toml_text(data), encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("serve created a database in a folder that was not there")
+    assert code == 1
+    assert f"{path}:storage.url: no database at {gone}, and no folder {gone.parent}" in (proc.stderr.read()
+                                                                                        if proc.stderr else "")
+    assert not gone.parent.exists()
