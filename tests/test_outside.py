@@ -330,3 +330,79 @@ def test_serve_refuses_a_database_whose_folder_is_missing(tmp_path: Path) -> Non
     assert f"{path}:storage.url: no database at {gone}, and no folder {gone.parent}" in (proc.stderr.read()
                                                                                         if proc.stderr else "")
     assert not gone.parent.exists()
+
+
+# ---------------------------------------------------------------- 10: a slow CRM login
+
+
+CLUB_REGISTERS = """
+[crm]
+kind = "payamgostar"
+url = "{url}"
+timeout_seconds = 5
+username = "{username}"
+password_env = "FSAPP_TEST_PG_PASSWORD"
+
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+register_unknown = true
+unknown = "hangup:NORMAL_CLEARING"
+next = "hangup"
+error = "hangup:CALL_REJECTED"
+"""
+
+
+def _get_seconds(address: tuple[str, int]) -> float:
+    """How long one GET /metrics takes (the daemon's event loop answers it)."""
+    import time
+
+    import gevent.socket
+
+    started = time.monotonic()
+    sock = gevent.socket.create_connection(address, timeout=10)
+    try:
+        sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: t\r\n\r\n")
+        while sock.recv(65536):
+            pass
+    finally:
+        sock.close()
+    return time.monotonic() - started
+
+
+def test_a_slow_crm_login_does_not_freeze_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Payamgostar takes 1.5 s to log in while two unknown callers need a token to be registered:
+    the daemon keeps answering (its /metrics every 50 ms), both callers are registered, one login."""
+    import json
+
+    import gevent
+
+    from fsapp.fakefs import Script, run_call
+    from harness import write_config
+    from harness.faults import serve
+    from tests.payamgostar_standin import PayamgostarStandIn
+
+    pg = PayamgostarStandIn().start()
+    pg.login_delay = 1.5
+    path = write_config(tmp_path, CLUB_REGISTERS.format(url=pg.url, username=pg.username))
+    text = path.read_text(encoding="utf-8").replace('command_timeout_seconds = 5\n',
+                                                    'command_timeout_seconds = 5\nmetrics_listen = "127.0.0.1:0"\n')
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("FSAPP_TEST_PG_PASSWORD", pg.password)
+    served = serve(path)
+    try:
+        listen = json.loads(next(line for line in served.lines if '"metrics_started"' in line))["listen"]
+        metrics = (listen.rsplit(":", 1)[0], int(listen.rsplit(":", 1)[1]))
+        calls = [gevent.spawn(run_call, served.address, Script(caller=f"0912000000{i}")) for i in range(2)]
+        gaps = []
+        while not all(c.ready() for c in calls):
+            gaps.append(_get_seconds(metrics))
+            gevent.sleep(0.05)
+        fakes = [c.get() for c in calls]
+    finally:
+        served.stop()
+        pg.stop()
+    assert len(pg.persons) == 2 and pg.logins == 1
+    assert all(f.steps[-1].arg == "NORMAL_CLEARING" for f in fakes), [f.steps[-1] for f in fakes]
+    assert len(gaps) >= 10 and max(gaps) < 0.5, max(gaps)
