@@ -59,7 +59,8 @@ UNUSABLE: list[tuple[str, Edit, str]] = [
     ("backlog", setting("server", "backlog", 99_999_999_999), "server.backlog: must be at most"),
     ("amount", module_setting("telephone_bill", "amount_per_interval", 9223372036854775807),
      "modules[{telephone_bill}].amount_per_interval: must be at most 1000000000000"),
-    ("max_debt", module_setting("telephone_bill", "max_debt", 10**20), "modules[{telephone_bill}].max_debt: must be at most"),
+    ("max_debt", module_setting("telephone_bill", "max_debt", 10**20),
+     "modules[{telephone_bill}].max_debt: must be at most"),
     ("heartbeat_nan", setting("billing", "meter_heartbeat_seconds", float("nan")),
      "billing.meter_heartbeat_seconds: must be a finite number, not nan"),
     ("drain_inf", setting("server", "drain_seconds", float("inf")), "server.drain_seconds: must be a finite number"),
@@ -409,3 +410,66 @@ def test_a_slow_crm_login_does_not_freeze_the_daemon(tmp_path: Path, monkeypatch
     assert len(pg.persons) == 2 and pg.logins == 1
     assert all(f.steps[-1].arg == "NORMAL_CLEARING" for f in fakes), [f.steps[-1] for f in fakes]
     assert len(gaps) >= 10 and max(gaps) < 0.5, max(gaps)
+
+
+# ---------------------------------------------------------------- 6: customer import
+
+HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
+
+
+def _import(tmp_path: Path, config: Path, *lines: str) -> subprocess.CompletedProcess[str]:
+    csv_path = tmp_path / "customers.csv"
+    csv_path.write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+    return fsapp("customers", "import", "-c", str(config), str(csv_path), cwd=tmp_path)
+
+
+def _directory(tmp_path: Path, config: Path) -> str:
+    proc = fsapp("customers", "list", "-c", str(config), "--format", "csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    """A config whose directory holds one customer, C-1, with the phone 02188776655."""
+    path = tmp_path / "fsapp.toml"
+    path.write_text(toml_text(sample_data(tmp_path)), encoding="utf-8")
+    proc = _import(tmp_path, path, "C-1,1,Sara,VIP,02188776655,09121234567,,,,,0")
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("C-2,2,{big},,,,,,,,0", "customers.csv:2: name: 1048576 characters, at most 1000"),
+    ("C-2,2,Reza,,,,,,,,100000000000000000000", "customers.csv:2: debt: must be from -1000000000000000 to"),
+    ("C-2,1,Reza,,,,,,,,0", "customers.csv:2: number: '1' is already customer C-1's"),
+    ("C-2,2,Reza,,02188776655,,,,,,0", "customers.csv:2: phones: +982188776655 is already customer C-1's"),
+])
+def test_import_refusals_name_the_line_and_column_and_change_nothing(tmp_path: Path, directory: Path, row: str,
+                                                                    message: str) -> None:
+    before = _directory(tmp_path, directory)
+    proc = _import(tmp_path, directory, row.replace("{big}", "x" * 2**20))
+    assert proc.returncode == 2
+    assert f"{tmp_path / message}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "nothing imported" in proc.stderr
+    assert _directory(tmp_path, directory) == before
+
+
+def test_a_phone_two_rows_of_one_file_share_is_refused(tmp_path: Path, directory: Path) -> None:
+    proc = _import(tmp_path, directory, "C-2,2,Reza,,02177665544,,,,,,0", "C-3,3,Mina,,021-7766-5544,,,,,,0")
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'customers.csv'}:3: phones: +982177665544 is also customer C-2's (line 2)" in proc.stderr
+
+
+def test_a_phone_moved_between_customers_in_one_file_is_accepted(tmp_path: Path, directory: Path) -> None:
+    """C-1 gives its phone up and C-2 takes it, in one file: no customer shares it afterwards."""
+    proc = _import(tmp_path, directory, "C-1,1,Sara,VIP,02100000000,,,,,,0", "C-2,2,Reza,,02188776655,,,,,,0")
+    assert proc.returncode == 0, proc.stderr
+    assert "C-2,2,Reza,,'+982188776655" in _directory(tmp_path, directory)
+
+
+def test_customers_add_refuses_a_phone_another_customer_has(tmp_path: Path, directory: Path) -> None:
+    proc = fsapp("customers", "add", "-c", str(directory), "--id", "C-9", "--number", "9",
+                 "--phone", "02188776655", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--phone: +982188776655 is already customer C-1's" in proc.stderr and "Traceback" not in proc.stderr
