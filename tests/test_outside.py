@@ -295,6 +295,19 @@ def test_a_database_file_deleted_or_replaced_under_the_daemon_is_unhealthy(tmp_p
     assert status == 503 and state["storage"] is False
 
 
+def _serve_refused(path: Path, started: str) -> tuple[int, str]:
+    """``fsapp serve -c path``, expected to exit at once: (exit code, stderr); a daemon that starts fails."""
+    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], cwd=path.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(started)
+    return proc.returncode, err
+
+
 def test_serve_refuses_a_read_only_database(tmp_path: Path) -> None:
     """A database SQLite opens read-only (its write version above 2): serve exits 1 naming storage.url."""
     from harness.faults import db_path, sample_setup
@@ -304,14 +317,7 @@ def test_serve_refuses_a_read_only_database(tmp_path: Path) -> None:
     data = bytearray(db.read_bytes())
     data[18] = 3  # the file format's write version: SQLite reads the file but writes nothing
     db.write_bytes(bytes(data))
-    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("serve started on a read-only database")
-    err = proc.stderr.read() if proc.stderr else ""
+    code, err = _serve_refused(path, "serve started on a read-only database")
     assert code == 1
     assert f"{path}:storage.url: cannot write: attempt to write a readonly database" in err
 
@@ -323,16 +329,9 @@ def test_serve_refuses_a_database_whose_folder_is_missing(tmp_path: Path) -> Non
     data["storage"]["url"] = f"sqlite:///{gone}"
     path = tmp_path / "fsapp.toml"
     path.write_text(toml_text(data), encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(path)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        code = proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("serve created a database in a folder that was not there")
+    code, err = _serve_refused(path, "serve created a database in a folder that was not there")
     assert code == 1
-    assert f"{path}:storage.url: no database at {gone}, and no folder {gone.parent}" in (proc.stderr.read()
-                                                                                        if proc.stderr else "")
+    assert f"{path}:storage.url: no database at {gone}, and no folder {gone.parent}" in err
     assert not gone.parent.exists()
 
 
