@@ -120,6 +120,15 @@ def _shared_phones(row: dict[str, Any], line: int, seen: dict[str, tuple[str, in
     return errs
 
 
+def shared_phones(listed: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Phones more than one customer of a listing holds (a directory imported before the rule) -> their ids."""
+    owners: dict[str, list[str]] = {}
+    for row in listed:
+        for p in filter(None, row["phones"].split(";")):
+            owners.setdefault(p, []).append(row["id"])
+    return {p: ids for p, ids in owners.items() if len(ids) > 1}
+
+
 def directory_conflicts(store: Any, items: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, str]]:
     """(line, "column: message") for each number or phone the directory gives another customer.
 

@@ -472,3 +472,17 @@ def test_customers_add_refuses_a_phone_another_customer_has(tmp_path: Path, dire
                  "--phone", "02188776655", cwd=tmp_path)
     assert proc.returncode == 2
     assert "--phone: +982188776655 is already customer C-1's" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_customers_list_warns_of_a_phone_an_older_import_let_two_customers_share(tmp_path: Path,
+                                                                                 directory: Path) -> None:
+    from fsapp.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'fsapp.db'}")
+    try:  # as an import before the rule left it
+        store.upsert_customer({"id": "C-2", "number": "2", "debt": 0}, ["+982188776655"])
+    finally:
+        store.close()
+    proc = fsapp("customers", "list", "-c", str(directory), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "warning: phone +982188776655 is held by C-1, C-2: caller ID identifies only C-1" in proc.stderr

@@ -88,7 +88,11 @@ def _set_pin(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
 
 def _list(args: argparse.Namespace, cfg: Any, store: Any) -> int:
-    sys.stdout.write(customers.listing_out(customers.listing(store), args.format))
+    rows = customers.listing(store)
+    sys.stdout.write(customers.listing_out(rows, args.format))
+    for phone, ids in customers.shared_phones(rows).items():
+        print(f"warning: phone {phone} is held by {', '.join(ids)}: caller ID identifies only {ids[0]}",
+              file=sys.stderr)
     return EXIT_OK
 
 
