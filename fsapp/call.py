@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from fsapp import callrow, esl, flow
 from fsapp import log as logmod
 from fsapp.esl import Hangup
@@ -231,10 +233,12 @@ class CallIO:
             if not exc.app_started:
                 self.attempts.pop()  # down before the bridge (or queue) began: no attempt
                 raise
-            span = self._close_span(spans_before)
-            if span is not None:
-                attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
-                attempt.extension = dest.value if dest.kind == "ext" else s.cc_agent
+            self._cut_attempt(attempt, dest, spans_before)
+            raise
+        except BaseException:
+            # The socket went, or the daemon is stopping (CallCut): the talk ends here.
+            s.cut_talk()
+            self._cut_attempt(attempt, dest, spans_before)
             raise
         finally:
             s.on_event = prev
@@ -267,6 +271,13 @@ class CallIO:
 
         s.wait_for(talk_over, timeout=self.cfg.server.call_timeout_seconds, tick=tick, what="queue call")
         return BridgeResult(str(dest), "answered", disposition="SUCCESS", extension=s.cc_agent)
+
+    def _cut_attempt(self, attempt: BridgeResult, dest: flow.Dest, spans_before: int) -> None:
+        """An attempt that ended without its completion is answered if FreeSWITCH bridged it."""
+        span = self._close_span(spans_before)
+        if span is not None:
+            attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
+            attempt.extension = dest.value if dest.kind == "ext" else self.session.cc_agent
 
     def _close_span(self, first: int) -> esl.BridgeSpan | None:
         """The bridged span that began after index ``first`` (closed at hangup), if any."""
@@ -339,6 +350,13 @@ class CallContext:
         return next((a for a in self.io.attempts if a.answered), None)
 
 
+class CallCut(gevent.GreenletExit):
+    """The daemon is stopping and its drain ran out: the call is cut where it stands."""
+
+
+CUT_CAUSE = "SYSTEM_SHUTDOWN"
+
+
 class CallHandler:
     """Runs one call from ``connect`` to ``exit`` and journals it."""
 
@@ -348,6 +366,8 @@ class CallHandler:
         self.sock = sock
         self.overflow = overflow
         self._answer = ""  # Event-UUID of the answer sent with the setup
+        self._ending = False  # past the call's body: hanging up, journaling
+        self._cut = False  # the drain cut it: hang up and go, wait for nothing
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
@@ -382,6 +402,11 @@ class CallHandler:
         except esl.ESLError as exc:
             log.warning("call_socket_failed", reason=str(exc))
             outcome = "socket"
+        except CallCut:
+            log.warning("call_cut", reason="drain_seconds ran out")
+            outcome = "cut"
+            if ctx is not None:
+                ctx.error_reason = ctx.error_reason or "daemon stopped"
         except Exception:
             log.exception("call_crashed")
             outcome = "crash"
@@ -392,10 +417,32 @@ class CallHandler:
             except Exception:  # noqa: BLE001 - the socket may be gone; finish() handles it
                 pass
         finally:
-            s.finish(timeout=self.cfg.server.command_timeout_seconds)
-            if ctx is not None:
-                self._journal(ctx, outcome)
-                self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+            self._end(ctx, outcome)
+
+    def _end(self, ctx: CallContext | None, outcome: str) -> None:
+        """Hang up and exit (no waiting if the call was cut), then journal."""
+        self._ending = True
+        try:
+            if self._cut:
+                self.session.abort(CUT_CAUSE)
+            else:
+                self.session.finish(timeout=self.cfg.server.command_timeout_seconds)
+        except CallCut:
+            self.session.abort(CUT_CAUSE)
+        if ctx is not None:
+            self._journal(ctx, outcome)
+            self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+
+    def cut(self, greenlet: gevent.Greenlet) -> None:
+        """Cut the call running in ``greenlet`` (the drain ran out): it settles, journals and ends.
+
+        In the call's body it is interrupted (a talk is settled at the cut); past it, only
+        a peer that does not read can hold it up, so its socket is closed."""
+        self._cut = True
+        if self._ending:
+            self.session.close()
+        else:
+            greenlet.kill(CallCut, block=False)
 
     def _context(self) -> CallContext:
         ch = self.session.channel

@@ -900,3 +900,128 @@ def refused_charge(workdir: Path, *, wait: float = 5.0) -> RefusedReport:
         d.stop()
     rep.apps_with_room, rep.apps_when_refused = executed_apps(room.fake), executed_apps(full.fake)
     return rep
+
+
+@dataclass
+class CutReport:
+    calls: int
+    drain_seconds: float
+    talk_at_sigterm: float
+    exit_code: int | None = None
+    exit_seconds: float = 0.0
+    charged_once: int = 0
+    answered_rows: int = 0
+    talk_seconds: list[int] = field(default_factory=list)
+    restart_charges: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def drain_cut(workdir: Path, calls: int, *, talk_at_sigterm: float = 4.0, drain: float = 2.0,
+              talk: float = 20.0) -> CutReport:
+    """SIGTERM with ``calls`` billed talks longer than the drain, FreeSWITCH's side not reading:
+    the process exits soon after ``drain`` s, each cut talk charged once to the cut, journaled answered."""
+    path = sample_setup(workdir, server={"drain_seconds": drain})
+    cfg = configmod.load(path)
+    db = db_path(cfg)
+    walk, _customer = billed_walk(cfg)
+    rep = CutReport(calls, drain, talk_at_sigterm)
+    served = serve(path)
+    # A held talk: the stand-in reads nothing until it is over (its socket fills, nobody answers).
+    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold"])
+    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=talk + 60).run) for _ in range(calls)]
+    try:
+        if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
+            rep.problems.append(f"only {_bridged(db)} of {calls} calls bridged")
+        gevent.sleep(talk_at_sigterm)
+        t0 = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        while served.proc.poll() is None and time.monotonic() - t0 < drain + 90:
+            gevent.sleep(0.05)
+        rep.exit_seconds = time.monotonic() - t0
+        rep.exit_code = served.proc.poll()
+    finally:
+        served.kill()
+        gevent.killall(fakes, timeout=5)
+    if rep.exit_code != 0:
+        rep.problems.append(f"exit code {rep.exit_code} after {rep.exit_seconds:.1f} s")
+    if not served.events("server_stopped"):
+        rep.problems.append("server_stopped never logged")
+    rep.problems += _cut_talks_charged_once(cfg, walk, rep, low=talk_at_sigterm + drain - 1)
+    again = serve(path)  # its reconcile at start finds nothing left to charge
+    try:
+        rep.restart_charges = query(db, "SELECT COUNT(*) AS n FROM charges")[0]["n"] - rep.charged_once
+    finally:
+        again.stop()
+    if rep.restart_charges:
+        rep.problems.append(f"the restart charged {rep.restart_charges} more")
+    return rep
+
+
+def _cut_talks_charged_once(cfg: configmod.Config, walk: Walk, rep: Any, *, low: float) -> list[str]:
+    """Each call charged once, from the call (not reconciled), for at least ``low`` s; its row answered with
+    that talk and charge; no meter left open. Fills ``rep.charged_once``, ``answered_rows``, ``talk_seconds``."""
+    db = db_path(cfg)
+    problems = []
+    charges = query(db, "SELECT * FROM charges")
+    by_call: dict[str, list[dict[str, Any]]] = {}
+    for c in charges:
+        by_call.setdefault(c["call_uuid"], []).append(c)
+    rows = {r["uuid"]: r for r in query(db, "SELECT * FROM calls")}
+    rep.charged_once = sum(len(cs) == 1 for cs in by_call.values())
+    rep.talk_seconds = sorted({c["talk_seconds"] for c in charges})
+    rep.answered_rows = sum(r["status"] == "answered" for r in rows.values())
+    if len(rows) != rep.calls or rep.charged_once != rep.calls or len(charges) != rep.calls:
+        problems.append(f"{len(charges)} charges for {len(by_call)} of {len(rows)} calls ({rep.calls} made)")
+    for uuid, row in rows.items():
+        cs = by_call.get(uuid, [])
+        c = cs[0] if len(cs) == 1 else None
+        if c is None or c["source"] != "call" or c["talk_seconds"] < low:
+            problems.append(f"{uuid}: charges {[(x['source'], x['talk_seconds']) for x in cs]}, want one "
+                            f"from the call of {low:g} s or more")
+            continue
+        want = amount_for(cfg, walk.legs[0].where, c["talk_seconds"])
+        if (row["status"], row["talk_seconds"], row["charge"], c["amount"]) != ("answered", c["talk_seconds"], want,
+                                                                              want):
+            problems.append(f"{uuid}: row {row['status']} talk {row['talk_seconds']} charge {row['charge']}, "
+                            f"charged {c['talk_seconds']} s {c['amount']} rial (want {want})")
+    if query(db, "SELECT COUNT(*) AS n FROM meters WHERE state = 'open'")[0]["n"]:
+        problems.append("open meters")
+    return problems
+
+
+@dataclass
+class DropReport:
+    calls: int
+    talk: float
+    heartbeat: float
+    charged_once: int = 0
+    answered_rows: int = 0
+    talk_seconds: list[int] = field(default_factory=list)
+    settled_within_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def socket_drop(workdir: Path, calls: int, *, talk: float = 4.0, heartbeat: float = 1.0) -> DropReport:
+    """FreeSWITCH's side closes the socket ``talk`` s into each of ``calls`` billed talks, without a word:
+    each call's own teardown charges it at once, to the cut, and journals it answered with that talk."""
+    cfg = configmod.load(sample_setup(workdir, billing={"meter_heartbeat_seconds": heartbeat}))
+    walk, _customer = billed_walk(cfg)
+    rep = DropReport(calls, talk, heartbeat)
+    d = Daemon(cfg)
+    try:
+        script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold:drop"])
+        fakes = [gevent.spawn(FakeFreeSWITCH(d.address, script, io_timeout=talk + 30).run) for _ in range(calls)]
+        gevent.joinall(fakes, timeout=talk + 60)
+        t0 = time.monotonic()
+        wait_idle(d.server, timeout=10)
+        rep.settled_within_seconds = time.monotonic() - t0
+        d.store.flush()
+        if sum(bool(g.value and g.value.dropped) for g in fakes) != calls:
+            rep.problems.append("not every stand-in dropped its socket mid-talk")
+        rep.problems += _cut_talks_charged_once(cfg, walk, rep, low=talk - 1)
+        high = max(rep.talk_seconds, default=0)
+        if high > talk + 1:
+            rep.problems.append(f"talk charged up to {high} s, the talk lasted {talk:g} s")
+    finally:
+        d.stop()
+    return rep

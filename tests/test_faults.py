@@ -25,6 +25,7 @@ from harness.faults import (
     Sweep,
     _walk,
     apps_the_config_needs,
+    drain_cut,
     drain_on_sigterm,
     executed_apps,
     full_journal,
@@ -36,6 +37,7 @@ from harness.faults import (
     run_sweep,
     sample_customer,
     sample_setup,
+    socket_drop,
 )
 from tests.helpers import Daemon
 
@@ -113,6 +115,25 @@ def test_sigterm_drains_live_calls_and_exits_zero(tmp_path: Path) -> None:
     rep = drain_on_sigterm(tmp_path, 100, hold=5)
     assert not rep.problems, "\n".join(rep.problems)
     assert rep.exit_code == 0 and rep.completed == rep.charges == 100
+
+
+def test_sigterm_drain_that_runs_out_cuts_settles_and_exits(tmp_path: Path) -> None:
+    """SIGTERM, drain_seconds 2, 4 billed calls 4 s into a 20 s talk, FreeSWITCH's side not reading:
+    the process exits within seconds (it used to hang for good), each talk charged once, to the cut, answered."""
+    rep = drain_cut(tmp_path, 4, talk_at_sigterm=4, drain=2, talk=20)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.exit_code == 0 and rep.exit_seconds < 2 + 8  # the drain, then the cut's fixed bound (3 s)
+    assert rep.charged_once == rep.answered_rows == 4 and rep.restart_charges == 0
+    assert min(rep.talk_seconds) >= 5 and max(rep.talk_seconds) <= 4 + 2 + 6
+
+
+def test_socket_dropped_mid_talk_is_charged_at_once_and_answered(tmp_path: Path) -> None:
+    """FreeSWITCH's side closes the socket 4 s into a billed talk (heartbeat 1 s): no restart needed,
+    the call's teardown charges the talk to the cut, the row says answered with that talk, no meter open."""
+    rep = socket_drop(tmp_path, 2, talk=4, heartbeat=1)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.charged_once == rep.answered_rows == 2
+    assert rep.talk_seconds and min(rep.talk_seconds) >= 3
 
 
 def test_full_journal_routes_calls_logs_and_recovers(tmp_path: Path) -> None:
