@@ -34,6 +34,17 @@ class App:
         self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
+        self._live: set[str] = set()  # the uuids of this daemon's live sessions
+
+    def claim_call(self, uuid: str) -> bool:
+        """Take ``uuid`` for a session; False if a live session of this daemon has it already."""
+        if uuid in self._live:
+            return False
+        self._live.add(uuid)
+        return True
+
+    def release_call(self, uuid: str) -> None:
+        self._live.discard(uuid)
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""

@@ -343,6 +343,7 @@ class CallContext:
     final: str = ""
     final_status: str = ""
     mobile: str = ""
+    prior: dict[str, Any] | None = None  # the journal row of an earlier session of this call, continued
 
     @property
     def answered(self) -> BridgeResult | None:
@@ -368,6 +369,7 @@ class CallHandler:
         self._answer = ""  # Event-UUID of the answer sent with the setup
         self._ending = False  # past the call's body: hanging up, journaling
         self._cut = False  # the drain cut it: hang up and go, wait for nothing
+        self._claimed = ""  # the uuid this session holds (see App.claim_call)
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
@@ -380,6 +382,8 @@ class CallHandler:
         try:
             try:
                 s.connect()
+                if not self._claim():
+                    return
                 # The answer goes out with the event subscription: one round trip for both.
                 self._answer = s.setup(None if self.overflow else ("answer", ""))
             except esl.ESLError as exc:
@@ -389,7 +393,9 @@ class CallHandler:
             log = ctx.log
             log.info("call_started", entry=ctx.channel.var("fsapp_module"), overflow=self.overflow)
             try:
-                self.app.store.call_started(self._row(ctx, "active"))
+                if not self.app.store.call_started(self._row(ctx, "active")):
+                    ctx.prior = self.app.store.get_call(ctx.uuid)
+                    log.info("call_continued", modules=ctx.prior["modules"] if ctx.prior else [])
             except StorageError as exc:
                 log.error("journal_write_failed", reason=str(exc))
                 if self.cfg.entry.on_storage_failure:
@@ -419,9 +425,30 @@ class CallHandler:
         finally:
             self._end(ctx, outcome)
 
+    def _claim(self) -> bool:
+        """One live session per uuid: a second connection for a live call is refused, and logged."""
+        uuid = self.session.uuid
+        if self.app.claim_call(uuid):
+            self._claimed = uuid
+            return True
+        self.app.log.warning("call_refused", uuid=uuid, reason="a session of this call is live")
+        self.app.metrics.rejected("uuid_live")
+        self.session.close()
+        return False
+
     def _end(self, ctx: CallContext | None, outcome: str) -> None:
         """Hang up and exit (no waiting if the call was cut), then journal."""
         self._ending = True
+        try:
+            self._hang_up_and_exit()
+            if ctx is not None:
+                self._journal(ctx, outcome)
+                self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+        finally:
+            if self._claimed:
+                self.app.release_call(self._claimed)
+
+    def _hang_up_and_exit(self) -> None:
         try:
             if self._cut:
                 self.session.abort(CUT_CAUSE)
@@ -429,9 +456,6 @@ class CallHandler:
                 self.session.finish(timeout=self.cfg.server.command_timeout_seconds)
         except CallCut:
             self.session.abort(CUT_CAUSE)
-        if ctx is not None:
-            self._journal(ctx, outcome)
-            self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
 
     def cut(self, greenlet: gevent.Greenlet) -> None:
         """Cut the call running in ``greenlet`` (the drain ran out): it settles, journals and ends.
@@ -563,5 +587,8 @@ class CallHandler:
         )
 
     def _row(self, ctx: CallContext, status: str) -> dict[str, Any]:
-        return callrow.row(ctx, self.session, status=status, too_long_seconds=self.cfg.journal.too_long_seconds,
-                           daemon=self.app.daemon_id)
+        limit = self.cfg.journal.too_long_seconds
+        if ctx.prior is not None and status != "active":
+            return callrow.continued(ctx.prior, ctx, self.session, status=status, too_long_seconds=limit,
+                                     daemon=self.app.daemon_id)
+        return callrow.row(ctx, self.session, status=status, too_long_seconds=limit, daemon=self.app.daemon_id)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1025,3 +1027,112 @@ def socket_drop(workdir: Path, calls: int, *, talk: float = 4.0, heartbeat: floa
     finally:
         d.stop()
     return rep
+
+
+@dataclass
+class UuidReport:
+    calls: int
+    replay_charges: int = 0  # charges a replay of a finished call added (0)
+    live_refused: int = 0  # second sessions of a live call refused
+    live_charges: list[int] = field(default_factory=list)  # per call with a refused twin: its charges' talk
+    later_charged: int = 0  # later sessions whose own talk was charged
+    problems: list[str] = field(default_factory=list)
+
+
+def _uuid_script(walk: Walk, uuid: str, bridges: list[str] | None = None) -> Script:
+    script = dataclasses.replace(walk.script(), channel_uuid=uuid)
+    return script if bridges is None else dataclasses.replace(script, bridges=bridges)
+
+
+def _sessions(d: Daemon, scripts: list[tuple[Script, int | None]]) -> list[FakeFreeSWITCH]:
+    """Run these (script, start_us) sessions together; wait until the daemon has journaled them."""
+    fakes = [gevent.spawn(run_call, d.address, s, start_us=t) for s, t in scripts]
+    gevent.joinall(fakes, timeout=60)
+    wait_idle(d.server, timeout=10)
+    return [g.value for g in fakes]
+
+
+def same_uuid(workdir: Path, calls: int) -> UuidReport:
+    """One uuid, several sessions: a replay of each finished call, a second connection while each is
+    live, a later session of each (a second ``socket`` line): charged once per FreeSWITCH bridge,
+    one live session per uuid, one journal row per call going on from session to session."""
+    cfg = configmod.load(sample_setup(workdir))
+    walk, customer = billed_walk(cfg)
+    rep = UuidReport(calls)
+    want = amount_for(cfg, walk.legs[0].where, TALK)
+    d = Daemon(cfg)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            _replays(d, walk, customer, rep, want)
+            _live_twins(d, walk, rep, want)
+            _later_sessions(d, walk, rep, want)
+    finally:
+        d.stop()
+    refused = [e for e in logs if e["event"] == "call_refused"]
+    if len(refused) != rep.live_refused:
+        rep.problems.append(f"{len(refused)} call_refused lines for {rep.live_refused} refused sessions")
+    return rep
+
+
+def _replays(d: Daemon, walk: Walk, customer: Customer, rep: UuidReport, want: int) -> None:
+    uuids = [str(uuidlib.uuid4()) for _ in range(rep.calls)]
+    start = int(time.time() * 1e6)
+    _sessions(d, [(_uuid_script(walk, u), start) for u in uuids])
+    first = {u: d.store.get_call(u) for u in uuids}
+    debt = customer_debt(d.store, customer["id"])
+    _sessions(d, [(_uuid_script(walk, u), start) for u in uuids])  # the same calls, byte for byte
+    rep.replay_charges = len(d.store.db.query(
+        f"SELECT 1 FROM charges WHERE call_uuid IN ({', '.join('?' * len(uuids))})", uuids)) - rep.calls
+    if rep.replay_charges or customer_debt(d.store, customer["id"]) != debt:
+        rep.problems.append(f"replays charged {rep.replay_charges} more, debt {debt} -> "
+                            f"{customer_debt(d.store, customer['id'])}")
+    for u in uuids:
+        row, was = d.store.get_call(u), first[u]
+        if row is None or was is None or (row["started_at"], row["talk_seconds"], row["charge"], row["status"]) != (
+                was["started_at"], TALK, want, "answered") or row["modules"] != 2 * list(walk.modules):
+            rep.problems.append(f"replay of {u}: row {was and _brief(was)} became {row and _brief(row)}")
+
+
+def _live_twins(d: Daemon, walk: Walk, rep: UuidReport, want: int) -> None:
+    uuids = [str(uuidlib.uuid4()) for _ in range(rep.calls)]
+    held = [gevent.spawn(run_call, d.address, _uuid_script(walk, u, ["answer:3:hold"])) for u in uuids]
+    meters = f"SELECT COUNT(*) AS n FROM meters WHERE bridge_us > 0 AND call_uuid IN ({', '.join('?' * len(uuids))})"
+    if not wait_until(lambda: d.store.db.one(meters, uuids)["n"] >= rep.calls, timeout=30, step=0.02):
+        rep.problems.append("the held calls never bridged")
+    twins = [gevent.spawn(run_call, d.address, _uuid_script(walk, u)) for u in uuids]
+    gevent.joinall(twins + held, timeout=60)
+    wait_idle(d.server, timeout=10)
+    rep.live_refused = sum(1 for g in twins if g.value and g.value.commands == ["connect"] and
+                           g.value.closed_by_peer and not g.value.exit_received)
+    if rep.live_refused != rep.calls:
+        rep.problems.append(f"{rep.live_refused} of {rep.calls} second live sessions refused")
+    for u in uuids:
+        charges = d.store.db.query("SELECT talk_seconds, amount FROM charges WHERE call_uuid = ?", (u,))
+        rep.live_charges += [c["talk_seconds"] for c in charges]
+        row = d.store.get_call(u)
+        amount = amount_for(d.app.config, walk.legs[0].where, 3)
+        if [(c["talk_seconds"], c["amount"]) for c in charges] != [(3, amount)] or row is None or (
+                row["status"], row["talk_seconds"], row["charge"], row["modules"]) != (
+                "answered", 3, amount, list(walk.modules)):
+            rep.problems.append(f"{u} with a live twin: charges {charges}, row {row and _brief(row)}")
+
+
+def _later_sessions(d: Daemon, walk: Walk, rep: UuidReport, want: int) -> None:
+    uuids = [str(uuidlib.uuid4()) for _ in range(rep.calls)]
+    fakes = _sessions(d, [(_uuid_script(walk, u), None) for u in uuids])
+    first = {u: d.store.get_call(u) for u in uuids}
+    later = max(f.now_us for f in fakes) + 5_000_000  # FreeSWITCH runs the next socket line after the first ended
+    _sessions(d, [(_uuid_script(walk, u), later) for u in uuids])
+    for u in uuids:
+        charges = d.store.db.query("SELECT module, amount FROM charges WHERE call_uuid = ?", (u,))
+        row, was = d.store.get_call(u), first[u]
+        rep.later_charged += len(charges) == 2
+        if len(charges) != 2 or row is None or was is None or (
+                row["started_at"], row["status"], row["talk_seconds"], row["charge"], row["modules"]) != (
+                was["started_at"], "answered", 2 * TALK, 2 * want, 2 * list(walk.modules)):
+            rep.problems.append(f"later session of {u}: charges {charges}, row {was and _brief(was)} "
+                                f"became {row and _brief(row)}")
+
+
+def _brief(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["status"], row["started_at"], row["talk_seconds"], row["charge"], row["modules"]

@@ -35,6 +35,7 @@ from harness.faults import (
     reachable_modules,
     refused_charge,
     run_sweep,
+    same_uuid,
     sample_customer,
     sample_setup,
     socket_drop,
@@ -134,6 +135,16 @@ def test_socket_dropped_mid_talk_is_charged_at_once_and_answered(tmp_path: Path)
     assert not rep.problems, "\n".join(rep.problems)
     assert rep.charged_once == rep.answered_rows == 2
     assert rep.talk_seconds and min(rep.talk_seconds) >= 3
+
+
+def test_one_uuid_many_sessions_charged_once_per_bridge_one_row(tmp_path: Path) -> None:
+    """3 calls each replayed byte for byte after it ended, 3 with a second connection while live, 3 with
+    a later session (a second socket line): replays charge nothing, twins are refused, later sessions'
+    talks are charged and their rows go on (modules appended, talk added, started_at kept)."""
+    rep = same_uuid(tmp_path, 3)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.replay_charges == 0 and rep.live_refused == 3 and rep.live_charges == [3, 3, 3]
+    assert rep.later_charged == 3
 
 
 def test_full_journal_routes_calls_logs_and_recovers(tmp_path: Path) -> None:
