@@ -61,8 +61,9 @@ class App:
 
     def _reconcile(self) -> None:
         try:
+            busy = frozenset(self._live | {meter["call_uuid"] for meter, _talk in self._settles})
             made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
-                                    me=self.daemon_id, log=self.log)
+                                    me=self.daemon_id, busy=busy, log=self.log)
             closed = ledger.close_dead_calls(self.store, me=self.daemon_id,
                                              max_age_seconds=self.config.server.call_timeout_seconds + 3600)
             if closed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import gevent
 import pytest
 
 from fsapp import config as configmod
@@ -171,3 +172,27 @@ def test_charge_refused_by_a_full_database_is_written_once_it_frees(tmp_path: Pa
     """The ledger full as a paid talk ends: the caller goes on to next; the charge lands once there is room again."""
     rep = refused_charge(tmp_path)
     assert not rep.problems, "\n".join(rep.problems)
+
+
+def test_own_meter_left_open_by_a_dropped_call_is_reconciled_by_its_daemon(tmp_path: Path) -> None:
+    """A meter of this daemon whose call is no longer live (the call dropped before it settled) is charged
+    once by the daemon's periodic reconcile, from its last stamp; a live call's meter is left alone."""
+    import time
+
+    cfg = configmod.load(sample_setup(tmp_path, billing={"meter_heartbeat_seconds": 1}))
+    customer = sample_customer(cfg)
+    d = Daemon(cfg)
+    try:
+        bridge = int(time.time() * 1e6) - 30_000_000
+        base = {"customer_id": customer["id"], "interval_minutes": 1, "amount_per_interval": 50_000,
+                "product_code": "P", "bridge_us": bridge, "seen_us": bridge + 20_000_000, "state": "open",
+                "daemon": d.app.daemon_id, "opened_at": time.time(), "beat_at": time.time()}
+        d.store.meter_open({"call_uuid": "gone", "module": "paid", **base})
+        d.store.meter_open({"call_uuid": "live", "module": "paid", **base})
+        assert d.app.claim_call("live")
+        gevent.sleep(2.5)  # two rounds of the maintenance loop
+        charges = [(c["call_uuid"], c["source"], c["talk_seconds"]) for c in d.store.charges()]
+        assert charges == [("gone", "reconciled", 20)]
+        assert [m["call_uuid"] for m in d.store.open_meters()] == ["live"]
+    finally:
+        d.stop()
