@@ -79,18 +79,18 @@ def close_dead_calls(store: Store, *, me: str, max_age_seconds: float, now: floa
     return closed
 
 
-def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", busy: frozenset[str] = frozenset(),
+def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", busy: frozenset[str] | None = None,
               now: float | None = None, log: Any = None) -> list[dict[str, Any]]:
     """Settle the meters that dead daemons left open; return the charges made.
 
-    ``me``'s own meters are settled too when their call is not in ``busy`` (its live calls and
-    the charges it keeps for later): a call that ended without settling its meter."""
+    Given ``busy`` (``me``'s live calls and the charges it keeps for later), ``me``'s own meters
+    are settled too when their call is not in it: a call that ended without settling its meter."""
     now = time.time() if now is None else now
     stale_before = now - 3 * heartbeat_seconds
     made = []
     for meter in store.open_meters():
         if meter["daemon"] == me:
-            dead = meter["call_uuid"] not in busy
+            dead = busy is not None and meter["call_uuid"] not in busy
         elif meter["daemon"].partition(":")[0] == socket.gethostname():
             dead = not _daemon_alive(meter["daemon"], me)  # this host: its process tells
         else:

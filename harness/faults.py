@@ -477,6 +477,17 @@ class Served:
         finally:
             self.kill()
 
+    def terminate(self, within: float, fakes: list[gevent.Greenlet] | None = None) -> tuple[int | None, float]:
+        """SIGTERM, then wait (for ``fakes`` to end and) for the exit, ``within`` s at most:
+        the exit code (None: still running) and the seconds from the signal."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        if fakes:
+            gevent.joinall(fakes, timeout=within)
+        while self.proc.poll() is None and time.monotonic() - t0 < within:
+            gevent.sleep(0.05)
+        return self.proc.poll(), time.monotonic() - t0
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -648,20 +659,11 @@ def drain_on_sigterm(workdir: Path, calls: int, *, hold: float) -> DrainReport:
     walk, customer = billed_walk(cfg)
     rep = DrainReport(calls, hold)
     served = serve(path)
-    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{hold:g}:hold"])
-    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=hold + 60).run) for _ in range(calls)]
+    fakes = _held_talks(served, db, walk, calls, hold, rep.problems)
     try:
-        if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
-            rep.problems.append(f"only {_bridged(db)} of {calls} calls bridged")
         done = query(db, "SELECT COUNT(*) AS n FROM calls WHERE status != 'active'")[0]["n"]
         rep.live_at_sigterm = calls - done
-        t0 = time.monotonic()
-        served.proc.send_signal(signal.SIGTERM)
-        gevent.joinall(fakes, timeout=hold + 60)
-        while served.proc.poll() is None and time.monotonic() - t0 < hold + 90:
-            gevent.sleep(0.05)
-        rep.drain_seconds = time.monotonic() - t0
-        rep.exit_code = served.proc.poll()
+        rep.exit_code, rep.drain_seconds = served.terminate(within=hold + 90, fakes=fakes)
     finally:
         served.kill()
         gevent.killall(fakes, timeout=5)
@@ -693,6 +695,17 @@ def drain_on_sigterm(workdir: Path, calls: int, *, hold: float) -> DrainReport:
     except OSError:
         pass
     return rep
+
+
+def _held_talks(served: Served, db: Path, walk: Walk, calls: int, talk: float,
+                problems: list[str]) -> list[gevent.Greenlet]:
+    """``calls`` billed talks of ``talk`` s in real time, once all are bridged. A held talk's stand-in
+    reads nothing until it is over: the daemon's writes pile up unread, nobody answers."""
+    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold"])
+    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=talk + 60).run) for _ in range(calls)]
+    if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
+        problems.append(f"only {_bridged(db)} of {calls} calls bridged")
+    return fakes
 
 
 def fill_table(store: Any, table: str, row: Callable[[int], dict[str, Any]]) -> int:
@@ -928,19 +941,10 @@ def drain_cut(workdir: Path, calls: int, *, talk_at_sigterm: float = 4.0, drain:
     walk, _customer = billed_walk(cfg)
     rep = CutReport(calls, drain, talk_at_sigterm)
     served = serve(path)
-    # A held talk: the stand-in reads nothing until it is over (its socket fills, nobody answers).
-    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold"])
-    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=talk + 60).run) for _ in range(calls)]
+    fakes = _held_talks(served, db, walk, calls, talk, rep.problems)
     try:
-        if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
-            rep.problems.append(f"only {_bridged(db)} of {calls} calls bridged")
         gevent.sleep(talk_at_sigterm)
-        t0 = time.monotonic()
-        served.proc.send_signal(signal.SIGTERM)
-        while served.proc.poll() is None and time.monotonic() - t0 < drain + 90:
-            gevent.sleep(0.05)
-        rep.exit_seconds = time.monotonic() - t0
-        rep.exit_code = served.proc.poll()
+        rep.exit_code, rep.exit_seconds = served.terminate(within=drain + 90)
     finally:
         served.kill()
         gevent.killall(fakes, timeout=5)
