@@ -33,10 +33,10 @@ def status(ctx: CallContext, outcome: str) -> str:
 
 
 def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int, daemon: str,
-        since_us: int = 0) -> dict[str, Any]:
+        since_us: int | None = None) -> dict[str, Any]:
     """The call's journal row as FreeSWITCH's events and the context tell it (``status`` given).
 
-    ``since_us``: only talk bridged from then on is this session's (see ``continued``)."""
+    ``since_us``: an earlier session's row is continued; only talk bridged from then on is this one's."""
     done = s.hangup_complete
     started, ended, total = _times(s, active=status == "active")
     talk = talk_seconds(s, done, since_us)
@@ -138,19 +138,19 @@ def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:
     return started, ended, total
 
 
-def talk_seconds(s: esl.Session, done: esl.Event | None, since_us: int = 0) -> int:
+def talk_seconds(s: esl.Session, done: esl.Event | None, since_us: int | None = None) -> int:
     """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs.
 
-    ``since_us``: spans bridged before it are not counted, nor the channel's bridge..end epochs
-    (which cover every session of the call)."""
+    ``since_us`` (a later session of the call): spans bridged before it are not counted, nor the
+    channel's bridge..end epochs (which cover every session of the call)."""
     total_us = 0
     for span in s.bridges:
-        if not span.start_us or span.start_us < since_us:
+        if not span.start_us or span.start_us < (since_us or 0):
             continue  # FreeSWITCH sent no usable time for it, or an earlier session counted it
         end = span.end_us or s.hangup_us or (esl.epoch_us(done.var("end_uepoch")) if done else 0)
         if end > span.start_us:
             total_us += end - span.start_us
-    if not total_us and done is not None and not since_us:
+    if not total_us and done is not None and since_us is None:
         bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
         if bridge_us and end_us > bridge_us:
             total_us = end_us - bridge_us
