@@ -1059,11 +1059,11 @@ def _session(d: Daemon, script: Script, start_us: int | None, customer: Customer
     return fake
 
 
-def same_uuid(workdir: Path, calls: int) -> UuidReport:
+def same_uuid(workdir: Path, calls: int, *, storage_url: str = "") -> UuidReport:
     """One uuid, several sessions: a replay of each finished call, a second connection while each is
     live, a later session of each (a second ``socket`` line): charged once per FreeSWITCH bridge,
     one live session per uuid, one journal row per call going on from session to session."""
-    cfg = configmod.load(sample_setup(workdir))
+    cfg = configmod.load(sample_setup(workdir, **({"storage": {"url": storage_url}} if storage_url else {})))
     walk, customer = billed_walk(cfg)
     rep = UuidReport(calls)
     d = Daemon(cfg)
