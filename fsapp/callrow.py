@@ -68,6 +68,7 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
         "auth_result": ctx.auth_result,
         "charge": ctx.charge,
         "recording": ctx.recording,
+        "recording_customer": ctx.recording_customer,
         "hangup_cause": hangup_cause or "",
         "final_destination": ctx.final,
         "entry_module": ctx.modules[0] if ctx.modules else "",
@@ -77,7 +78,7 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
 
 # What a later session of a call keeps from the row its earlier sessions left, when it has none of its own.
 _KEPT = ("caller", "caller_name", "called", "customer_id", "customer_name", "customer_type", "auth_method",
-         "auth_result", "recording", "entry_module")
+         "auth_result", "recording", "recording_customer", "entry_module")
 
 
 def continued(prior: dict[str, Any], ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
