@@ -11,8 +11,13 @@ STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "fail
 EXPORT_FIELDS = (
     "uuid started_at answered_at ended_at direction caller called extension status total_seconds "
     "talk_seconds too_long customer_id customer_name customer_type modules auth_method auth_result "
-    "charge recording hangup_cause"
+    "charge recording hangup_cause "
+    # from FreeSWITCH's CDRs ([cdr] listen, fsapp cdr import)
+    "missed_cause ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws "
+    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter"
 ).split()
+DIRECTIONS = ("inbound", "outbound", "local")
+MISSED_CAUSES = ("no_answer", "busy", "cancelled", "unregistered", "failed")
 # Each call's analysis, beside its row (empty until a worker has analysed the call).
 ANALYSIS_FIELDS = (
     "recording_customer analysis_state analysis_flags customer_talk_seconds customer_share agent_talk_seconds "
@@ -25,9 +30,10 @@ GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_second
 
 TABLE_COLUMNS = [render.Column(name, width) for name, width in (
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
-    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
+    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10), ("cause", 12),
     ("cust%", 5), ("silence", 7), ("over", 5), ("mos", 4), ("flags", 24),
 )]
+_DIR_CELL = {"inbound": "in", "outbound": "out", "local": "loc"}
 
 # ANSI colours by status (seed 004: rows coloured by status)
 COLOURS = {
@@ -65,14 +71,22 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
     started = r["started_at"] or ""
     return {
         "date": started[:10], "time": started[11:19], "status": r["status"],
-        "dir": "in" if r["direction"] == "inbound" else "out", "caller": r["caller"], "called": r["called"],
+        "dir": _DIR_CELL.get(r["direction"], r["direction"]), "caller": r["caller"], "called": r["called"],
         "ext": r["extension"], "total": _hms(r["total_seconds"]), "talk": _hms(r["talk_seconds"]),
         "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
-        "type": r["customer_type"], "charge": r["charge"],
+        "type": r["customer_type"], "charge": r["charge"], "cause": r.get("missed_cause") or "",
         "cust%": _pct(r.get("customer_share")), "silence": _seconds(r.get("silence_seconds")),
-        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(r.get("analysis_mos")),
+        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(_mos(r)),
         "flags": ",".join(r.get("analysis_flags") or []) or _pending(r.get("analysis_state")),
     }
+
+
+def _mos(r: dict[str, Any]) -> float | None:
+    """The recording analysis's MOS, else the lowest FreeSWITCH measured on the call's legs (its CDR)."""
+    if r.get("analysis_mos") is not None:
+        return float(r["analysis_mos"])
+    measured = [m for m in (r.get("caller_mos"), r.get("callee_mos")) if m is not None]
+    return min(measured) if measured else None
 
 
 def _pct(share: float | None) -> str:

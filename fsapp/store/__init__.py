@@ -16,6 +16,7 @@ from typing import Any
 from fsapp import digits
 from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
+from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -191,7 +192,35 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX call_analysis_due ON call_analysis (state, locked_until);
     """,
-    # 5: a talk is charged once: keyed by the call, the module's code (not the visit) and
+    # 5: FreeSWITCH's CDRs (mod_json_cdr): every leg as posted, and what they add to a call's row
+    """
+    CREATE TABLE cdr_legs (
+        uuid TEXT PRIMARY KEY,
+        call_uuid TEXT NOT NULL,
+        a_leg BIGINT NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX cdr_legs_call ON cdr_legs (call_uuid);
+    ALTER TABLE calls ADD COLUMN missed_cause TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN ring_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN wait_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hold_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hangup_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN caller_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN caller_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN callee_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN cdr_legs BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN cdr_a_leg BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX calls_extension ON calls (extension, started_at);
+    """,
+    # 6: a talk is charged once: keyed by the call, the module's code (not the visit) and
     # FreeSWITCH's CHANNEL_BRIDGE timestamp, so a replayed or resumed session cannot charge it again
     """
     ALTER TABLE charges ADD COLUMN code TEXT NOT NULL DEFAULT '';
@@ -208,7 +237,8 @@ _LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lock
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
-    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer"
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    + " ".join(CDR_FIELDS)
 ).split()
 
 
@@ -216,7 +246,7 @@ def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
 
 
-class Store(AnalysisStore):
+class Store(AnalysisStore, CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -286,16 +316,18 @@ class Store(AnalysisStore):
             else:
                 marks.append("?")
                 values.append(_sql_value(row[c]))
+        # What the call's CDR already wrote (fsapp.store.cdr) keeps what only FreeSWITCH knows.
         if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
+            merged = ", ".join(f"{c} = {socket_value(c, 'excluded.' + c)}" for c in cols)
             self.db.execute(
                 f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?, {', '.join(marks)})"
-                f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+                f" ON CONFLICT (uuid) DO UPDATE SET {merged}",
                 [uuid, *values],
             )
             return
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE calls SET {', '.join(f'{c} = {mark}' for c, mark in zip(cols, marks, strict=True))}"
+                f"UPDATE calls SET {', '.join(f'{c} = {socket_value(c, m)}' for c, m in zip(cols, marks, strict=True))}"
                 " WHERE uuid = ?",
                 [*values, uuid],
             )
@@ -309,7 +341,8 @@ class Store(AnalysisStore):
     @staticmethod
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
-                     text: str = "") -> tuple[str, list[Any]]:
+                     text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
+                     max_mos: float | None = None) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -338,6 +371,10 @@ class Store(AnalysisStore):
         for word in text.lower().split():
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
             params.append(like_pattern(word))
+        cdr_where, cdr_params = cdr_filter(extension=extension, missed_cause=missed_cause, min_mos=min_mos,
+                                           max_mos=max_mos)
+        where += cdr_where
+        params += cdr_params
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
