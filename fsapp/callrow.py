@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fsapp import esl
+from fsapp import esl, instants
 from fsapp.store import now_iso
 
 if TYPE_CHECKING:
@@ -106,13 +106,12 @@ def continued(prior: dict[str, Any], ctx: CallContext, s: esl.Session, *, status
 
 
 def _epoch_us(iso: str | None) -> int:
-    """A journal time (``now_iso``, local, whole seconds) in microseconds; 0 for none."""
-    if not iso:
-        return 0
+    """A journal time (``now_iso``: UTC, or naive local from before; whole seconds) in microseconds; 0 for none."""
     try:
-        return int(time.mktime(time.strptime(iso, "%Y-%m-%dT%H:%M:%S"))) * 1_000_000
+        when = instants.parse(iso)
     except (ValueError, OverflowError):
         return 0
+    return int(when.timestamp()) * 1_000_000 if when is not None else 0
 
 
 def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:

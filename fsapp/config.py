@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fsapp import flow
+from fsapp import flow, instants
 from fsapp.modules import KINDS
 from fsapp.options import ModuleConfig, Opt
 from fsapp.store import sqlite_path
@@ -79,6 +79,13 @@ class JournalConfig:
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
     record_bridged_only: bool = False  # RECORD_BRIDGE_REQ: record only while a person is bridged
+    timezone: str = ""  # IANA name; "" is the host's zone
+    calendar: str = "gregorian"  # or "jalali": a Solar Hijri date beside the Gregorian one
+
+    @property
+    def zone(self) -> Any:
+        """The ``tzinfo`` times are shown in (None: the host's zone)."""
+        return instants.zone(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -409,7 +416,18 @@ def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
         record_bridged_only=r.get(j, "journal", "record_bridged_only", bool, False),
+        timezone=_timezone(r, r.get(j, "journal", "timezone", str, "")),
+        calendar=r.get(j, "journal", "calendar", str, "gregorian", choices=instants.CALENDARS),
     )
+
+
+def _timezone(r: _Reader, name: str) -> str:
+    try:
+        instants.zone(name)
+    except ValueError as exc:
+        r.fail("journal.timezone", str(exc))
+        return ""
+    return name
 
 
 def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:

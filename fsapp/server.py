@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket as pysocket
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
+from fsapp import sdnotify
 from fsapp.app import App
 from fsapp.call import CallHandler
 from fsapp.config import peer_ip
@@ -117,6 +119,7 @@ class Server:
         self.draining = True
         self.app.metrics.draining(True)
         timeout = self.app.config.server.drain_seconds if timeout is None else timeout
+        sdnotify.notify("STOPPING=1", f"STATUS=draining {len(self.calls)} live calls")
         self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
         try:
             self.stream.close()
@@ -159,6 +162,9 @@ class Server:
         if self.on_reload is not None:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
         self.start()
+        host, port = self.address
+        # Type=notify: systemd reports the unit started only now, with the port bound.
+        sdnotify.notify("READY=1", f"STATUS=accepting calls on {host}:{port}", f"MAINPID={os.getpid()}")
         self.stopped.wait()
         flusher.kill()
         logmod.flush()

@@ -52,9 +52,9 @@ def test_one_bridge_is_charged_once_whatever_the_meter(store_url):
 
 
 def test_charges_made_before_the_talk_key_are_keyed_by_the_upgrade(store_url, monkeypatch):
-    """A database charged before migration 6: it keys the charges from their meters' bridges,
+    """A database charged before migration 7: it keys the charges from their meters' bridges,
     so a replay of such a call after the upgrade is not charged again."""
-    monkeypatch.setattr(storemod, "MIGRATIONS", MIGRATIONS[:5])  # up to the CDRs
+    monkeypatch.setattr(storemod, "MIGRATIONS", MIGRATIONS[:6])  # up to the UTC times
     old = open_store(store_url)
     old.meter_open(_meter("u9", bridge_us=1_700_000_000_000_000, state="charged"))
     old.db.execute("INSERT INTO charges (call_uuid, module, customer_id, talk_seconds, units, amount, created_at)"
