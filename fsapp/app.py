@@ -33,6 +33,7 @@ class App:
         self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
+        self._storage_problem = ""
         self._live: set[str] = set()  # the uuids of this daemon's live sessions
 
     def claim_call(self, uuid: str) -> bool:
@@ -79,11 +80,19 @@ class App:
     def _maintain(self) -> None:
         while True:
             gevent.sleep(self.config.billing.meter_heartbeat_seconds)
+            self._check_storage()
             self._reconcile()
             if self._settles:
                 self.flush_settles()
             if self._backlog:
                 self.flush_backlog()
+
+    def _check_storage(self) -> None:
+        """Log (once per new problem) a database that is gone, replaced or failing its writes."""
+        _ok, why = self.store.health()
+        if why and why != self._storage_problem:
+            self.log.error("storage_unhealthy", reason=why)
+        self._storage_problem = why
 
     def reconfigure(self, config: Config) -> None:
         """New calls use ``config``; live calls keep the one they started with."""

@@ -343,6 +343,7 @@ class CallContext:
     recording: str = ""
     recording_customer: str = ""  # the recording's channel (left | right) that holds the customer
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
+    rejected: str = ""  # why the daemon turned the call away ("max_calls"), if it did
     transferred: bool = False
     final: str = ""
     final_status: str = ""
@@ -374,9 +375,20 @@ class CallHandler:
         self._ending = False  # past the call's body: hanging up, journaling
         self._cut = False  # the drain cut it: hang up and go, wait for nothing
         self._claimed = ""  # the uuid this session holds (see App.claim_call)
+        self._connected = False
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
+
+    def connect(self, timeout: float) -> esl.ESLError | None:
+        """The connect exchange within ``timeout``; the error (logged) when the peer did not complete it."""
+        try:
+            self.session.connect(timeout)
+        except esl.ESLError as exc:
+            self.app.log.warning("call_setup_failed", reason=str(exc), stage="connect")
+            return exc
+        self._connected = True
+        return None
 
     def run(self) -> None:
         s = self.session
@@ -385,7 +397,8 @@ class CallHandler:
         outcome = "failed"
         try:
             try:
-                s.connect()
+                if not self._connected:
+                    s.connect()
                 if not self._claim():
                     return
                 # The answer goes out with the event subscription: one round trip for both.
@@ -498,7 +511,8 @@ class CallHandler:
     def _drive(self, ctx: CallContext) -> str:
         cfg = self.cfg
         if self.overflow:
-            ctx.log.warning("call_overflow", destination=cfg.entry.overflow)
+            ctx.log.warning("call_overflow", destination=cfg.entry.overflow, cause="max_calls")
+            ctx.rejected = "max_calls"
             return self._go(ctx, cfg.entry.overflow)
         self.session.wait_execute(self._answer, "answer")
         if cfg.journal.record:

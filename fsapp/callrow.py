@@ -25,6 +25,8 @@ def status(ctx: CallContext, outcome: str) -> str:
         return "transferred"
     if ctx.io.attempts:
         return "missed"
+    if ctx.rejected:
+        return "rejected"  # turned away (above max_calls) before any person was rung
     if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
         return "failed"
     if outcome in ("caller_hangup", "socket"):
@@ -141,8 +143,11 @@ def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:
 def talk_seconds(s: esl.Session, done: esl.Event | None, since_us: int | None = None) -> int:
     """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs.
 
+    Whole seconds rounded down, the rule billing charges by (``fsapp.billing.talk_seconds``)
+    and FreeSWITCH's own billsec: 60.6 s of talk is 60 s in the journal and one minute billed.
     ``since_us`` (a later session of the call): spans bridged before it are not counted, nor the
-    channel's bridge..end epochs (which cover every session of the call)."""
+    channel's bridge..end epochs (which cover every session of the call).
+    """
     total_us = 0
     for span in s.bridges:
         if not span.start_us or span.start_us < (since_us or 0):
@@ -154,4 +159,4 @@ def talk_seconds(s: esl.Session, done: esl.Event | None, since_us: int | None = 
         bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
         if bridge_us and end_us > bridge_us:
             total_us = end_us - bridge_us
-    return int(round(total_us / 1e6))
+    return total_us // 1_000_000

@@ -14,7 +14,7 @@ from typing import Any
 
 from fsapp import instants, render
 
-STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "failed", "active")
+STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "rejected", "failed", "active")
 
 EXPORT_FIELDS = (
     "uuid started_at answered_at ended_at direction caller called extension status total_seconds "
@@ -46,7 +46,7 @@ _DIR_CELL = {"inbound": "in", "outbound": "out", "local": "loc"}
 # ANSI colours by status (seed 004: rows coloured by status)
 COLOURS = {
     "answered": "\x1b[32m", "missed": "\x1b[31m", "abandoned": "\x1b[33m", "transferred": "\x1b[36m",
-    "completed": "\x1b[34m", "failed": "\x1b[35m", "active": "\x1b[37m",
+    "completed": "\x1b[34m", "rejected": "\x1b[31;1m", "failed": "\x1b[35m", "active": "\x1b[37m",
 }
 RESET = "\x1b[0m"
 

@@ -53,7 +53,7 @@ CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 TALK_BUCKETS: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 BRIDGE_OUTCOMES: tuple[str, ...] = ("answered", "no_answer", "busy", "unregistered", "failed")
 
-REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
+REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining", "idle")
 PIN_SCOPES: tuple[str, ...] = ("global", "customer", "caller")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
@@ -96,7 +96,8 @@ class PrometheusMetrics:
         self._charges = Counter("fsapp_charges", "Charges taken (ledger rows).", registry=r)
         self._charged = Counter("fsapp_charged_rial", "Rial charged, summed.", registry=r)
         self._rejected = Counter("fsapp_connections_rejected",
-                                 "Connections refused (allow, draining) or sent to [entry] overflow (overflow).",
+                                 "Connections refused (allow, draining, idle: no connect exchange in "
+                                 "connect_timeout_seconds) or sent to [entry] overflow (overflow).",
                                  ["reason"], registry=r)
         self._reloads = Counter("fsapp_config_reloads", "SIGHUP reloads by result (ok, rejected).",
                                 ["result"], registry=r)
@@ -246,7 +247,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
               clock: Callable[[], float] = time.monotonic) -> Callable[[], dict[str, Any]]:
     """A ``/healthz`` callable for a ``fsapp.server.Server``; it never raises.
 
-    The storage is pinged on every request (a ``SELECT 1``); the CRM ping is shared by
+    The storage is checked on every request (a ``SELECT 1``, the file still the one opened,
+    no write failed in the last ``WRITE_FAILURE_SECONDS``); the CRM ping is shared by
     concurrent requests and its result kept for ``crm_cache_seconds``, so a scrape storm
     costs the CRM at most one request per period. A reload that replaces the CRM
     invalidates the cached result.
@@ -273,7 +275,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
 
     def storage_ok() -> bool:
         try:
-            return bool(server.app.store.ping())
+            ok, _why = server.app.store.health()
+            return ok
         except Exception:  # noqa: BLE001 - a closed or broken database is unhealthy
             return False
 

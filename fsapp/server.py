@@ -1,6 +1,9 @@
 """``fsapp serve``: gevent's StreamServer, one greenlet per call.
 
 - peers outside ``[server] allow`` are closed before a byte is read, and logged;
+- a peer that has not finished the connect exchange within ``connect_timeout_seconds``
+  is closed (``fsapp_connections_rejected{reason="idle"}``); until it has, it is no call
+  and does not count toward ``max_calls``;
 - above ``max_calls`` a call is still taken, and sent to ``[entry] overflow``;
 - SIGTERM/SIGINT stop accepting, let live calls finish up to ``drain_seconds``,
   then cut the rest (each settles its talk at the cut and is journaled) and exit 0
@@ -21,7 +24,7 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
-from fsapp import sdnotify
+from fsapp import esl, sdnotify
 from fsapp.app import App
 from fsapp.call import CallHandler
 from fsapp.config import peer_ip
@@ -88,23 +91,27 @@ class Server:
             sock.close()
             return
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
-        overflow = len(self.calls) >= self.app.config.server.max_calls
-        if overflow:
+        handler = CallHandler(self.app, sock)
+        failed = handler.connect(self.app.config.server.connect_timeout_seconds)
+        if failed is not None:  # logged; not a call, never counted toward max_calls
+            if isinstance(failed, esl.Timeout):
+                self.app.metrics.rejected("idle")
+            _close(sock)
+            return
+        handler.overflow = len(self.calls) >= self.app.config.server.max_calls
+        if handler.overflow:
             self.app.metrics.rejected("overflow")
         me = gevent.getcurrent()
         self.calls.add(me)
         self.app.metrics.live(len(self.calls))
         try:
-            handler = self.handlers[me] = CallHandler(self.app, sock, overflow=overflow)
+            self.handlers[me] = handler
             handler.run()
         finally:
             self.handlers.pop(me, None)
             self.calls.discard(me)
             self.app.metrics.live(len(self.calls))
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _close(sock)
 
     def start(self) -> None:
         self.app.start()
@@ -168,3 +175,10 @@ class Server:
         self.stopped.wait()
         flusher.kill()
         logmod.flush()
+
+
+def _close(sock: Any) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass

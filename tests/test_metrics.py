@@ -171,7 +171,7 @@ def test_rejections_start_at_zero_and_count_overflow(make_config, metered):
     assert value(s, "fsapp_connections_rejected_total", reason="overflow") == 1
     assert value(s, "fsapp_connections_rejected_total", reason="allow") == 0
     assert value(s, "fsapp_calls_total", entry="main", status="answered") == 1
-    assert value(s, "fsapp_calls_total", entry="", status="completed") == 1
+    assert value(s, "fsapp_calls_total", entry="", status="rejected") == 1
 
 
 def _with_max_calls(cfg: configmod.Config, n: int) -> dict[str, Any]:

@@ -14,6 +14,9 @@ NAME = "calls"
 HELP = "the call journal: filter, sort, group, export"
 
 
+MAX_LIMIT = 1_000_000_000
+
+
 def _date(text: str) -> dt.date:
     try:
         return instants.day_of(text)
@@ -31,11 +34,27 @@ def _mos(text: str) -> float:
     return value
 
 
+def _last_day(text: str) -> dt.date | None:
+    """``--to``: a date; the last day there is means no end at all (it has no next day)."""
+    day = _date(text)
+    return None if day == dt.date.max else day
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) to {MAX_LIMIT}, not {text}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     config_arg(p)
     p.add_argument("--from", dest="date_from", type=_date, default=None,
                    help="first day, YYYY-MM-DD in [journal] timezone (a year before 1700 is Jalali)")
-    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
+    p.add_argument("--to", dest="date_to", type=_last_day, default=None, help="last day, YYYY-MM-DD (inclusive)")
     p.add_argument("--customer", default="", help="one customer's history")
     p.add_argument("--status", default="", choices=("",) + journal.STATUSES)
     p.add_argument("--direction", default="", choices=("",) + journal.DIRECTIONS,
@@ -53,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", default="", metavar="WORDS", help="only calls whose transcript has every word")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
+    p.add_argument("--limit", type=_limit, default=0, help="at most this many rows (days, with --group-by date)")
     p.add_argument("--group-by", default="", choices=("", "date"))
     format_arg(p)
     p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")

@@ -28,7 +28,6 @@ import hmac
 import json
 import os
 import re
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+import gevent.lock
 import phonenumbers
 import requests
 import structlog
@@ -211,7 +211,9 @@ class PayamgostarCRM(HttpCRM):
         self.region = region
         self._token = ""
         self._token_expires: float | None = None
-        self._token_lock = threading.Lock()
+        # gevent's: the daemon patches sockets, not threads, so a plain threading.Lock held
+        # across the login's requests would block the whole event loop in acquire().
+        self._token_lock = gevent.lock.Semaphore()
         self._extensions: dict[str, tuple[str, float]] = {}
         self._done: OrderedDict[str, str] = OrderedDict()
         self._call_progress: OrderedDict[str, dict[str, int]] = OrderedDict()

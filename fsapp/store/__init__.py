@@ -7,8 +7,10 @@ Schema changes are numbered migrations applied in order at open.
 from __future__ import annotations
 
 import json
+import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,11 +268,61 @@ def now_iso(ts: float | None = None) -> str:
     return instants.utc_iso(ts)
 
 
+# How long a failed write keeps the storage unhealthy after later writes succeed again.
+WRITE_FAILURE_SECONDS = 30.0
+
+
+class _Watched:
+    """A backend that remembers its writes' last failure (for ``/healthz``); the rest passes through."""
+
+    _OWN = frozenset({"_db", "failing", "failed_at", "failure"})
+
+    def __init__(self, db: Any) -> None:
+        object.__setattr__(self, "_db", db)
+        self.failing = False  # the last write failed
+        self.failed_at = 0.0  # monotonic time of the last failure
+        self.failure = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._db, name, value)
+
+    def _failed(self, exc: StorageError) -> None:
+        self.failing, self.failed_at, self.failure = True, time.monotonic(), str(exc)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            n = self._db.execute(sql, params)
+        except StorageError as exc:
+            self._failed(exc)
+            raise
+        self.failing = False
+        return n
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self._db.transaction():
+                yield
+        except StorageError as exc:
+            self._failed(exc)
+            raise
+
+
+class _Probe(Exception):
+    """Rolls the write probe back."""
+
+
 class Store(AnalysisStore, CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
-        self.db = db
+        self.db = _Watched(db)
 
     # ------------------------------------------------------------ schema
 
@@ -292,6 +344,27 @@ class Store(AnalysisStore, CDRStore):
 
     def ping(self) -> bool:
         return self.db.ping()
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, why not): the database answers, is still the file it opened, and its writes succeed."""
+        problem = getattr(self.db, "problem", lambda: "")()
+        if problem:
+            return False, problem
+        if not self.db.ping():
+            return False, "the database does not answer"
+        w = self.db
+        if w.failing or time.monotonic() - w.failed_at < WRITE_FAILURE_SECONDS and w.failed_at:
+            return False, f"a write failed: {w.failure}"
+        return True, ""
+
+    def check_writable(self) -> None:
+        """Raise StorageError unless the database takes a write (a read-only one opens and reads fine)."""
+        try:
+            with self.db.transaction():
+                self.db.execute("UPDATE schema_version SET version = version")
+                raise _Probe
+        except _Probe:
+            pass
 
     def transaction(self) -> Any:
         """A context: the store calls made inside it commit together, or not at all."""
