@@ -34,6 +34,17 @@ class App:
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
         self._storage_problem = ""
+        self._live: set[str] = set()  # the uuids of this daemon's live sessions
+
+    def claim_call(self, uuid: str) -> bool:
+        """Take ``uuid`` for a session; False if a live session of this daemon has it already."""
+        if uuid in self._live:
+            return False
+        self._live.add(uuid)
+        return True
+
+    def release_call(self, uuid: str) -> None:
+        self._live.discard(uuid)
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
@@ -53,8 +64,9 @@ class App:
 
     def _reconcile(self) -> None:
         try:
+            busy = frozenset(self._live | {meter["call_uuid"] for meter, _talk in self._settles})
             made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
-                                    me=self.daemon_id, log=self.log)
+                                    me=self.daemon_id, busy=busy, log=self.log)
             closed = ledger.close_dead_calls(self.store, me=self.daemon_id,
                                              max_age_seconds=self.config.server.call_timeout_seconds + 3600)
             if closed:

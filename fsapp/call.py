@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from fsapp import callrow, esl, flow
 from fsapp import log as logmod
 from fsapp.analysis.quality import line_quality
@@ -232,10 +234,12 @@ class CallIO:
             if not exc.app_started:
                 self.attempts.pop()  # down before the bridge (or queue) began: no attempt
                 raise
-            span = self._close_span(spans_before)
-            if span is not None:
-                attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
-                attempt.extension = dest.value if dest.kind == "ext" else s.cc_agent
+            self._cut_attempt(attempt, dest, spans_before)
+            raise
+        except BaseException:
+            # The socket went, or the daemon is stopping (CallCut): the talk ends here.
+            s.cut_talk()
+            self._cut_attempt(attempt, dest, spans_before)
             raise
         finally:
             s.on_event = prev
@@ -268,6 +272,13 @@ class CallIO:
 
         s.wait_for(talk_over, timeout=self.cfg.server.call_timeout_seconds, tick=tick, what="queue call")
         return BridgeResult(str(dest), "answered", disposition="SUCCESS", extension=s.cc_agent)
+
+    def _cut_attempt(self, attempt: BridgeResult, dest: flow.Dest, spans_before: int) -> None:
+        """An attempt that ended without its completion is answered if FreeSWITCH bridged it."""
+        span = self._close_span(spans_before)
+        if span is not None:
+            attempt.outcome, attempt.start_us, attempt.end_us = "answered", span.start_us, span.end_us
+            attempt.extension = dest.value if dest.kind == "ext" else self.session.cc_agent
 
     def _close_span(self, first: int) -> esl.BridgeSpan | None:
         """The bridged span that began after index ``first`` (closed at hangup), if any."""
@@ -337,11 +348,19 @@ class CallContext:
     final: str = ""
     final_status: str = ""
     mobile: str = ""
+    prior: dict[str, Any] | None = None  # the journal row of an earlier session of this call, continued
 
     @property
     def answered(self) -> BridgeResult | None:
         """The first bridge or queue attempt a person answered, if any."""
         return next((a for a in self.io.attempts if a.answered), None)
+
+
+class CallCut(gevent.GreenletExit):
+    """The daemon is stopping and its drain ran out: the call is cut where it stands."""
+
+
+CUT_CAUSE = "SYSTEM_SHUTDOWN"
 
 
 class CallHandler:
@@ -353,6 +372,9 @@ class CallHandler:
         self.sock = sock
         self.overflow = overflow
         self._answer = ""  # Event-UUID of the answer sent with the setup
+        self._ending = False  # past the call's body: hanging up, journaling
+        self._cut = False  # the drain cut it: hang up and go, wait for nothing
+        self._claimed = ""  # the uuid this session holds (see App.claim_call)
         self._connected = False
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
@@ -377,6 +399,8 @@ class CallHandler:
             try:
                 if not self._connected:
                     s.connect()
+                if not self._claim():
+                    return
                 # The answer goes out with the event subscription: one round trip for both.
                 self._answer = s.setup(None if self.overflow else ("answer", ""))
             except esl.ESLError as exc:
@@ -386,7 +410,9 @@ class CallHandler:
             log = ctx.log
             log.info("call_started", entry=ctx.channel.var("fsapp_module"), overflow=self.overflow)
             try:
-                self.app.store.call_started(self._row(ctx, "active"))
+                if not self.app.store.call_started(self._row(ctx, "active")):
+                    ctx.prior = self.app.store.get_call(ctx.uuid)
+                    log.info("call_continued", modules=ctx.prior["modules"] if ctx.prior else [])
             except StorageError as exc:
                 log.error("journal_write_failed", reason=str(exc))
                 if self.cfg.entry.on_storage_failure:
@@ -399,6 +425,11 @@ class CallHandler:
         except esl.ESLError as exc:
             log.warning("call_socket_failed", reason=str(exc))
             outcome = "socket"
+        except CallCut:
+            log.warning("call_cut", reason="drain_seconds ran out")
+            outcome = "cut"
+            if ctx is not None:
+                ctx.error_reason = ctx.error_reason or "daemon stopped"
         except Exception:
             log.exception("call_crashed")
             outcome = "crash"
@@ -409,12 +440,52 @@ class CallHandler:
             except Exception:  # noqa: BLE001 - the socket may be gone; finish() handles it
                 pass
         finally:
-            s.finish(timeout=self.cfg.server.command_timeout_seconds)
+            self._end(ctx, outcome)
+
+    def _claim(self) -> bool:
+        """One live session per uuid: a second connection for a live call is refused, and logged."""
+        uuid = self.session.uuid
+        if self.app.claim_call(uuid):
+            self._claimed = uuid
+            return True
+        self.app.log.warning("call_refused", uuid=uuid, reason="a session of this call is live")
+        self.app.metrics.rejected("uuid_live")
+        self.session.close()
+        return False
+
+    def _end(self, ctx: CallContext | None, outcome: str) -> None:
+        """Hang up and exit (no waiting if the call was cut), then journal."""
+        self._ending = True
+        try:
+            self._hang_up_and_exit()
             if ctx is not None:
                 self._journal(ctx, outcome)
                 self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
                 for attempt in ctx.io.attempts:
                     self.app.metrics.bridge(attempt.outcome, attempt.talk_seconds)
+        finally:
+            if self._claimed:
+                self.app.release_call(self._claimed)
+
+    def _hang_up_and_exit(self) -> None:
+        try:
+            if self._cut:
+                self.session.abort(CUT_CAUSE)
+            else:
+                self.session.finish(timeout=self.cfg.server.command_timeout_seconds)
+        except CallCut:
+            self.session.abort(CUT_CAUSE)
+
+    def cut(self, greenlet: gevent.Greenlet) -> None:
+        """Cut the call running in ``greenlet`` (the drain ran out): it settles, journals and ends.
+
+        In the call's body it is interrupted (a talk is settled at the cut); past it, only
+        a peer that does not read can hold it up, so its socket is closed."""
+        self._cut = True
+        if self._ending:
+            self.session.close()
+        else:
+            greenlet.kill(CallCut, block=False)
 
     def _context(self) -> CallContext:
         ch = self.session.channel
@@ -538,8 +609,11 @@ class CallHandler:
         )
 
     def _row(self, ctx: CallContext, status: str) -> dict[str, Any]:
-        return callrow.row(ctx, self.session, status=status, too_long_seconds=self.cfg.journal.too_long_seconds,
-                           daemon=self.app.daemon_id)
+        limit = self.cfg.journal.too_long_seconds
+        if ctx.prior is not None and status != "active":
+            return callrow.continued(ctx.prior, ctx, self.session, status=status, too_long_seconds=limit,
+                                     daemon=self.app.daemon_id)
+        return callrow.row(ctx, self.session, status=status, too_long_seconds=limit, daemon=self.app.daemon_id)
 
 
 def recording_variables(cfg: Config, direction: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """A call's journal row and the rules of its status, from FreeSWITCH's events and the call's context.
 
 Pure functions of what the call carries: ``CallHandler`` writes the row, twice
-(``active`` when the call starts, the final status when it ends).
+(``active`` when the call starts, the final status when it ends); a later session of
+the same call continues the row its earlier ones left (``continued``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from fsapp import esl
+from fsapp import esl, instants
 from fsapp.store import now_iso
 
 if TYPE_CHECKING:
@@ -33,11 +34,14 @@ def status(ctx: CallContext, outcome: str) -> str:
     return "completed"
 
 
-def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int, daemon: str) -> dict[str, Any]:
-    """The call's journal row as FreeSWITCH's events and the context tell it (``status`` given)."""
+def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int, daemon: str,
+        since_us: int | None = None) -> dict[str, Any]:
+    """The call's journal row as FreeSWITCH's events and the context tell it (``status`` given).
+
+    ``since_us``: an earlier session's row is continued; only talk bridged from then on is this one's."""
     done = s.hangup_complete
     started, ended, total = _times(s, active=status == "active")
-    talk = talk_seconds(s, done)
+    talk = talk_seconds(s, done, since_us)
     answered = ctx.answered
     answered_us = answered.start_us if answered else 0
     who = ctx.customer or ctx.claimed
@@ -74,6 +78,44 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
     }
 
 
+# What a later session of a call keeps from the row its earlier sessions left, when it has none of its own.
+_KEPT = ("caller", "caller_name", "called", "customer_id", "customer_name", "customer_type", "auth_method",
+         "auth_result", "recording", "recording_customer", "entry_module")
+
+
+def continued(prior: dict[str, Any], ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
+              daemon: str) -> dict[str, Any]:
+    """The journal row of a later session of a call (FreeSWITCH ran a second ``socket`` line, or resumed
+    the call after a daemon died) that goes on from ``prior``, the row its earlier sessions left.
+
+    It starts when the call started; its modules follow the earlier ones; its talk adds only what was
+    bridged after the earlier session ended (a replayed session's talk is not counted twice); a call
+    someone answered stays answered. The charge is the ledger's, summed when the row is written."""
+    since = _epoch_us(prior.get("ended_at"))
+    out = row(ctx, s, status=status, too_long_seconds=too_long_seconds, daemon=daemon, since_us=since)
+    out["started_at"] = prior["started_at"]
+    out["modules"] = [*prior["modules"], *out["modules"]]
+    for key in _KEPT:
+        out[key] = out[key] or prior.get(key) or ""
+    out["talk_seconds"] += int(prior.get("talk_seconds") or 0)
+    out["too_long"] = out["talk_seconds"] > too_long_seconds
+    if out["answered_at"] is None and prior.get("answered_at"):
+        out["answered_at"], out["extension"] = prior["answered_at"], prior.get("extension", "")
+        if prior.get("status") == "answered":
+            out["status"] = "answered"
+    out["total_seconds"] = max(out["total_seconds"], int(prior.get("total_seconds") or 0))
+    return out
+
+
+def _epoch_us(iso: str | None) -> int:
+    """A journal time (``now_iso``: UTC, or naive local from before; whole seconds) in microseconds; 0 for none."""
+    try:
+        when = instants.parse(iso)
+    except (ValueError, OverflowError):
+        return 0
+    return int(when.timestamp()) * 1_000_000 if when is not None else 0
+
+
 def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:
     """Start and end (epoch seconds; no end while ``active`` and not hung up) and total seconds."""
     ch = s.channel
@@ -98,20 +140,22 @@ def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:
     return started, ended, total
 
 
-def talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
+def talk_seconds(s: esl.Session, done: esl.Event | None, since_us: int | None = None) -> int:
     """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs.
 
     Whole seconds rounded down, the rule billing charges by (``fsapp.billing.talk_seconds``)
     and FreeSWITCH's own billsec: 60.6 s of talk is 60 s in the journal and one minute billed.
+    ``since_us`` (a later session of the call): spans bridged before it are not counted, nor the
+    channel's bridge..end epochs (which cover every session of the call).
     """
     total_us = 0
     for span in s.bridges:
-        if not span.start_us:
-            continue  # FreeSWITCH sent no usable time for it
+        if not span.start_us or span.start_us < (since_us or 0):
+            continue  # FreeSWITCH sent no usable time for it, or an earlier session counted it
         end = span.end_us or s.hangup_us or (esl.epoch_us(done.var("end_uepoch")) if done else 0)
         if end > span.start_us:
             total_us += end - span.start_us
-    if not total_us and done is not None:
+    if not total_us and done is not None and since_us is None:
         bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
         if bridge_us and end_us > bridge_us:
             total_us = end_us - bridge_us

@@ -403,6 +403,10 @@ class Session:
     hangup_us: int = 0
     bridges: list[BridgeSpan] = field(default_factory=list)
     cc_agent: str = ""
+    # FreeSWITCH's clock at the last event read, and our monotonic clock then: what
+    # FreeSWITCH's clock reads now, when the socket is cut and no event will tell.
+    last_event_us: int = 0
+    last_event_at: float = 0.0
     _reader: FrameReader = field(init=False)
     _completions: dict[str, Event] = field(default_factory=dict)
     _waiting: set[str] = field(default_factory=set)
@@ -423,8 +427,12 @@ class Session:
     # ---------------------------------------------------------------- reading
 
     def _pump(self, deadline: float | None) -> None:
-        """Read and dispatch one frame."""
-        frame = self._reader.read(deadline)
+        """Read and dispatch one frame; a socket FreeSWITCH closed cuts the talk there."""
+        try:
+            frame = self._reader.read(deadline)
+        except ConnectionClosed:
+            self.cut_talk()
+            raise
         ctype = frame.content_type
         if ctype == "text/event-plain":
             self._event(frame.body)
@@ -463,6 +471,9 @@ class Session:
         if self.uuid and (ev._find("Unique-ID") or self.uuid) != self.uuid:
             return  # another channel's event (never with myevents; ignore)
         name = ev.name
+        stamp = ev.timestamp_us
+        if stamp:
+            self.last_event_us, self.last_event_at = stamp, time.monotonic()
         if name == "CHANNEL_EXECUTE_COMPLETE":
             app_uuid = ev.get("Application-UUID")
             if app_uuid in self._waiting:
@@ -693,6 +704,41 @@ class Session:
         if not span.end_us and self.hungup:
             span.end_us = self.hangup_us or span.start_us
         return span
+
+    def fs_now_us(self) -> int:
+        """FreeSWITCH's clock now, reckoned from its last event (0 before any)."""
+        if not self.last_event_us:
+            return 0
+        return self.last_event_us + int((time.monotonic() - self.last_event_at) * 1_000_000)
+
+    def cut_talk(self) -> BridgeSpan | None:
+        """The talk is cut here (socket gone, daemon stopping): a span still open ends now.
+
+        Its end is FreeSWITCH's own UNBRIDGE or hangup time when one came, else the
+        moment of the cut on FreeSWITCH's clock. Idempotent."""
+        if not self.bridges:
+            return None
+        span = self.bridges[-1]
+        if not span.end_us:
+            span.end_us = self.hangup_us or max(span.start_us, self.fs_now_us())
+        return span
+
+    def abort(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang up and exit without waiting for anything, then close: for a peer that may not read.
+
+        Whatever the socket takes in one non-blocking write goes; the rest is dropped."""
+        if not self.hungup:
+            self.hangup_cause = self.hangup_cause or cause
+        try:
+            if not self.closed:
+                text = "" if self.hungup else f"sendmsg\ncall-command: hangup\nhangup-cause: {_clean_arg(cause)}\n\n"
+                raw = getattr(self.sock, "_sock", self.sock)
+                raw.setblocking(False)
+                raw.send((text + "exit\n\n").encode())
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            self.close()
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Hang the channel up (a call-command: no execute events follow)."""

@@ -69,6 +69,7 @@ class BridgePlan:
     seconds: float = 0.0  # talk time when answered
     caller_hangs_up: bool = False  # the caller, not the agent, ends the talk
     hold: bool = False  # keep the bridge up in real time (for kill tests)
+    drop: bool = False  # FreeSWITCH's side closes the socket when the talk time is up, saying nothing
 
     @classmethod
     def parse(cls, text: str) -> BridgePlan:
@@ -77,13 +78,14 @@ class BridgePlan:
         if kind == "answer":
             seconds = _talk_seconds(text, parts[1]) if len(parts) > 1 and parts[1] else 5.0
             flags = set(parts[2:])
-            unknown = flags - {"caller", "hold"}
+            unknown = flags - {"caller", "hold", "drop"}
             if unknown:
                 raise ValueError(f"bridge plan {text!r}: unknown flag {sorted(unknown)[0]!r}")
-            return cls("answer", seconds, "caller" in flags, "hold" in flags)
+            return cls("answer", seconds, "caller" in flags, "hold" in flags, "drop" in flags)
         if kind in ("no-answer", "busy", "unregistered", "failed"):
             return cls(kind)
-        raise ValueError(f"bridge plan {text!r}: answer:SECONDS[:caller][:hold], no-answer, busy, unregistered, failed")
+        raise ValueError(f"bridge plan {text!r}: answer:SECONDS[:caller][:hold][:drop], "
+                         "no-answer, busy, unregistered, failed")
 
 
 @dataclass
@@ -183,6 +185,7 @@ class _Channel:
         self.hangup_us = 0
         self.exit_received = False
         self.closed_by_peer = False
+        self.dropped = False  # we closed the socket mid-talk (a ``drop`` bridge plan)
         self.setup_latency = 0.0
         self.command_latencies: list[float] = []  # our last frame sent -> the daemon's next command
         self._sent_at = 0.0
@@ -732,6 +735,12 @@ class FakeFreeSWITCH(_Channel):
         else:
             self._advance(plan.seconds)
 
+    def _drop(self) -> None:
+        """The connection goes mid-talk (FreeSWITCH restarted, the network cut): no event, no linger."""
+        self._flush()
+        self.dropped = True
+        raise CallerHungUp()
+
     def _bridge_down(self, other: str) -> None:
         """The other leg hung up: CHANNEL_UNBRIDGE with the bridge's outcome."""
         self.vars.update(last_bridge_to=other, bridge_channel=f"sofia/internal/{other[:8]}",
@@ -742,6 +751,8 @@ class FakeFreeSWITCH(_Channel):
     def _bridge_talk(self, plan: BridgePlan, other: str, arg: str, app_uuid: str, app: str) -> None:
         self._bridge_up(other)
         self._talk(plan)
+        if plan.drop:
+            self._drop()
         if plan.caller_hangs_up:
             self._teardown("NORMAL_CLEARING", running=(app, arg, app_uuid), unbridge=other)
             return
@@ -794,6 +805,8 @@ class FakeFreeSWITCH(_Channel):
         plan, other = self._pending
         self._start_uuid_bridge()
         self._talk(plan)
+        if plan.drop:
+            self._drop()
         self._live_bridge = ""
         self.vars.update(cc_agent=self.script.agent, cc_agent_bridged="true",
                          cc_queue_answered_epoch=str(self.bridged_us // 1_000_000))

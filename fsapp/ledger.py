@@ -79,16 +79,19 @@ def close_dead_calls(store: Store, *, me: str, max_age_seconds: float, now: floa
     return closed
 
 
-def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: float | None = None,
-              log: Any = None) -> list[dict[str, Any]]:
-    """Settle the meters that dead daemons left open; return the charges made."""
+def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", busy: frozenset[str] | None = None,
+              now: float | None = None, log: Any = None) -> list[dict[str, Any]]:
+    """Settle the meters that dead daemons left open; return the charges made.
+
+    Given ``busy`` (``me``'s live calls and the charges it keeps for later), ``me``'s own meters
+    are settled too when their call is not in it: a call that ended without settling its meter."""
     now = time.time() if now is None else now
     stale_before = now - 3 * heartbeat_seconds
     made = []
     for meter in store.open_meters():
         if meter["daemon"] == me:
-            continue
-        if meter["daemon"].partition(":")[0] == socket.gethostname():
+            dead = busy is not None and meter["call_uuid"] not in busy
+        elif meter["daemon"].partition(":")[0] == socket.gethostname():
             dead = not _daemon_alive(meter["daemon"], me)  # this host: its process tells
         else:
             dead = meter["beat_at"] < stale_before  # another host: its heartbeat tells

@@ -6,7 +6,8 @@
   and does not count toward ``max_calls``;
 - above ``max_calls`` a call is still taken, and sent to ``[entry] overflow``;
 - SIGTERM/SIGINT stop accepting, let live calls finish up to ``drain_seconds``,
-  then the process exits 0.
+  then cut the rest (each settles its talk at the cut and is journaled) and exit 0
+  within ``CUT_SECONDS`` more, whatever FreeSWITCH does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from fsapp.app import App
 from fsapp.call import CallHandler
 from fsapp.config import peer_ip
 
+CUT_SECONDS = 3.0  # how long cut calls get to settle and journal before they are dropped
+
 
 class Server:
     def __init__(self, app: App, *, listener: Any = None) -> None:
@@ -37,6 +40,7 @@ class Server:
         self.allow = [ipaddress.ip_network(a, strict=False) for a in cfg.allow]
         self._allowed: dict[str, bool] = {}  # peer address -> verdict (FreeSWITCH is a handful of hosts)
         self.calls: set[gevent.Greenlet] = set()
+        self.handlers: dict[gevent.Greenlet, CallHandler] = {}
         self.draining = False
         self.stopped = gevent.event.Event()
         # The pool is the hard ceiling (live calls + overflow calls being turned away).
@@ -101,8 +105,10 @@ class Server:
         self.calls.add(me)
         self.app.metrics.live(len(self.calls))
         try:
+            self.handlers[me] = handler
             handler.run()
         finally:
+            self.handlers.pop(me, None)
             self.calls.discard(me)
             self.app.metrics.live(len(self.calls))
             _close(sock)
@@ -122,15 +128,31 @@ class Server:
         timeout = self.app.config.server.drain_seconds if timeout is None else timeout
         sdnotify.notify("STOPPING=1", f"STATUS=draining {len(self.calls)} live calls")
         self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
-        self.stream.close()
-        left = gevent.joinall(list(self.calls), timeout=timeout)
-        still = [g for g in self.calls if g not in left and not g.dead]
-        if still:
-            self.log.warning("server_drain_timeout", killed_calls=len(still))
-            gevent.killall(still, timeout=5)
-        self.app.stop()
-        self.log.info("server_stopped")
-        self.stopped.set()
+        try:
+            self.stream.close()
+            gevent.joinall(list(self.calls), timeout=timeout)
+            still = [g for g in self.calls if not g.dead]
+            if still:
+                self.log.warning("server_drain_timeout", cut_calls=len(still))
+                self._cut(still)
+        finally:
+            self.app.stop()
+            self.log.info("server_stopped")
+            self.stopped.set()
+
+    def _cut(self, calls: list[gevent.Greenlet]) -> None:
+        """Cut ``calls``; those still not done after CUT_SECONDS are dropped, and logged."""
+        for g in calls:
+            handler = self.handlers.get(g)
+            if handler is not None:
+                handler.cut(g)
+            else:
+                g.kill(block=False)
+        gevent.joinall(calls, timeout=CUT_SECONDS)
+        left = [g for g in calls if not g.dead]
+        if left:
+            self.log.error("server_calls_dropped", calls=len(left))
+            gevent.killall(left, block=False)
 
     def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT (drain, return) — SIGHUP calls ``on_reload``."""

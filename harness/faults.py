@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -475,6 +477,17 @@ class Served:
         finally:
             self.kill()
 
+    def terminate(self, within: float, fakes: list[gevent.Greenlet] | None = None) -> tuple[int | None, float]:
+        """SIGTERM, then wait (for ``fakes`` to end and) for the exit, ``within`` s at most:
+        the exit code (None: still running) and the seconds from the signal."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        if fakes:
+            gevent.joinall(fakes, timeout=within)
+        while self.proc.poll() is None and time.monotonic() - t0 < within:
+            gevent.sleep(0.05)
+        return self.proc.poll(), time.monotonic() - t0
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -646,20 +659,11 @@ def drain_on_sigterm(workdir: Path, calls: int, *, hold: float) -> DrainReport:
     walk, customer = billed_walk(cfg)
     rep = DrainReport(calls, hold)
     served = serve(path)
-    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{hold:g}:hold"])
-    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=hold + 60).run) for _ in range(calls)]
+    fakes = _held_talks(served, db, walk, calls, hold, rep.problems)
     try:
-        if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
-            rep.problems.append(f"only {_bridged(db)} of {calls} calls bridged")
         done = query(db, "SELECT COUNT(*) AS n FROM calls WHERE status != 'active'")[0]["n"]
         rep.live_at_sigterm = calls - done
-        t0 = time.monotonic()
-        served.proc.send_signal(signal.SIGTERM)
-        gevent.joinall(fakes, timeout=hold + 60)
-        while served.proc.poll() is None and time.monotonic() - t0 < hold + 90:
-            gevent.sleep(0.05)
-        rep.drain_seconds = time.monotonic() - t0
-        rep.exit_code = served.proc.poll()
+        rep.exit_code, rep.drain_seconds = served.terminate(within=hold + 90, fakes=fakes)
     finally:
         served.kill()
         gevent.killall(fakes, timeout=5)
@@ -691,6 +695,17 @@ def drain_on_sigterm(workdir: Path, calls: int, *, hold: float) -> DrainReport:
     except OSError:
         pass
     return rep
+
+
+def _held_talks(served: Served, db: Path, walk: Walk, calls: int, talk: float,
+                problems: list[str]) -> list[gevent.Greenlet]:
+    """``calls`` billed talks of ``talk`` s in real time, once all are bridged. A held talk's stand-in
+    reads nothing until it is over: the daemon's writes pile up unread, nobody answers."""
+    script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold"])
+    fakes = [gevent.spawn(FakeFreeSWITCH(served.address, script, io_timeout=talk + 60).run) for _ in range(calls)]
+    if not wait_until(lambda: _bridged(db) >= calls, timeout=60 + calls / 5, step=0.05):
+        problems.append(f"only {_bridged(db)} of {calls} calls bridged")
+    return fakes
 
 
 def fill_table(store: Any, table: str, row: Callable[[int], dict[str, Any]]) -> int:
@@ -900,3 +915,228 @@ def refused_charge(workdir: Path, *, wait: float = 5.0) -> RefusedReport:
         d.stop()
     rep.apps_with_room, rep.apps_when_refused = executed_apps(room.fake), executed_apps(full.fake)
     return rep
+
+
+@dataclass
+class CutReport:
+    calls: int
+    drain_seconds: float
+    talk_at_sigterm: float
+    exit_code: int | None = None
+    exit_seconds: float = 0.0
+    charged_once: int = 0
+    answered_rows: int = 0
+    talk_seconds: list[int] = field(default_factory=list)
+    restart_charges: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def drain_cut(workdir: Path, calls: int, *, talk_at_sigterm: float = 4.0, drain: float = 2.0,
+              talk: float = 20.0) -> CutReport:
+    """SIGTERM with ``calls`` billed talks longer than the drain, FreeSWITCH's side not reading:
+    the process exits soon after ``drain`` s, each cut talk charged once to the cut, journaled answered."""
+    path = sample_setup(workdir, server={"drain_seconds": drain})
+    cfg = configmod.load(path)
+    db = db_path(cfg)
+    walk, _customer = billed_walk(cfg)
+    rep = CutReport(calls, drain, talk_at_sigterm)
+    served = serve(path)
+    fakes = _held_talks(served, db, walk, calls, talk, rep.problems)
+    try:
+        gevent.sleep(talk_at_sigterm)
+        rep.exit_code, rep.exit_seconds = served.terminate(within=drain + 90)
+    finally:
+        served.kill()
+        gevent.killall(fakes, timeout=5)
+    if rep.exit_code != 0:
+        rep.problems.append(f"exit code {rep.exit_code} after {rep.exit_seconds:.1f} s")
+    if not served.events("server_stopped"):
+        rep.problems.append("server_stopped never logged")
+    rep.problems += _cut_talks_charged_once(cfg, walk, rep, low=talk_at_sigterm + drain - 1)
+    again = serve(path)  # its reconcile at start finds nothing left to charge
+    try:
+        rep.restart_charges = query(db, "SELECT COUNT(*) AS n FROM charges")[0]["n"] - rep.charged_once
+    finally:
+        again.stop()
+    if rep.restart_charges:
+        rep.problems.append(f"the restart charged {rep.restart_charges} more")
+    return rep
+
+
+def _cut_talks_charged_once(cfg: configmod.Config, walk: Walk, rep: Any, *, low: float) -> list[str]:
+    """Each call charged once, from the call (not reconciled), for at least ``low`` s; its row answered with
+    that talk and charge; no meter left open. Fills ``rep.charged_once``, ``answered_rows``, ``talk_seconds``."""
+    db = db_path(cfg)
+    problems = []
+    charges = query(db, "SELECT * FROM charges")
+    by_call: dict[str, list[dict[str, Any]]] = {}
+    for c in charges:
+        by_call.setdefault(c["call_uuid"], []).append(c)
+    rows = {r["uuid"]: r for r in query(db, "SELECT * FROM calls")}
+    rep.charged_once = sum(len(cs) == 1 for cs in by_call.values())
+    rep.talk_seconds = sorted({c["talk_seconds"] for c in charges})
+    rep.answered_rows = sum(r["status"] == "answered" for r in rows.values())
+    if len(rows) != rep.calls or rep.charged_once != rep.calls or len(charges) != rep.calls:
+        problems.append(f"{len(charges)} charges for {len(by_call)} of {len(rows)} calls ({rep.calls} made)")
+    for uuid, row in rows.items():
+        cs = by_call.get(uuid, [])
+        c = cs[0] if len(cs) == 1 else None
+        if c is None or c["source"] != "call" or c["talk_seconds"] < low:
+            problems.append(f"{uuid}: charges {[(x['source'], x['talk_seconds']) for x in cs]}, want one "
+                            f"from the call of {low:g} s or more")
+            continue
+        want = amount_for(cfg, walk.legs[0].where, c["talk_seconds"])
+        # The journal rounds the talk to the nearest second, the ledger down (as billsec): within one.
+        if (row["status"], row["charge"], c["amount"]) != ("answered", want, want) or not (
+                0 <= row["talk_seconds"] - c["talk_seconds"] <= 1):
+            problems.append(f"{uuid}: row {row['status']} talk {row['talk_seconds']} charge {row['charge']}, "
+                            f"charged {c['talk_seconds']} s {c['amount']} rial (want {want})")
+    if query(db, "SELECT COUNT(*) AS n FROM meters WHERE state = 'open'")[0]["n"]:
+        problems.append("open meters")
+    return problems
+
+
+@dataclass
+class DropReport:
+    calls: int
+    talk: float
+    heartbeat: float
+    charged_once: int = 0
+    answered_rows: int = 0
+    talk_seconds: list[int] = field(default_factory=list)
+    settled_within_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def socket_drop(workdir: Path, calls: int, *, talk: float = 4.0, heartbeat: float = 1.0) -> DropReport:
+    """FreeSWITCH's side closes the socket ``talk`` s into each of ``calls`` billed talks, without a word:
+    each call's own teardown charges it at once, to the cut, and journals it answered with that talk."""
+    cfg = configmod.load(sample_setup(workdir, billing={"meter_heartbeat_seconds": heartbeat}))
+    walk, _customer = billed_walk(cfg)
+    rep = DropReport(calls, talk, heartbeat)
+    d = Daemon(cfg)
+    try:
+        script = Script(caller=walk.caller, dtmf=list(walk.dtmf), bridges=[f"answer:{talk:g}:hold:drop"])
+        fakes = [gevent.spawn(FakeFreeSWITCH(d.address, script, io_timeout=talk + 30).run) for _ in range(calls)]
+        gevent.joinall(fakes, timeout=talk + 60)
+        t0 = time.monotonic()
+        wait_idle(d.server, timeout=10)
+        rep.settled_within_seconds = time.monotonic() - t0
+        d.store.flush()
+        if sum(bool(g.value and g.value.dropped) for g in fakes) != calls:
+            rep.problems.append("not every stand-in dropped its socket mid-talk")
+        rep.problems += _cut_talks_charged_once(cfg, walk, rep, low=talk - 1)
+        high = max(rep.talk_seconds, default=0)
+        if high > talk + 1:
+            rep.problems.append(f"talk charged up to {high} s, the talk lasted {talk:g} s")
+    finally:
+        d.stop()
+    return rep
+
+
+@dataclass
+class UuidReport:
+    calls: int
+    replay_charges: int = 0  # charges a replay of a finished call added (0)
+    live_refused: int = 0  # second sessions of a live call refused
+    live_charges: list[int] = field(default_factory=list)  # per call with a refused twin: its charges' talk
+    later_charged: int = 0  # later sessions whose own talk was charged
+    refused_logged: int = 0  # call_refused log lines
+    problems: list[str] = field(default_factory=list)
+
+
+def _uuid_script(walk: Walk, uuid: str, bridges: list[str] | None = None) -> Script:
+    script = dataclasses.replace(walk.script(), channel_uuid=uuid)
+    return script if bridges is None else dataclasses.replace(script, bridges=bridges)
+
+
+def _session(d: Daemon, script: Script, start_us: int | None, customer: Customer) -> FakeFreeSWITCH:
+    """One session played to its end, the customer's debt reset first (so every session hears the same
+    amounts, and a replay is byte for byte the session it replays)."""
+    d.store.db.execute("UPDATE customers SET debt = ? WHERE id = ?", (int(customer["debt"]), customer["id"]))
+    fake = run_call(d.address, script, start_us=start_us)
+    wait_idle(d.server, timeout=10)
+    return fake
+
+
+def same_uuid(workdir: Path, calls: int, *, storage_url: str = "") -> UuidReport:
+    """One uuid, several sessions: a replay of each finished call, a second connection while each is
+    live, a later session of each (a second ``socket`` line): charged once per FreeSWITCH bridge,
+    one live session per uuid, one journal row per call going on from session to session."""
+    cfg = configmod.load(sample_setup(workdir, **({"storage": {"url": storage_url}} if storage_url else {})))
+    walk, customer = billed_walk(cfg)
+    rep = UuidReport(calls)
+    d = Daemon(cfg)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            _replays(d, walk, customer, rep)
+            _live_twins(d, walk, customer, rep)
+            _later_sessions(d, walk, customer, rep)
+    finally:
+        d.stop()
+    rep.refused_logged = sum(e["event"] == "call_refused" for e in logs)  # 0 when warnings are not logged
+    return rep
+
+
+def _replays(d: Daemon, walk: Walk, customer: Customer, rep: UuidReport) -> None:
+    want = amount_for(d.app.config, walk.legs[0].where, TALK)
+    for _ in range(rep.calls):
+        u, start = str(uuidlib.uuid4()), int(time.time() * 1e6)
+        _session(d, _uuid_script(walk, u), start, customer)
+        was = d.store.get_call(u)
+        _session(d, _uuid_script(walk, u), start, customer)  # the same call, byte for byte
+        row, debt = d.store.get_call(u), customer_debt(d.store, customer["id"])
+        extra = len(d.store.db.query("SELECT 1 FROM charges WHERE call_uuid = ?", (u,))) - 1
+        rep.replay_charges += extra
+        if extra or debt != int(customer["debt"]):
+            rep.problems.append(f"replay of {u}: {extra} more charges, debt {customer['debt']} -> {debt}")
+        if row is None or was is None or (row["started_at"], row["talk_seconds"], row["charge"], row["status"]) != (
+                was["started_at"], TALK, want, "answered") or row["modules"] != 2 * list(walk.modules):
+            rep.problems.append(f"replay of {u}: row {was and _brief(was)} became {row and _brief(row)}")
+
+
+def _live_twins(d: Daemon, walk: Walk, customer: Customer, rep: UuidReport) -> None:
+    uuids = [str(uuidlib.uuid4()) for _ in range(rep.calls)]
+    d.store.db.execute("UPDATE customers SET debt = ? WHERE id = ?", (int(customer["debt"]), customer["id"]))
+    held = [gevent.spawn(run_call, d.address, _uuid_script(walk, u, ["answer:3:hold"])) for u in uuids]
+    meters = f"SELECT COUNT(*) AS n FROM meters WHERE bridge_us > 0 AND call_uuid IN ({', '.join('?' * len(uuids))})"
+    if not wait_until(lambda: d.store.db.one(meters, uuids)["n"] >= rep.calls, timeout=30, step=0.02):
+        rep.problems.append("the held calls never bridged")
+    twins = [gevent.spawn(run_call, d.address, _uuid_script(walk, u)) for u in uuids]
+    gevent.joinall(twins + held, timeout=60)
+    wait_idle(d.server, timeout=10)
+    rep.live_refused = sum(1 for g in twins if g.value and g.value.commands == ["connect"] and
+                           g.value.closed_by_peer and not g.value.exit_received)
+    if rep.live_refused != rep.calls:
+        rep.problems.append(f"{rep.live_refused} of {rep.calls} second live sessions refused")
+    amount = amount_for(d.app.config, walk.legs[0].where, 3)
+    for u in uuids:
+        charges = d.store.db.query("SELECT talk_seconds, amount FROM charges WHERE call_uuid = ?", (u,))
+        rep.live_charges += [c["talk_seconds"] for c in charges]
+        row = d.store.get_call(u)
+        if [(c["talk_seconds"], c["amount"]) for c in charges] != [(3, amount)] or row is None or (
+                row["status"], row["talk_seconds"], row["charge"], row["modules"]) != (
+                "answered", 3, amount, list(walk.modules)):
+            rep.problems.append(f"{u} with a live twin: charges {charges}, row {row and _brief(row)}")
+
+
+def _later_sessions(d: Daemon, walk: Walk, customer: Customer, rep: UuidReport) -> None:
+    want = amount_for(d.app.config, walk.legs[0].where, TALK)
+    for _ in range(rep.calls):
+        u = str(uuidlib.uuid4())
+        first = _session(d, _uuid_script(walk, u), None, customer)
+        was = d.store.get_call(u)
+        # FreeSWITCH runs the next socket line after the first session ended: later on its clock.
+        _session(d, _uuid_script(walk, u), first.now_us + 5_000_000, customer)
+        charges = d.store.db.query("SELECT module, amount FROM charges WHERE call_uuid = ?", (u,))
+        row = d.store.get_call(u)
+        rep.later_charged += len(charges) == 2
+        if len(charges) != 2 or row is None or was is None or (
+                row["started_at"], row["status"], row["talk_seconds"], row["charge"], row["modules"]) != (
+                was["started_at"], "answered", 2 * TALK, 2 * want, 2 * list(walk.modules)):
+            rep.problems.append(f"later session of {u}: charges {charges}, row {was and _brief(was)} "
+                                f"became {row and _brief(row)}")
+
+
+def _brief(row: dict[str, Any]) -> tuple[Any, ...]:
+    return row["status"], row["started_at"], row["talk_seconds"], row["charge"], row["modules"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import gevent
 import pytest
 
 from fsapp import config as configmod
@@ -25,6 +26,7 @@ from harness.faults import (
     Sweep,
     _walk,
     apps_the_config_needs,
+    drain_cut,
     drain_on_sigterm,
     executed_apps,
     full_journal,
@@ -34,8 +36,10 @@ from harness.faults import (
     reachable_modules,
     refused_charge,
     run_sweep,
+    same_uuid,
     sample_customer,
     sample_setup,
+    socket_drop,
 )
 from tests.helpers import Daemon
 
@@ -115,6 +119,35 @@ def test_sigterm_drains_live_calls_and_exits_zero(tmp_path: Path) -> None:
     assert rep.exit_code == 0 and rep.completed == rep.charges == 100
 
 
+def test_sigterm_drain_that_runs_out_cuts_settles_and_exits(tmp_path: Path) -> None:
+    """SIGTERM, drain_seconds 2, 4 billed calls 4 s into a 20 s talk, FreeSWITCH's side not reading:
+    the process exits within seconds (it used to hang for good), each talk charged once, to the cut, answered."""
+    rep = drain_cut(tmp_path, 4, talk_at_sigterm=4, drain=2, talk=20)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.exit_code == 0 and rep.exit_seconds < 2 + 8  # the drain, then the cut's fixed bound (3 s)
+    assert rep.charged_once == rep.answered_rows == 4 and rep.restart_charges == 0
+    assert min(rep.talk_seconds) >= 5 and max(rep.talk_seconds) <= 4 + 2 + 6
+
+
+def test_socket_dropped_mid_talk_is_charged_at_once_and_answered(tmp_path: Path) -> None:
+    """FreeSWITCH's side closes the socket 4 s into a billed talk (heartbeat 1 s): no restart needed,
+    the call's teardown charges the talk to the cut, the row says answered with that talk, no meter open."""
+    rep = socket_drop(tmp_path, 2, talk=4, heartbeat=1)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.charged_once == rep.answered_rows == 2
+    assert rep.talk_seconds and min(rep.talk_seconds) >= 3
+
+
+def test_one_uuid_many_sessions_charged_once_per_bridge_one_row(tmp_path: Path) -> None:
+    """3 calls each replayed byte for byte after it ended, 3 with a second connection while live, 3 with
+    a later session (a second socket line): replays charge nothing, twins are refused, later sessions'
+    talks are charged and their rows go on (modules appended, talk added, started_at kept)."""
+    rep = same_uuid(tmp_path, 3)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.replay_charges == 0 and rep.live_refused == rep.refused_logged == 3 and rep.live_charges == [3, 3, 3]
+    assert rep.later_charged == 3
+
+
 def test_full_journal_routes_calls_logs_and_recovers(tmp_path: Path) -> None:
     """A full journal table: calls still bridged and charged, the failure logged, rows written once it frees."""
     rep = full_journal(tmp_path)
@@ -139,3 +172,27 @@ def test_charge_refused_by_a_full_database_is_written_once_it_frees(tmp_path: Pa
     """The ledger full as a paid talk ends: the caller goes on to next; the charge lands once there is room again."""
     rep = refused_charge(tmp_path)
     assert not rep.problems, "\n".join(rep.problems)
+
+
+def test_own_meter_left_open_by_a_dropped_call_is_reconciled_by_its_daemon(tmp_path: Path) -> None:
+    """A meter of this daemon whose call is no longer live (the call dropped before it settled) is charged
+    once by the daemon's periodic reconcile, from its last stamp; a live call's meter is left alone."""
+    import time
+
+    cfg = configmod.load(sample_setup(tmp_path, billing={"meter_heartbeat_seconds": 1}))
+    customer = sample_customer(cfg)
+    d = Daemon(cfg)
+    try:
+        bridge = int(time.time() * 1e6) - 30_000_000
+        base = {"customer_id": customer["id"], "interval_minutes": 1, "amount_per_interval": 50_000,
+                "product_code": "P", "bridge_us": bridge, "seen_us": bridge + 20_000_000, "state": "open",
+                "daemon": d.app.daemon_id, "opened_at": time.time(), "beat_at": time.time()}
+        d.store.meter_open({"call_uuid": "gone", "module": "paid", **base})
+        d.store.meter_open({"call_uuid": "live", "module": "paid", **base})
+        assert d.app.claim_call("live")
+        gevent.sleep(2.5)  # two rounds of the maintenance loop
+        charges = [(c["call_uuid"], c["source"], c["talk_seconds"]) for c in d.store.charges()]
+        assert charges == [("gone", "reconciled", 20)]
+        assert [m["call_uuid"] for m in d.store.open_meters()] == ["live"]
+    finally:
+        d.stop()

@@ -27,6 +27,7 @@ import pytest
 from fsapp import customers
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.store import Store, open_store
+from harness.faults import same_uuid
 from tests.helpers import PG_ENV, ROOT, write_config
 
 AMOUNT = 50_000  # rial per started minute
@@ -475,3 +476,11 @@ def test_serve_exits_1_naming_storage_url_when_postgres_is_unreachable(tmp_path:
     assert proc.returncode == 1, proc.stderr
     assert f"{config}:storage.url:" in proc.stderr
     assert "server_started" not in proc.stderr
+
+
+def test_one_uuid_many_sessions_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    """The same-uuid sessions on PostgreSQL: replays charge nothing (the talk key holds there too),
+    live twins are refused, later sessions are charged and continue the row."""
+    rep = same_uuid(tmp_path, 3, storage_url=pg_url)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert rep.replay_charges == 0 and rep.live_refused == 3 and rep.later_charged == 3

@@ -8,6 +8,7 @@ import gevent
 import pytest
 
 from fsapp import ledger
+from fsapp import store as storemod
 from fsapp.store import MIGRATIONS, StorageError, open_store
 
 
@@ -29,6 +30,43 @@ def test_migrations_are_idempotent(store_url):
     assert [r["version"] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
     s1.close()
     s2.close()
+
+
+def test_one_bridge_is_charged_once_whatever_the_meter(store_url):
+    """The same FreeSWITCH bridge settled under a second meter of the call (a replayed or resumed
+    session's visit) charges nothing; another bridge of the same call and module is charged."""
+    s = open_store(store_url)
+    first, replay, later = (_meter("u1", module=m, bridge_us=b) for m, b in
+                            (("paid", 1_700_000_000_000_000), ("paid#2", 1_700_000_000_000_000),
+                             ("paid#3", 1_700_000_100_000_000)))
+    for m in (first, replay, later):
+        assert s.meter_open(m)
+    assert ledger.settle(s, first, 30)["amount"] == 50_000
+    assert ledger.settle(s, replay, 30) is None
+    assert ledger.settle(s, later, 61)["amount"] == 100_000
+    assert [(c["module"], c["code"], c["amount"]) for c in s.charges()] == [("paid", "paid", 50_000),
+                                                                            ("paid#3", "paid", 100_000)]
+    assert s.open_meters() == []  # the replay's meter is closed, not left for reconcile
+    assert len(s.outbox_rows()) == 4  # invoice and payment link for each charged talk only
+    s.close()
+
+
+def test_charges_made_before_the_talk_key_are_keyed_by_the_upgrade(store_url, monkeypatch):
+    """A database charged before migration 7: it keys the charges from their meters' bridges,
+    so a replay of such a call after the upgrade is not charged again."""
+    monkeypatch.setattr(storemod, "MIGRATIONS", MIGRATIONS[:6])  # up to the UTC times
+    old = open_store(store_url)
+    old.meter_open(_meter("u9", bridge_us=1_700_000_000_000_000, state="charged"))
+    old.db.execute("INSERT INTO charges (call_uuid, module, customer_id, talk_seconds, units, amount, created_at)"
+                   " VALUES ('u9', 'paid', 'C-1', 30, 1, 50000, '2026-01-01T00:00:00')")
+    old.close()
+    monkeypatch.setattr(storemod, "MIGRATIONS", MIGRATIONS)
+    s = open_store(store_url)
+    assert [(c["code"], c["bridge_us"]) for c in s.charges()] == [("paid", 1_700_000_000_000_000)]
+    replay = _meter("u9", module="paid#2", bridge_us=1_700_000_000_000_000)
+    assert s.meter_open(replay) and ledger.settle(s, replay, 30) is None
+    assert len(s.charges()) == 1
+    s.close()
 
 
 def test_journal_row_round_trip_and_filters(store_url):

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from fsapp import billing, flow, ledger
 from fsapp.crm import CRMError
-from fsapp.esl import Hangup
 from fsapp.options import Opt, prompt
 from fsapp.store import StorageError
 
@@ -112,8 +111,9 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
                          disposition=result.disposition, talk_seconds=result.talk_seconds)
             if result.answered:
                 break
-    except Hangup:
-        # The caller hung up, maybe mid-talk: charge what FreeSWITCH timestamped, then end.
+    except BaseException:
+        # The caller hung up, the socket went or the daemon cut the call (drain), maybe
+        # mid-talk: charge what FreeSWITCH timestamped (the cut time if it said nothing), then end.
         _settle(ctx, m, meter)
         raise
     _settle(ctx, m, meter, result)

@@ -241,6 +241,15 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """,
     # 6: journal and ledger times in UTC ("...Z"), from the host's naive local time
     _times_to_utc,
+    # 7: a talk is charged once: keyed by the call, the module's code (not the visit) and
+    # FreeSWITCH's CHANNEL_BRIDGE timestamp, so a replayed or resumed session cannot charge it again
+    """
+    ALTER TABLE charges ADD COLUMN code TEXT NOT NULL DEFAULT '';
+    ALTER TABLE charges ADD COLUMN bridge_us BIGINT NOT NULL DEFAULT 0;
+    UPDATE charges SET code = module, bridge_us = COALESCE((SELECT m.bridge_us FROM meters m
+        WHERE m.call_uuid = charges.call_uuid AND m.module = charges.module), 0) WHERE module NOT LIKE '%#%';
+    CREATE UNIQUE INDEX charges_talk ON charges (call_uuid, code, bridge_us) WHERE bridge_us > 0;
+    """,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -377,13 +386,14 @@ class Store(AnalysisStore, CDRStore):
 
     # ------------------------------------------------------------ journal
 
-    def call_started(self, row: dict[str, Any]) -> None:
+    def call_started(self, row: dict[str, Any]) -> bool:
+        """Journal a call's start; False if the call already has a row (an earlier session of it)."""
         cols = [c for c in CALL_FIELDS if c in row]
-        self.db.execute(
+        return self.db.execute(
             f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             " ON CONFLICT (uuid) DO NOTHING",
             [_sql_value(row[c]) for c in cols],
-        )
+        ) > 0
 
     def call_finished(self, uuid: str, row: dict[str, Any], *, charge_from_ledger: bool = False) -> None:
         """Write a call's final row.
@@ -747,16 +757,23 @@ class Store(AnalysisStore, CDRStore):
         """Close a meter and charge it, once: ledger row, debt, outbox rows, one transaction.
 
         Returns the charge, or None if the meter was already settled (by another daemon,
-        or by reconcile): the UNIQUE (call_uuid, module) ledger key makes it exactly once.
+        or by reconcile), or its talk already charged (the same FreeSWITCH bridge seen by
+        another session of the call): the ledger's keys (call_uuid, module) and (call_uuid,
+        code, bridge_us) make it exactly once.
         """
         uuid, module = meter["call_uuid"], meter["module"]
+        code, bridge_us = module.partition("#")[0], int(meter.get("bridge_us") or 0)
         with self.db.transaction():
+            self.db.lock("talk:" + uuid)  # two daemons settling one call's talks: one at a time
+            charged = bool(amount and bridge_us and self.db.one(
+                "SELECT 1 AS x FROM charges WHERE call_uuid = ? AND code = ? AND bridge_us = ?",
+                (uuid, code, bridge_us)))
             closed = self.db.execute(
                 "UPDATE meters SET state = ?, seen_us = GREATEST(seen_us, bridge_us + ?)"
                 " WHERE call_uuid = ? AND module = ? AND state = 'open'",
-                ("charged" if amount else "closed", talk_seconds * 1_000_000, uuid, module),
+                ("charged" if amount and not charged else "closed", talk_seconds * 1_000_000, uuid, module),
             )
-            if not closed:
+            if not closed or charged:
                 return None
             if not amount:
                 return {"call_uuid": uuid, "module": module, "amount": 0, "units": 0, "talk_seconds": talk_seconds}
@@ -771,9 +788,9 @@ class Store(AnalysisStore, CDRStore):
                 debt = int(row["s"]) + amount if row else amount
             created = now_iso(now)
             self.db.execute(
-                "INSERT INTO charges (call_uuid, module, customer_id, talk_seconds, units, amount, debt_after,"
-                " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (uuid, module, customer, talk_seconds, units, amount, debt, source, created),
+                "INSERT INTO charges (call_uuid, module, code, bridge_us, customer_id, talk_seconds, units, amount,"
+                " debt_after, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (uuid, module, code, bridge_us, customer, talk_seconds, units, amount, debt, source, created),
             )
             for kind, key, payload in outbox:
                 self.outbox_add(kind, key, payload, now)
