@@ -64,13 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--src", required=True, help="drop folder laid out as <language>/<group>/<name>.<ext>")
     b.add_argument("--dest", default="", help="prompt folder (default: [sounds] dir)")
     b.add_argument("--silence-thresh", type=float, default=-50.0, help="dBFS below which edges are trimmed")
-    b.add_argument("--target-dbfs", type=float, default=-20.0, help="loudness to normalise to")
+    b.add_argument("--loudness", type=float, default=None, metavar="LUFS",
+                   help="EBU R128 loudness to normalise to (default: [sounds] loudness_lufs, -20)")
     c = ssub.add_parser("check", help="list prompts the config names that are missing or in the wrong format")
     _config_arg(c)
     t = ssub.add_parser("tts", help="render placeholder prompts from <dir>/<language>/prompts.toml (espeak-ng)")
     _config_arg(t)
     t.add_argument("--language", default="", help="fa or en (default: [sounds] language)")
-    t.add_argument("--overwrite", action="store_true", help="replace prompts that already exist")
+    t.add_argument("--overwrite", nargs="*", default=None, metavar="NAME",
+                   help="re-render the placeholders tts made (recordings are kept); "
+                        "with prompt names, replace exactly those, recordings too")
 
     from fsapp import journal
 
@@ -242,13 +245,16 @@ def cmd_sounds(args: argparse.Namespace) -> int:
     try:
         if args.sounds_command == "build":
             dest = Path(args.dest) if args.dest else cfg.sounds.dir
+            loudness = cfg.sounds.loudness_lufs if args.loudness is None else args.loudness
             reports = sounds.build(Path(args.src), dest, silence_thresh_dbfs=args.silence_thresh,
-                                   target_dbfs=args.target_dbfs)
+                                   loudness_lufs=loudness)
             print(sounds.format_report(reports))
             return EXIT_BAD_INPUT if any(r.status == "error" for r in reports) else EXIT_OK
         if args.sounds_command == "tts":
-            made = sounds.tts(cfg.sounds.dir, args.language or cfg.sounds.language, overwrite=args.overwrite)
-            print(f"{len(made)} prompts rendered")
+            report = sounds.tts(cfg.sounds.dir, args.language or cfg.sounds.language,
+                                overwrite=args.overwrite is not None, names=args.overwrite or (),
+                                loudness_lufs=cfg.sounds.loudness_lufs)
+            print(report.describe())
             return EXIT_OK
     except sounds.SoundsError as exc:
         raise UsageError(str(exc)) from None

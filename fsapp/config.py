@@ -114,6 +114,8 @@ class SoundsConfig:
     fs_dir: str = ""  # how FreeSWITCH sees dir; "" = the absolute path of dir
     say: str = "files"  # files | mod_say
     currency: str = "rial"
+    loudness_lufs: float = -20.0  # what `fsapp sounds build` and `tts` normalise to (EBU R128)
+    fs_user: str = "freeswitch"  # the user FreeSWITCH runs as, for `fsapp check`'s access test
 
     @functools.cached_property
     def _prefix(self) -> str:
@@ -357,14 +359,18 @@ def from_dict(
         r.unknown(c, "crm", known_crm)
 
     so = r.table(data, "sounds")
-    r.unknown(so, "sounds", ("dir", "language", "fs_dir", "say", "currency"))
+    r.unknown(so, "sounds", SoundsConfig.__dataclass_fields__)
     sounds = SoundsConfig(
         dir=_relative(sounds_base or base, r.get(so, "sounds", "dir", str, "sounds")),
         language=r.get(so, "sounds", "language", str, "fa", choices=("fa", "en")),
         fs_dir=r.get(so, "sounds", "fs_dir", str, ""),
         say=r.get(so, "sounds", "say", str, "files", choices=("files", "mod_say")),
         currency=r.get(so, "sounds", "currency", str, "rial", choices=("rial", "toman")),
+        loudness_lufs=r.get(so, "sounds", "loudness_lufs", float, -20.0),
+        fs_user=r.get(so, "sounds", "fs_user", str, "freeswitch"),
     )
+    if not -70.0 < sounds.loudness_lufs < 0.0:
+        r.fail("sounds.loudness_lufs", f"must be between -70 and 0 LUFS, not {sounds.loudness_lufs}")
     if check_files and not sounds.dir.is_dir():
         r.fail("sounds.dir", f"no such directory: {sounds.dir}")
 
