@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="validate the config and every prompt it names")
     _config_arg(s)
 
+    s = sub.add_parser("init", help="lay out a site: config, prompts FreeSWITCH can read, customer directory")
+    s.add_argument("dir", metavar="DIR", help="folder for fsapp.toml (made if missing)")
+    s.add_argument("--sounds-dir", default="", help="where the prompts go (default: DIR/sounds); "
+                   "FreeSWITCH must read it, e.g. /usr/share/freeswitch/sounds/fsapp")
+    s.add_argument("--language", default="fa", choices=("fa", "en"))
+    s.add_argument("--storage", default="sqlite:fsapp.db", help="[storage] url (default: sqlite:fsapp.db beside it)")
+    s.add_argument("--customers", default="empty", choices=("empty", "sample"),
+                   help="an empty customer directory (default) or the sample customers")
+
     s = sub.add_parser("simulate", help="play FreeSWITCH's side of one call and print a transcript")
     _config_arg(s)
     s.add_argument("--caller", required=True, help="caller ID number, e.g. 09121234567")
@@ -126,6 +135,41 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{cfg.file}:{exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
+    _site_warnings(cfg, sample=_config_path(args) is None)
+    return EXIT_OK
+
+
+def _site_warnings(cfg: configmod.Config, *, sample: bool = False) -> None:
+    """What will not stop the daemon but will stop calls: prompts FreeSWITCH cannot read, no customers.
+
+    The shipped sample loads its sample customers itself (simulate), so its directory is not reported.
+    """
+    from fsapp import site
+
+    for line in (site.access_warning(cfg), None if sample else site.empty_directory_note(cfg)):
+        if line:
+            print(line, file=sys.stderr)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fsapp import site
+
+    try:
+        made = site.lay_out(Path(args.dir), sounds_dir=Path(args.sounds_dir) if args.sounds_dir else None,
+                            language=args.language, storage_url=args.storage, customers=args.customers)
+    except site.SiteError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {made.config}")
+    print(f"prompts: {made.copied} files copied to {made.sounds}" + (f", {made.kept} already there kept"
+                                                                     if made.kept else ""))
+    if made.customers:
+        print(f"customers: the sample directory loaded ({', '.join(made.customers)})")
+    cfg = configmod.load(str(made.config))
+    print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
+    _site_warnings(cfg)
+    print(f"next: fsapp check -c {made.config}")
     return EXIT_OK
 
 
@@ -158,6 +202,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{cfg.file}:server.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
     log = logmod.get("fsapp")
+    from fsapp import site
+
+    if site.empty_directory_note(cfg):
+        log.warning("customer_directory_empty", storage=cfg.storage_url, hint=site.EMPTY_DIRECTORY)
     http = None
     if metrics is not None:
         from fsapp.metrics import health_of, start_http
@@ -208,6 +256,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if _config_path(args) is None:
         _seed_sample_directory(cfg)
+    else:
+        from fsapp import site
+
+        note = site.empty_directory_note(cfg)
+        print(f"({note.split(': warning: ', 1)[1]})\n" if note else "", end="")
     if args.connect:
         try:
             host, port = configmod.parse_listen(args.connect)
@@ -242,6 +295,10 @@ def cmd_sounds(args: argparse.Namespace) -> int:
     from fsapp import sounds
 
     cfg = load_config(args, check_files=False)
+    writes_dir = args.sounds_command == "tts" or (args.sounds_command == "build" and not args.dest)
+    if writes_dir and cfg.sounds.dir == configmod.INSTALLED_SOUNDS:
+        raise UsageError(f"[sounds] dir is the prompt set installed with fsapp ({cfg.sounds.dir}), not to be "
+                         "written: lay out a site (fsapp init DIR) and use its config, or give --dest")
     try:
         if args.sounds_command == "build":
             dest = Path(args.dest) if args.dest else cfg.sounds.dir
@@ -291,6 +348,7 @@ HANDLERS: dict[str, Any] = {
     "sounds": cmd_sounds,
     "serve": cmd_serve,
     "check": cmd_check,
+    "init": cmd_init,
     "simulate": cmd_simulate,
 }
 

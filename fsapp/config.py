@@ -16,6 +16,14 @@ from fsapp import flow
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLE_CONFIG = PACKAGE_DIR / "sample" / "fsapp.toml"
+# The prompt set shipped with fsapp: copied into the package by the wheel build
+# (setup.py), the top-level sounds/ folder of a source checkout or an editable install.
+INSTALLED_SOUNDS = PACKAGE_DIR / "prompts"
+
+
+def shipped_sounds() -> Path:
+    """Where the shipped prompt set is: ``[sounds] dir = ""`` names it."""
+    return INSTALLED_SOUNDS if INSTALLED_SOUNDS.is_dir() else PACKAGE_DIR.parent / "sounds"
 
 
 class ConfigError(Exception):
@@ -264,11 +272,8 @@ def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
     if path:
         return from_dict(data, file=file, base=p.resolve().parent, check_files=check_files)
-    # The shipped sample works from the working directory (its database lands there),
-    # with the prompts of the source tree when the working directory has none.
-    base = Path.cwd()
-    sounds_base = base if (base / "sounds").is_dir() else PACKAGE_DIR.parent
-    return from_dict(data, file=file, base=base, sounds_base=sounds_base, check_files=check_files)
+    # The shipped sample works from the working directory (its database lands there).
+    return from_dict(data, file=file, base=Path.cwd(), check_files=check_files)
 
 
 def _relative(base: Path, value: str) -> Path:
@@ -361,7 +366,8 @@ def from_dict(
     so = r.table(data, "sounds")
     r.unknown(so, "sounds", SoundsConfig.__dataclass_fields__)
     sounds = SoundsConfig(
-        dir=_relative(sounds_base or base, r.get(so, "sounds", "dir", str, "sounds")),
+        dir=_relative(sounds_base or base, r.get(so, "sounds", "dir", str, "sounds")) if so.get("dir") != ""
+        else shipped_sounds(),
         language=r.get(so, "sounds", "language", str, "fa", choices=("fa", "en")),
         fs_dir=r.get(so, "sounds", "fs_dir", str, ""),
         say=r.get(so, "sounds", "say", str, "files", choices=("files", "mod_say")),

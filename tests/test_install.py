@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +55,6 @@ def test_serve_stderr_is_pure_json_without_ffmpeg(tmp_path):
     """serve's stderr is JSON lines only, with no ffmpeg warning, from start to a SIGTERM stop."""
     cfg = (ROOT / "fsapp/sample/fsapp.toml").read_text(encoding="utf-8")
     cfg = cfg.replace('listen = "127.0.0.1:8084"', 'listen = "127.0.0.1:0"')
-    cfg = cfg.replace('dir = "sounds"', f'dir = "{ROOT / "sounds"}"')
     (tmp_path / "fsapp.toml").write_text(cfg, encoding="utf-8")
     proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", "fsapp.toml"], cwd=tmp_path,
                             env=no_ffmpeg_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,6 +76,9 @@ def test_serve_stderr_is_pure_json_without_ffmpeg(tmp_path):
     events = [json.loads(line)["event"] for line in lines]  # raises on any line that is not JSON
     assert "server_started" in events
     assert "ffmpeg" not in err
+    # a copied sample has an empty customer directory: serve says what that does to calls
+    (empty,) = [json.loads(line) for line in lines if json.loads(line)["event"] == "customer_directory_empty"]
+    assert "every identification fails (no customers)" in empty["hint"]
 
 
 def test_sounds_build_without_ffmpeg_says_so_once(tmp_path):
@@ -133,3 +140,136 @@ def test_readme_transcript_is_what_the_first_command_prints(tmp_path):
     printed = done.stdout.split("\n\n", 1)[1] if done.stdout.startswith("(sample") else done.stdout
     mask = re.compile(r"^call \S+", re.M)
     assert mask.sub("call UUID", printed.strip()) == mask.sub("call UUID", shown.strip())
+
+
+# -- an install that runs: the shipped prompts, fsapp init, fsapp check ----------------
+
+
+def test_a_copied_sample_passes_check_and_says_its_directory_is_empty(tmp_path):
+    """The sample copied anywhere finds the shipped prompts; check passes and warns that no customer can be found."""
+    shutil.copy(ROOT / "fsapp/sample/fsapp.toml", tmp_path / "copied.toml")
+    done = fsapp("check", "-c", "copied.toml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "copied.toml: ok (6 modules)\n"
+    assert done.stderr == ("copied.toml:crm.kind: warning: the local customer directory is empty: every "
+                           "identification fails (no customers) until they are imported "
+                           "(fsapp customers import FILE.csv)\n")
+    call = fsapp("simulate", "-c", "copied.toml", "--caller", "09121234567", "--dtmf", "1,1001", cwd=tmp_path)
+    assert call.stdout.startswith("(the local customer directory is empty: every identification fails")
+
+
+def test_init_lays_out_a_site_that_passes_check_and_takes_a_call(tmp_path):
+    """fsapp init DIR --customers sample: config, prompts, customers; check passes and the README's call works."""
+    done = fsapp("init", "site", "--customers", "sample", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    site = tmp_path / "site"
+    shipped = [p for p in (ROOT / "sounds").rglob("*") if p.is_file()]
+    assert f"prompts: {len(shipped)} files copied" in done.stdout
+    assert (site / "sounds/fa/club/8000/welcome.wav").is_file()
+    assert 'dir = "sounds"' in (site / "fsapp.toml").read_text(encoding="utf-8")
+    check = fsapp("check", "-c", "site/fsapp.toml", cwd=tmp_path)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "site/fsapp.toml: ok (6 modules)\n", "")
+    call = fsapp("simulate", "-c", "site/fsapp.toml", "--caller", "09121234567", "--dtmf", "1,1001,1234",
+                 "--bridge", "answer:95", cwd=tmp_path)
+    assert "customer: C-1001" in call.stdout and "charge 100,000 rial" in call.stdout
+
+
+def test_init_with_an_empty_directory_says_why_identification_will_fail(tmp_path):
+    """The default empty directory passes check, with the warning naming the cause."""
+    done = fsapp("init", "site", "--language", "en", "--sounds-dir", "prompts", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "every identification fails (no customers)" in done.stderr
+    assert (tmp_path / "prompts/en/menu/16000/main.wav").is_file()
+    text = (tmp_path / "site/fsapp.toml").read_text(encoding="utf-8")
+    assert f'dir = "{tmp_path / "prompts"}"' in text and 'language = "en"' in text
+    assert fsapp("check", "-c", "site/fsapp.toml", cwd=tmp_path).returncode == 0
+
+
+def test_init_never_replaces_a_config_or_a_recording(tmp_path):
+    """A second init on the same folder is refused naming the file; a prompt already there is kept."""
+    recording = tmp_path / "site/sounds/fa/club/8000/welcome.wav"
+    recording.parent.mkdir(parents=True)
+    designers = (ROOT / "sounds/fa/common/8000").iterdir().__next__().read_bytes()  # any valid 8 kHz prompt
+    recording.write_bytes(designers)
+    first = fsapp("init", "site", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "1 already there kept" in first.stdout
+    assert recording.read_bytes() == designers
+    config = (tmp_path / "site/fsapp.toml").read_bytes()
+
+    again = fsapp("init", "site", "--customers", "sample", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr == f"fsapp init: {tmp_path}/site/fsapp.toml: already exists, left as it is " \
+                           "(lay the site out in another folder)\n"
+    assert (tmp_path / "site/fsapp.toml").read_bytes() == config
+
+
+def test_sounds_tts_refuses_to_write_into_the_installed_package(tmp_path, monkeypatch):
+    """With the installed prompt set as [sounds] dir, tts stops naming it instead of writing into the package."""
+    from fsapp import cli
+    from fsapp import config as configmod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(configmod, "INSTALLED_SOUNDS", ROOT / "sounds")
+    assert cli.main(["sounds", "tts", "--overwrite"]) == 2
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder every user may enter (pytest's own is 0700)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
+
+
+def locked_site(tmp_path: Path, mode: int) -> Path:
+    """A site whose prompts sit under a folder of ``mode``, owned by this (root) user."""
+    done = fsapp("init", str(tmp_path / "etc/site"), "--customers", "sample", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "etc/site/fsapp.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'language = "fa"', 'language = "fa"\nfs_user = "nobody"'), encoding="utf-8")
+    os.chmod(tmp_path / "etc", mode)
+    return config
+
+
+needs_nobody = pytest.mark.skipif(
+    os.geteuid() != 0 or not any(u.pw_name == "nobody" for u in pwd.getpwall()),
+    reason="needs root and a 'nobody' user to stand for FreeSWITCH's",
+)
+
+
+@needs_nobody
+def test_check_warns_when_freeswitch_cannot_enter_the_prompt_folder(open_tmp):
+    """Prompts under a 0750 root:root folder: check passes but warns that FreeSWITCH's user cannot enter it."""
+    tmp_path = open_tmp
+    config = locked_site(tmp_path, 0o750)
+    done = fsapp("check", "-c", str(config), cwd=tmp_path)
+    assert done.returncode == 0
+    assert done.stderr == (
+        f"{config}:sounds.dir: warning: FreeSWITCH (user nobody) cannot read the prompts: {tmp_path}/etc is "
+        "0750 root:root: user nobody cannot enter it; put them where it can read, like its own $${sounds_dir} "
+        "(fsapp init --sounds-dir DIR)\n"
+    )
+
+
+@needs_nobody
+def test_check_is_quiet_when_freeswitch_can_read_the_prompts(open_tmp):
+    """The same site with the folder 0755: no warning."""
+    tmp_path = open_tmp
+    config = locked_site(tmp_path, 0o755)
+    done = fsapp("check", "-c", str(config), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_check_cannot_tell_without_the_freeswitch_user(tmp_path):
+    """No such user on this host (FreeSWITCH elsewhere): check says nothing about access."""
+    done = fsapp("init", "site", "--customers", "sample", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = tmp_path / "site/fsapp.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        'language = "fa"', 'language = "fa"\nfs_user = "no-such-user-here"'), encoding="utf-8")
+    os.chmod(tmp_path / "site", 0o700)
+    done = fsapp("check", "-c", str(config), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
