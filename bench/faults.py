@@ -1,4 +1,4 @@
-"""Faults at full scale: the figures for the README's "Reliability" section.
+"""Faults at full scale: the figures for docs/reliability.md.
 
 Runs the scenarios of ``tests/test_faults.py`` with the issue's counts:
 

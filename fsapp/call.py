@@ -171,7 +171,11 @@ class CallIO:
             return ()
         self._bridge_vars_set = True
         # Without continue_on_fail a busy callee makes FreeSWITCH hang up the caller.
-        return (("multiset", "continue_on_fail=true hangup_after_bridge=false"),)
+        # park_after_bridge: when a queue's agent hangs up, mod_callcenter's uuid_bridge
+        # ends outside the socket app; FreeSWITCH then parks the caller for this socket
+        # instead of resuming the dialplan (whose next socket line would start a second
+        # session for the same call), so the module's next still reaches the caller.
+        return (("multiset", "continue_on_fail=true hangup_after_bridge=false park_after_bridge=true"),)
 
     def dial_string(self, dest: flow.Dest, ring_seconds: int) -> str:
         if dest.kind != "ext" or not flow.EXT_RE.fullmatch(dest.value):
@@ -253,7 +257,8 @@ class CallIO:
         if cause != "answered":
             return BridgeResult(str(dest), "no_answer", disposition=cause or "NO_ANSWER", hangup_cause=cause)
         # mod_callcenter has uuid_bridged the caller out of the socket app: the talk
-        # goes on until UNBRIDGE; hanging up here would cut it.
+        # goes on until UNBRIDGE; hanging up here would cut it. After it the caller is
+        # parked (park_after_bridge) and this socket goes on with the module's next.
         first = len(s.bridges)
 
         def talk_over() -> bool:

@@ -1,18 +1,13 @@
-"""``fsapp customers``: the embedded customer directory (the default CRM)."""
+"""The embedded customer directory (the default CRM): CSV import, validation, listing."""
 
 from __future__ import annotations
 
-import argparse
 import csv
-import getpass
 import io
-import json
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from fsapp import flow, phones, pins
+from fsapp.render import Column, table_lines, to_csv, to_json, unquote_cell
 
 HEADER = ["id", "number", "name", "type", "phones", "mobile", "pin", "sales", "support", "other", "debt"]
 
@@ -51,7 +46,7 @@ def parse_csv(text: str, *, source: str = "customers.csv", region: str = "IR") -
         if len(values) != len(header):
             problems.append(f"{source}:{line}: {len(values)} fields, expected {len(header)}")
             continue
-        raw = {k: v.strip() for k, v in zip(header, values, strict=True)}
+        raw = {k: unquote_cell(v.strip()) for k, v in zip(header, values, strict=True)}
         row, errs = validate_row(raw, region)
         for e in errs:
             problems.append(f"{source}:{line}: {e}")
@@ -114,90 +109,22 @@ def save_rows(store: Any, rows: list[dict[str, Any]]) -> None:
             store.upsert_customer(record, record.pop("phones"))
 
 
-def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("customers", help="manage the embedded customer directory")
-    csub = p.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
-    i = csub.add_parser("import", help="import or update customers from a UTF-8 CSV file")
-    config_arg(i)
-    i.add_argument("file")
-    a = csub.add_parser("add", help="add or update one customer")
-    config_arg(a)
-    for name in ("id", "number"):
-        a.add_argument(f"--{name}", required=True)
-    for name in ("name", "type", "mobile", "sales", "support", "other"):
-        a.add_argument(f"--{name}", default="")
-    a.add_argument("--phone", action="append", default=[], help="a phone number (repeat for several)")
-    a.add_argument("--debt", default="0")
-    s = csub.add_parser("set-pin", help="set a customer's phone PIN (read from the terminal or stdin)")
-    config_arg(s)
-    s.add_argument("id")
-    ls = csub.add_parser("list", help="list the directory (PINs are never shown)")
-    config_arg(ls)
-    ls.add_argument("--format", default="table", choices=("table", "csv", "json"))
-    p.set_defaults(handler=cmd_customers)
+LIST_COLUMNS = [
+    Column("id", 10, cut=False), Column("number", 10, cut=False), Column("name", 20), Column("type", 9),
+    Column("phones", 28), Column("pin", 3, cut=False), Column("sales", 6, cut=False),
+    Column("support", 7, cut=False), Column("debt", 12, ">", cut=False),
+]
 
 
-def cmd_customers(args: argparse.Namespace) -> int:
-    from fsapp.cli import UsageError, load_config
-    from fsapp.store import open_store
+def listing(store: Any) -> list[dict[str, Any]]:
+    """The directory as rows of HEADER's fields; a PIN shows only as "set" or ""."""
+    return [{k: (";".join(r["phones"]) if k == "phones" else r[k]) for k in HEADER if k != "pin"}
+            | {"pin": "set" if r["pin_hash"] else ""} for r in store.customer_rows()]
 
-    cfg = load_config(args, check_files=False)
-    region = cfg.crm.region
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
-    action = args.customers_command
-    if action == "import":
-        path = Path(args.file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{args.file}: cannot read as UTF-8: {exc}") from None
-        try:
-            rows = parse_csv(text, source=args.file, region=region)
-        except ImportError_ as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
-            print(f"{args.file}: nothing imported ({len(exc.problems)} problems)", file=sys.stderr)
-            return 2
-        save_rows(store, rows)
-        print(f"{args.file}: {len(rows)} customers imported")
-        return 0
-    if action == "add":
-        raw = {k: str(getattr(args, k, "") or "") for k in HEADER if k not in ("phones", "pin")}
-        raw["phones"] = ";".join(args.phone)
-        raw["pin"] = ""
-        row, errs = validate_row(raw, region)
-        if errs:
-            raise UsageError("; ".join("--" + e for e in errs))
-        save_rows(store, [row])
-        print(f"customer {row['id']} saved")
-        return 0
-    if action == "set-pin":
-        if sys.stdin.isatty():
-            pin = getpass.getpass("PIN: ")
-            if getpass.getpass("PIN again: ") != pin:
-                raise UsageError("the two PINs differ")
-        else:
-            pin = sys.stdin.readline().strip()
-        if not pins.PIN_RE.fullmatch(pin):
-            raise UsageError("PIN: must be 4 to 12 digits")
-        if not store.set_pin_hash(args.id, pins.hash_pin(pin)):
-            raise UsageError(f"no customer with id {args.id!r}")
-        print(f"PIN set for {args.id}")
-        return 0
-    rows = store.customer_rows()
-    out = [{k: (";".join(r["phones"]) if k == "phones" else r[k]) for k in HEADER if k != "pin"}
-           | {"pin": "set" if r["pin_hash"] else ""} for r in rows]
-    if args.format == "json":
-        print(json.dumps(out, ensure_ascii=False, indent=1))
-    elif args.format == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=[*HEADER], lineterminator="\n")
-        w.writeheader()
-        w.writerows(out)
-    else:
-        print(f"{'id':10} {'number':10} {'name':20} {'type':9} {'phones':28} {'pin':3} {'sales':6} "
-              f"{'support':7} {'debt':>12}")
-        for r in out:
-            print(f"{r['id']:10} {r['number']:10} {r['name'][:20]:20} {r['type'][:9]:9} {r['phones'][:28]:28} "
-                  f"{r['pin']:3} {r['sales']:6} {r['support']:7} {r['debt']:>12,}")
-        print(f"{len(out)} customers")
-    return 0
+
+def listing_out(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "csv":
+        return to_csv(rows, HEADER)
+    return "\n".join([*table_lines(rows, LIST_COLUMNS, sep=" "), f"{len(rows)} customers"]) + "\n"

@@ -17,7 +17,7 @@ import re
 import time
 import uuid as uuidlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gevent
@@ -85,6 +85,19 @@ class Script:
     bridges: list[str] = field(default_factory=list)  # one BridgePlan per bridge/callcenter
     hangup_after: int | None = None  # the caller hangs up while the Nth app runs (1-based)
     channel_uuid: str = ""
+    context: str = "public"  # the dialplan context that ran the socket app
+    agent: str = "agent1@default"  # the mod_callcenter agent that answers a queue call
+    # What the dialplan runs after the socket line when FreeSWITCH resumes it (a
+    # callcenter talk ended without park_after_bridge): "hangup" (nothing follows, or a
+    # hangup) or "socket" (a second socket line: a second connection for the same uuid).
+    after_socket: str = "hangup"
+    # The RTP the network carried, 20 ms PCMU packets (transcripts 10 and 11): None
+    # leaves the RTP figures out of CHANNEL_HANGUP_COMPLETE. And the media the
+    # recording got (None: whole 20 ms frames from record_session to hangup).
+    rtp_in_packets: int | None = None
+    rtp_in_skipped: int = 0
+    rtp_out_packets: int = 0
+    recorded_ms: int | None = None
 
 
 @dataclass
@@ -178,6 +191,13 @@ class _Channel:
         self._digits_dialed = ""  # digits_dialed, likewise
         self._pending: tuple[BridgePlan, str] | None = None  # callcenter's uuid_bridge not begun: (plan, agent)
         self._live_bridge = ""  # the agent of a uuid_bridge that is up and whose talk has not played
+        self._record_start_us = 0  # record_session began (its figures are set at hangup)
+        self._profiles = 1  # caller profiles: mod_callcenter's bridge to the agent adds one
+        self._profile_us = 0  # when the newest one was made
+        self._park_due = False  # myevents is on and the socket app has not parked the channel yet
+        self._parked = False  # parked after a uuid_bridge (park_after_bridge): CHANNEL_UNPARK at hangup
+        self.resumed: list[FakeFreeSWITCH] = []  # connections of the resumed dialplan's socket lines
+        self._resumers: list[Any] = []  # their greenlets
         self._date_sec = -1
         self._date_local = ""
         self._date_gmt = ""
@@ -263,10 +283,10 @@ class _Channel:
             ("Caller-Destination-Number", s.destination),
             ("Caller-Unique-ID", self.uuid),
             ("Caller-Source", "mod_sofia"),
-            ("Caller-Context", "public"),
+            ("Caller-Context", s.context),
             ("Caller-Channel-Name", self._chan),
-            ("Caller-Profile-Index", "1"),
-            ("Caller-Profile-Created-Time", created),
+            ("Caller-Profile-Index", str(self._profiles)),
+            ("Caller-Profile-Created-Time", str(self._profile_us or self.created_us)),
             ("Caller-Channel-Created-Time", created),
             ("Caller-Channel-Answered-Time", created),
             ("Caller-Channel-Progress-Time", "0"),
@@ -371,6 +391,9 @@ class FakeFreeSWITCH(_Channel):
             while True:
                 cmd = reader.next_command()
                 if cmd is None:
+                    if self._park_due:
+                        self._socket_parks()
+                        self._flush()
                     if self._pending is not None:
                         deadline = self.bridge_settle
                     elif not self.up and self.lingering_requested:
@@ -429,6 +452,7 @@ class FakeFreeSWITCH(_Channel):
                 self._sock.close()
             except OSError:
                 pass
+            gevent.joinall(self._resumers, timeout=self.io_timeout)
         return self
 
     # ----------------------------------------------------------- commands
@@ -445,7 +469,7 @@ class FakeFreeSWITCH(_Channel):
         if name == "myevents" or name.startswith("myevents "):
             self.myevents = True
             self._reply("+OK Events Enabled")
-            self._park_event("CHANNEL_PARK")
+            self._park_due = True
             return True
         if name == "linger" or name.startswith("linger "):
             self.lingering_requested = True
@@ -505,7 +529,7 @@ class FakeFreeSWITCH(_Channel):
             ("Channel-Destination-Number", s.destination),
             ("Channel-Unique-ID", self.uuid),
             ("Channel-Source", "mod_sofia"),
-            ("Channel-Context", "public"),
+            ("Channel-Context", s.context),
             ("Channel-Channel-Name", self._chan),
         ]
         headers = headers[:13] + channel + headers[13:]
@@ -513,9 +537,19 @@ class FakeFreeSWITCH(_Channel):
         body += "Content-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\nControl: full\n\n"
         self._send(body.encode("ascii"))
 
+    def _socket_parks(self) -> None:
+        """The socket app parks the channel a moment after connect: CHANNEL_PARK, unless nixed by now.
+
+        Commands written with myevents are read first: nixevent in that write turns it
+        off (transcripts 10 and 11), an execute in it runs inside the park."""
+        self._park_due = False
+        self._park_event("CHANNEL_PARK")
+
     def _sendmsg(self, headers: dict[str, str]) -> bool:
         command = headers.get("call-command", "")
         app = headers.get("execute-app-name", "")
+        if self._park_due:
+            self._socket_parks()
         self._reply("+OK")
         if self._pending is not None:
             if command == "hangup" or (command == "execute" and app == "hangup"):
@@ -585,8 +619,9 @@ class FakeFreeSWITCH(_Channel):
         self._complete("say", arg, app_uuid)
 
     def _app_record_session(self, arg: str, app_uuid: str) -> None:
+        # Completes at once and records on (transcript 10); its figures come at hangup.
         self.steps.append(Step("record_session", arg))
-        self.vars["record_session"] = arg
+        self._record_start_us = self._record_start_us or self.now_us
         self._complete("record_session", arg, app_uuid)
 
     def _app_play_and_get_digits(self, arg: str, app_uuid: str) -> None:
@@ -699,6 +734,8 @@ class FakeFreeSWITCH(_Channel):
         self._advance(2.0)
         other = str(uuidlib.uuid4())
         self.vars.update(cc_cause="answered", cc_agent_uuid=other)
+        self._profiles += 1  # the caller profile is cloned for the bridge (07, 11)
+        self._profile_us = self.now_us
         # Completes at agent answer (transcript 07); mod_callcenter then takes the
         # caller out of the socket app into a uuid_bridge with the agent.
         self.state_number = "8"
@@ -723,20 +760,47 @@ class FakeFreeSWITCH(_Channel):
         self._live_bridge = other
 
     def _finish_uuid_bridge(self) -> None:
-        """The agent's conversation plays out; nothing follows socket in the dialplan, so FreeSWITCH hangs up."""
+        """The agent's conversation plays out; then the caller is parked, or the dialplan goes on."""
         assert self._pending is not None
         plan, other = self._pending
         self._start_uuid_bridge()
         self._talk(plan)
         self._live_bridge = ""
-        self.vars.update(cc_agent="agent1@default", cc_agent_bridged="true",
+        self.vars.update(cc_agent=self.script.agent, cc_agent_bridged="true",
                          cc_queue_answered_epoch=str(self.bridged_us // 1_000_000))
         if plan.caller_hangs_up:
             self._teardown("NORMAL_CLEARING", running=None, unbridge=other)
             return
         self._bridge_down(other)
+        if self.vars.get("park_after_bridge") == "true":
+            # CS_SOFT_EXECUTE -> CS_PARK: the caller waits in park for the socket's
+            # next command, and the dialplan is not resumed (transcript 11).
+            self._parked = True
+            self._state("CS_PARK", "6")
+            self._park_event("CHANNEL_PARK")
+            return
+        # The dialplan is resumed after the socket line (07, the README's finding on 7001).
         self._state("CS_EXECUTE", "4")
-        self._teardown("NORMAL_CLEARING", running=None)
+        if self.script.after_socket == "socket":
+            self._resume_socket()
+            return
+        self._teardown("NORMAL_CLEARING", running=None)  # nothing (or a hangup) follows socket
+
+    def _resume_socket(self) -> None:
+        """The dialplan's second socket line runs: a second connection to the daemon for this uuid.
+
+        The first connection stays open (it lingers) and keeps answering its own
+        commands; each connection plays its own part of the channel."""
+        self._execute_events("socket", SOCKET_ARG, str(uuidlib.uuid4()))
+        self._flush()
+        script = replace(self.script, channel_uuid=self.uuid, variables=dict(self.vars), dtmf=[], bridges=[],
+                         hangup_after=None, after_socket="hangup")
+        second = FakeFreeSWITCH(self.address, script, start_us=self.now_us, linger_timeout=self.linger_timeout,
+                                io_timeout=self.io_timeout)
+        second.created_us = self.created_us
+        second._dtmf, second._bridges = self._dtmf, self._bridges  # what is left of the caller's script
+        self.resumed.append(second)
+        self._resumers.append(gevent.spawn(second.run))
 
     def _app_transfer(self, arg: str, app_uuid: str) -> None:
         self.steps.append(Step("transfer", arg))
@@ -798,6 +862,8 @@ class FakeFreeSWITCH(_Channel):
         if not self._left_socket:
             self._park_event("CHANNEL_UNPARK")
             self._complete("socket", SOCKET_ARG, str(uuidlib.uuid4()), response)
+        elif self._parked:
+            self._park_event("CHANNEL_UNPARK")  # the park loop ends; the socket app completed long ago
         self._advance(0.02)
         self._state("CS_HANGUP", "10")
         self._state("CS_REPORTING", "11", "HANGUP")
@@ -805,6 +871,7 @@ class FakeFreeSWITCH(_Channel):
         start = self.created_us
         end = self.now_us
         bridged = self._first_bridge_us
+        self.vars.update(self._record_figures(end))
         self.vars.update(
             hangup_cause=cause, hangup_cause_q850=_Q850.get(cause, "16"),
             start_epoch=str(start // 1_000_000), start_uepoch=str(start),
@@ -817,6 +884,7 @@ class FakeFreeSWITCH(_Channel):
         )
         if not by_caller:
             self.vars["sip_hangup_disposition"] = "send_bye"
+        self.vars.update(self._rtp_figures())
         self._event("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)],
                     calling="switch_core_state_machine.c", function="switch_core_session_reporting_state")
         if self.lingering_requested:
@@ -828,6 +896,40 @@ class FakeFreeSWITCH(_Channel):
                        b"Content-Disposition: disconnect\nContent-Length: %d\n\n"
                        % (self.uuid.encode(), len(DISCONNECT_BODY)) + DISCONNECT_BODY)
             raise CallerHungUp()
+
+    def _record_figures(self, end_us: int) -> dict[str, str]:
+        """record_session's variables, set when the recording stops at hangup (transcript 10)."""
+        if not self._record_start_us:
+            return {}
+        ms = self.script.recorded_ms
+        if ms is None:
+            ms = (end_us - self._record_start_us) // 20_000 * 20  # whole 20 ms frames
+        samples = ms * 8  # 8 kHz
+        channels = 2 if self.vars.get("RECORD_STEREO") == "true" else 1
+        return {"record_file_size": str(44 + samples * channels * 2), "record_samples": str(samples),
+                "record_seconds": str(ms // 1000), "record_ms": str(ms),
+                "record_completion_cause": "success-silence"}
+
+    def _rtp_figures(self) -> dict[str, str]:
+        """The caller leg's RTP statistics, as FreeSWITCH sets them for the CDR (PCMU, 20 ms, no loss)."""
+        s = self.script
+        if s.rtp_in_packets is None:
+            return {}
+        rx, tx = s.rtp_in_packets, s.rtp_out_packets
+        size = 172  # 160 bytes of PCMU and a 12-byte RTP header
+        figures = {
+            "in_raw_bytes": rx * size, "in_media_bytes": rx * size, "in_packet_count": rx,
+            "in_media_packet_count": rx, "in_skip_packet_count": s.rtp_in_skipped, "in_jitter_packet_count": 0,
+            "in_dtmf_packet_count": 0, "in_cng_packet_count": 0, "in_flush_packet_count": 0,
+            "in_largest_jb_size": 0, "in_jitter_min_variance": "0.00", "in_jitter_max_variance": "0.00",
+            "in_jitter_loss_rate": "0.00", "in_jitter_burst_rate": "0.00",
+            "in_mean_interval": "20.00" if rx else "0.00", "in_flaw_total": 0,
+            "in_quality_percentage": "100.00", "in_mos": "4.50",
+            "out_raw_bytes": tx * size, "out_media_bytes": tx * size, "out_packet_count": tx,
+            "out_media_packet_count": tx, "out_skip_packet_count": 0, "out_dtmf_packet_count": 0,
+            "out_cng_packet_count": 0, "rtcp_packet_count": 0, "rtcp_octet_count": 0,
+        }
+        return {f"rtp_audio_{k}": str(v) for k, v in figures.items()}
 
     # ----------------------------------------------------------- reading it back
 

@@ -1,15 +1,10 @@
-"""``fsapp calls``: the call journal, filtered, sorted, grouped and exported (seed 004)."""
+"""The call journal's views: filtered rows and days as a table, CSV or JSON (seed 004)."""
 
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime as dt
-import io
-import json
-import sys
-from collections.abc import Callable
 from typing import Any
+
+from fsapp import render
 
 STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "failed", "active")
 
@@ -21,10 +16,10 @@ EXPORT_FIELDS = (
 
 GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_seconds", "charge")
 
-TABLE_COLUMNS = [
+TABLE_COLUMNS = [render.Column(name, width) for name, width in (
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
     ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
-]
+)]
 
 # ANSI colours by status (seed 004: rows coloured by status)
 COLOURS = {
@@ -34,109 +29,61 @@ COLOURS = {
 RESET = "\x1b[0m"
 
 
-def _date(text: str) -> str:
-    try:
-        return dt.date.fromisoformat(text).isoformat()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("calls", help="the call journal: filter, sort, group, export")
-    config_arg(p)
-    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first day, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument("--customer", default="", help="one customer's history")
-    p.add_argument("--status", default="", choices=("",) + STATUSES)
-    p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
-    p.add_argument("--too-long", action="store_true", help="only calls marked too long")
-    p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
-    p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
-    p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
-    p.add_argument("--group-by", default="", choices=("", "date"))
-    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
-    p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")
-    p.set_defaults(handler=cmd_calls)
-
-
-def cmd_calls(args: argparse.Namespace) -> int:
-    from fsapp.cli import UsageError, load_config
-    from fsapp.store import CALL_FIELDS, open_store
-
-    cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
-    if args.mark_downloaded:
-        if not store.mark_downloaded(args.mark_downloaded):
-            raise UsageError(f"--mark-downloaded: no call with uuid {args.mark_downloaded!r}")
-        print(f"{args.mark_downloaded}: marked downloaded")
-        return 0
-    if args.sort not in CALL_FIELDS:
-        raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(EXPORT_FIELDS)})")
-    filters = {"date_from": args.date_from or "", "date_to": args.date_to or "", "customer": args.customer,
-               "status": args.status, "direction": args.direction, "too_long": args.too_long,
-               "number": args.number}
-    out = sys.stdout
-    if args.group_by == "date":
-        groups = store.calls_by_day(limit=args.limit, **filters)
-        if args.format == "json":
-            json.dump(groups, out, ensure_ascii=False, indent=1)
-            out.write("\n")
-        elif args.format == "csv":
-            w = csv.DictWriter(out, fieldnames=GROUP_FIELDS, lineterminator="\n")
-            w.writeheader()
-            w.writerows(groups)
-        else:
-            out.write(f"{'date':10}  {'calls':>5}  {'answered':>8}  {'missed':>6}  {'talk':>9}  {'charge':>12}\n")
-            for g in groups:
-                out.write(f"{g['date']:10}  {g['calls']:>5}  {g['answered']:>8}  {g['missed']:>6}  "
-                          f"{_hms(g['talk_seconds']):>9}  {g['charge']:>12,}\n")
-        return 0
-    rows = store.list_calls(order=args.sort, descending=args.desc, limit=args.limit, **filters)
-    if args.format == "json":
-        out.write(to_json(rows) + "\n")
-    elif args.format == "csv":
-        out.write(to_csv(rows))
-    else:
-        out.write(to_table(rows, colour=out.isatty()))
-    return 0
-
-
 def export_row(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r.get(k) for k in EXPORT_FIELDS}
 
 
-def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps([export_row(r) for r in rows], ensure_ascii=False, indent=1)
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        row = export_row(r)
-        row["modules"] = ";".join(row["modules"] or [])
-        row["too_long"] = "true" if row["too_long"] else "false"
-        w.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buf.getvalue()
+def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
+    row = export_row(r)
+    row["modules"] = ";".join(row["modules"] or [])
+    row["too_long"] = "true" if row["too_long"] else "false"
+    return row
 
 
 def to_table(rows: list[dict[str, Any]], *, colour: bool) -> str:
-    head = "  ".join(f"{name:{width}}" for name, width in TABLE_COLUMNS)
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        started = r["started_at"] or ""
-        cells = [
-            started[:10], started[11:19], r["status"], "in" if r["direction"] == "inbound" else "out",
-            r["caller"], r["called"], r["extension"], _hms(r["total_seconds"]), _hms(r["talk_seconds"]),
-            "yes" if r["too_long"] else "", (r["customer_name"] or r["customer_id"])[:18], r["customer_type"],
-            f"{r['charge']:,}",
-        ]
-        line = "  ".join(f"{str(c)[:w]:{w}}" for c, (_, w) in zip(cells, TABLE_COLUMNS, strict=True))
-        lines.append(f"{COLOURS.get(r['status'], '')}{line}{RESET}" if colour else line)
-    lines.append(f"{len(rows)} calls")
-    return "\n".join(lines) + "\n"
+    head, *lines = render.table_lines([_table_row(r) for r in rows], TABLE_COLUMNS)
+    if colour:
+        lines = [f"{COLOURS.get(r['status'], '')}{line}{RESET}" for r, line in zip(rows, lines, strict=True)]
+    return "\n".join([head, "-" * len(head), *lines, f"{len(rows)} calls"]) + "\n"
+
+
+def _table_row(r: dict[str, Any]) -> dict[str, Any]:
+    started = r["started_at"] or ""
+    return {
+        "date": started[:10], "time": started[11:19], "status": r["status"],
+        "dir": "in" if r["direction"] == "inbound" else "out", "caller": r["caller"], "called": r["called"],
+        "ext": r["extension"], "total": _hms(r["total_seconds"]), "talk": _hms(r["talk_seconds"]),
+        "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
+        "type": r["customer_type"], "charge": r["charge"],
+    }
+
+
+GROUP_COLUMNS = [
+    render.Column("date", 10), render.Column("calls", 5, ">"), render.Column("answered", 8, ">"),
+    render.Column("missed", 6, ">"), render.Column("talk", 9, ">"), render.Column("charge", 12, ">"),
+]
+
+
+def groups_table(groups: list[dict[str, Any]]) -> str:
+    view = [{**g, "calls": str(g["calls"]), "answered": str(g["answered"]), "missed": str(g["missed"]),
+             "talk": _hms(g["talk_seconds"])} for g in groups]
+    return "\n".join(render.table_lines(view, GROUP_COLUMNS)) + "\n"
+
+
+def groups_out(groups: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return render.to_json(groups)
+    if fmt == "csv":
+        return render.to_csv(groups, GROUP_FIELDS)
+    return groups_table(groups)
+
+
+def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> str:
+    if fmt == "json":
+        return render.to_json([export_row(r) for r in rows])
+    if fmt == "csv":
+        return render.to_csv([_csv_row(r) for r in rows], EXPORT_FIELDS)
+    return to_table(rows, colour=colour)
 
 
 def _hms(seconds: int | None) -> str:

@@ -1,4 +1,4 @@
-"""Meters, charges and reconciliation; ``fsapp ledger``.
+"""Meters, charges and reconciliation.
 
 A billed bridge is metered in the store before it starts, stamped with
 FreeSWITCH's CHANNEL_BRIDGE time when the callee answers, and re-stamped every
@@ -11,14 +11,9 @@ loses at most one heartbeat interval of talk.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import os
 import socket
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fsapp import billing
@@ -117,67 +112,3 @@ def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: floa
                 log.warning("meter_reconciled", call_uuid=meter["call_uuid"], module=meter["module"],
                             daemon=meter["daemon"], talk_seconds=talk, amount=charge["amount"])
     return made
-
-
-# ---------------------------------------------------------------- CLI
-
-CHARGE_FIELDS = ["call_uuid", "customer_id", "module", "talk_seconds", "units", "amount", "created_at", "debt"]
-
-
-def add_cli(sub: Any, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("ledger", help="charges, debts and the CRM outbox; reconcile meters")
-    config_arg(p)
-    p.add_argument("action", nargs="?", default="charges", choices=("charges", "outbox", "reconcile"))
-    p.add_argument("--customer", default="")
-    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
-    p.set_defaults(handler=cmd_ledger)
-
-
-def cmd_ledger(args: argparse.Namespace) -> int:
-    from fsapp.cli import load_config
-    from fsapp.store import open_store
-
-    cfg = load_config(args, check_files=False)
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
-    out = sys.stdout
-    if args.action == "reconcile":
-        made = reconcile(store, heartbeat_seconds=cfg.billing.meter_heartbeat_seconds, me="")
-        for c in made:
-            print(f"{c['call_uuid']} {c['module']}: {c['talk_seconds']} s, {c['amount']:,} rial")
-        print(f"{len(made)} open meters reconciled")
-        return 0
-    if args.action == "outbox":
-        rows = store.outbox_rows()
-        view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
-                 "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
-                 "last_error": r["last_error"], "amount": r["payload"].get("amount", "")} for r in rows]
-        _emit(view, ["id", "kind", "key", "state", "attempts", "amount", "last_error"], args.format, out)
-        return 0
-    rows = [{**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
-            for r in store.charges(args.customer)]
-    _emit(rows, CHARGE_FIELDS, args.format, out)
-    if args.format == "table":
-        total = sum(r["amount"] for r in rows)
-        pending, _age = store.outbox_stats(time.time())
-        print(f"{len(rows)} charges, {total:,} rial; {pending} CRM writes pending")
-    return 0
-
-
-def _emit(rows: list[dict[str, Any]], fields: list[str], fmt: str, out: Any) -> None:
-    if fmt == "json":
-        out.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-    elif fmt == "csv":
-        w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        widths = {f: max([len(f)] + [len(_cell(r.get(f))) for r in rows]) for f in fields}
-        out.write("  ".join(f"{f:{widths[f]}}" for f in fields) + "\n")
-        for r in rows:
-            out.write("  ".join(f"{_cell(r.get(f)):{widths[f]}}" for f in fields) + "\n")
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return "" if v is None else str(v)

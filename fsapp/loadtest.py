@@ -1,4 +1,4 @@
-"""``fsapp loadtest``: many simulated FreeSWITCH calls against a daemon in another process.
+"""Many simulated FreeSWITCH calls against a daemon in another process (`fsapp loadtest`).
 
 The daemon runs as a child process (``fsapp serve`` on a copy of the sample config
 with its own database), so its CPU time and memory can be read from /proc alone.
@@ -7,8 +7,6 @@ The stand-in side runs here, one greenlet per call.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import socket
@@ -387,37 +385,3 @@ def held_memory(n: int, seconds: float = 20.0) -> dict[str, Any]:
                 "kb_per_held_call": round((peak - rss0) / 1024 / max(1, n), 1)}
     finally:
         daemon.stop()
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def add_cli(sub: Any) -> None:
-    p = sub.add_parser("loadtest", help="many simulated calls against a daemon in another process")
-    p.add_argument("--calls", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=50)
-    p.add_argument("--rate", type=float, default=0.0, help="new calls per second (default: as fast as possible)")
-    p.add_argument("--scenario", default="full", choices=sorted(SCENARIOS))
-    p.add_argument("--connect", default="", help="HOST:PORT of a running daemon instead of starting one")
-    p.add_argument("--hold", type=int, default=0, help="instead: hold this many calls open in a bridge, report RSS")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(handler=cmd_loadtest)
-
-
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, max(soft, 4 * max(args.concurrency, args.hold) + 1024))
-    if want > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    if args.hold:
-        out = held_memory(args.hold)
-    else:
-        out = run(args.calls, args.concurrency, args.rate, args.scenario, connect=args.connect)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for key, value in out.items():
-            print(f"{key:24} {value}")
-    return 0 if not out.get("errors") else 1

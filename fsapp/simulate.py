@@ -87,3 +87,27 @@ def describe(cfg: Config, call: FakeFreeSWITCH, row: dict[str, Any] | None) -> s
 
 def _mark(result: str, normal: str) -> str:
     return "" if not result or result == normal else f"  [{result}]"
+
+
+def seed_sample_directory(cfg: Config) -> str:
+    """On the shipped sample config, an empty local directory gets the sample customers.
+
+    Returns the line to tell the user, or "" when nothing was loaded.
+    """
+    from fsapp import config as configmod
+    from fsapp import customers
+    from fsapp.store import open_store
+
+    if cfg.crm.kind != "local":
+        return ""
+    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
+    try:
+        if store.customer_count():
+            return ""
+        sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
+        rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
+        customers.save_rows(store, rows)
+        return (f"(sample customer directory loaded into {configmod.sqlite_path(cfg.storage_url)}: "
+                f"{', '.join(r['id'] for r in rows)})\n")
+    finally:
+        store.close()

@@ -14,7 +14,7 @@ import pwd
 import shutil
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fsapp import config as configmod
@@ -39,7 +39,7 @@ class Layout:
     sounds: Path
     copied: int = 0
     kept: int = 0  # prompt files already there, left as they were
-    customers: list[str] = field(default_factory=list)
+    customers: str = ""  # the line saying the sample customers were loaded
 
 
 # -- laying out a site -----------------------------------------------------------------
@@ -127,23 +127,10 @@ def lay_out(site: Path, *, sounds_dir: Path | None = None, language: str = "fa",
     tmp.replace(cfg_path)
     layout = Layout(cfg_path, sounds, copied, kept)
     if customers == "sample":
-        layout.customers = load_sample_customers(configmod.load(cfg_path, check_files=False))
+        from fsapp.simulate import seed_sample_directory
+
+        layout.customers = seed_sample_directory(configmod.load(cfg_path, check_files=False)).strip()
     return layout
-
-
-def load_sample_customers(cfg: configmod.Config) -> list[str]:
-    """Load the shipped sample customers into the config's local directory; their ids."""
-    from fsapp import customers
-    from fsapp.store import open_store
-
-    sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
-    rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
-    store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
-    try:
-        customers.save_rows(store, rows)
-    finally:
-        store.close()
-    return [r["id"] for r in rows]
 
 
 # -- what FreeSWITCH can read ----------------------------------------------------------
@@ -221,6 +208,15 @@ def access_warning(cfg: configmod.Config) -> str | None:
         return None
     return (f"{cfg.file}:{key}: warning: FreeSWITCH (user {cfg.sounds.fs_user}) cannot read the prompts: {why}; "
             "put them where it can read, like its own $${sounds_dir} (fsapp init --sounds-dir DIR)")
+
+
+def warnings(cfg: configmod.Config, *, sample: bool = False) -> list[str]:
+    """What will not stop the daemon but will stop calls: prompts FreeSWITCH cannot read, no customers.
+
+    The shipped sample loads its sample customers itself (simulate), so its directory is not reported.
+    """
+    found = [access_warning(cfg), None if sample else empty_directory_note(cfg)]
+    return [line for line in found if line]
 
 
 def empty_directory_note(cfg: configmod.Config) -> str | None:

@@ -317,6 +317,40 @@ def test_queue_target_answered_is_charged(make_config: MakeConfig, daemon: Start
     assert row is not None and row["status"] == "answered" and row["charge"] == 200_000
 
 
+AFTER_TALK = """
+[[modules]]
+code = "after"
+kind = "menu"
+prompt = "menu/main"
+options = { "1" = "hangup:NORMAL_CLEARING" }
+max_attempts = 1
+next = "hangup"
+error = "hangup:CALL_REJECTED"
+"""
+
+
+def test_queue_talk_ended_goes_on_to_next_on_the_same_socket(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """The agent hangs up, FreeSWITCH parks the caller (park_after_bridge) and this session plays next.
+
+    The dialplan has a second socket line: had FreeSWITCH resumed it, a second session would
+    identify and re-queue the caller. One session, next played, charged once, journal answered."""
+    body = paid_line(targets='["queue:support"]').replace('next = "hangup:NORMAL_CLEARING"', 'next = "after"')
+    d = daemon(make_config(body + AFTER_TALK))
+    seed(d.store, SARA.format(debt=0))
+    fake, row = d.call(caller=SARA_PHONE, bridges=["answer:61"], dtmf=["1"], after_socket="socket")
+    assert [s.arg for s in fake.steps if s.app == "multiset"] == [
+        "continue_on_fail=true hangup_after_bridge=false park_after_bridge=true"
+    ]
+    apps = fake.apps()
+    assert apps[apps.index("callcenter") :] == ["callcenter", "play_and_get_digits", "hangup"]
+    assert PREFIX + "menu/main.wav" in fake.steps[-2].arg  # next's menu prompt reached the caller
+    assert fake.resumed == []  # no second connection for this call
+    assert [(c["talk_seconds"], c["units"], c["amount"]) for c in d.store.charges()] == [(61, 2, 100_000)]
+    assert row is not None and row["status"] == "answered" and row["extension"] == "agent1@default"
+    assert row["charge"] == 100_000 and row["modules"] == ["main", "paid", "after"]
+    assert row["hangup_cause"] == "NORMAL_CLEARING" and row["final_destination"] == "hangup:NORMAL_CLEARING"
+
+
 def test_large_amounts_reach_the_ledger_exactly(make_config: MakeConfig, daemon: StartDaemon) -> None:
     """9,999,999 rial per 5 minutes for an hour and a second: 13 units, 129,999,987 rial, as integers."""
     d = daemon(make_config(paid_line(interval=5, amount=9_999_999, max_debt=10**12)))

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
@@ -64,7 +65,7 @@ def test_daemon_turns_off_the_events_it_never_reads(make_config, daemon):
     fake, row = d.call(caller="09121234567", dtmf=["1"], bridges=["answer:42"])
     assert fake.commands[:4] == ["connect", "myevents", f"nixevent {esl.NIXED}", "linger"]
     names = {m.group(1).decode() for f in fake.frames_out if (m := re.search(rb"\n\nEvent-Name: (\w+)\n", f))}
-    # (CHANNEL_PARK is queued as myevents is answered, before nixevent is read, as on the wire.)
+    # (CHANNEL_PARK does not come either: nixevent goes out with myevents, before the socket app parks.)
     assert names.isdisjoint({"DTMF", "CHANNEL_EXECUTE", "CHANNEL_STATE", "CHANNEL_UNPARK"})
     assert {"CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_HANGUP",
             "CHANNEL_HANGUP_COMPLETE"} <= names
@@ -88,8 +89,9 @@ def test_menu_routes_to_queue_transfer_and_submenu(make_config, daemon):
     """Digit 2 goes to the callcenter queue, 0 transfers to the dialplan, 3 enters another menu."""
     d = daemon(make_config(MENU))
     fake, row = d.call(dtmf=["2"], bridges=["answer:10"])
-    assert [s.app for s in fake.steps if s.app == "callcenter"] == ["callcenter"]
-    assert fake.steps[-1].arg == "support@default"
+    assert [s.arg for s in fake.steps if s.app == "callcenter"] == ["support@default"]
+    # The agent hangs up, FreeSWITCH parks the caller, and a plain queue: destination hangs up.
+    assert fake.apps()[-2:] == ["callcenter", "hangup"] and fake.steps[-1].result == "call-command"
     assert row["status"] == "answered" and row["talk_seconds"] == 10
     fake, row = d.call(dtmf=["0"])
     assert fake.steps[-1].app == "transfer" and fake.steps[-1].arg == "9196 XML public"
@@ -367,3 +369,76 @@ def test_stand_in_flags_an_execute_queued_behind_an_unlocked_playback():
     srv.close()
     assert fake.error == "execute hangup queued behind playback without event-lock"
     assert [s.app for s in fake.steps] == ["playback", "hangup"]
+
+
+@dataclass
+class QueueTalk:
+    """A bare app's queue call on the stand-in: the app's session and a second connection's, if one came."""
+
+    fake: FakeFreeSWITCH
+    worker: gevent.Greenlet
+    first: esl.Session
+    second: esl.Session | None
+
+    def end(self) -> None:
+        """Hang up and exit every session; the stand-in then ends its run (the resumed connection's too)."""
+        for s in (self.second, self.first):
+            if s is not None:
+                s.hangup()
+                s.finish()
+        self.worker.join(timeout=5)
+        assert self.worker.dead and self.fake.error == ""
+
+
+def _queue_talk_from_a_bare_app(bridge_vars: str) -> QueueTalk:
+    """An app sets ``bridge_vars``, queues the caller and waits out a 3 s talk, on a two-socket dialplan."""
+    listener = gevent.socket.socket(gevent.socket.AF_INET, gevent.socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+    fake = FakeFreeSWITCH(listener.getsockname(), Script(bridges=["answer:3"], after_socket="socket"),
+                          io_timeout=2, linger_timeout=2)
+    worker = gevent.spawn(fake.run)
+    try:
+        with gevent.Timeout(5):
+            conn, _ = listener.accept()
+        s = esl.Session(conn, command_timeout=5)
+        s.connect()
+        s.setup()  # myevents, nixevent, linger
+        s.execute("multiset", bridge_vars)
+        assert s.execute("callcenter", "support@default").var("cc_cause") == "answered"
+        s.wait_for(lambda: bool(s.bridges) and bool(s.bridges[-1].end_us), timeout=5)
+        second = None
+        try:
+            with gevent.Timeout(0.5):
+                conn2, _ = listener.accept()
+            second = esl.Session(conn2, command_timeout=5)
+            second.connect()
+        except gevent.Timeout:
+            pass
+        return QueueTalk(fake, worker, s, second)
+    finally:
+        listener.close()
+
+
+def test_stand_in_resumes_the_dialplan_after_a_queue_talk_without_park_after_bridge():
+    """As FreeSWITCH does: the uuid_bridge ends, the dialplan goes on, and its second socket line
+    connects for the same uuid while the first session is still open."""
+    call = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false")
+    try:
+        assert call.second is not None, "no second connection"
+        assert call.second.uuid == call.first.uuid and len(call.fake.resumed) == 1
+    finally:
+        call.end()
+
+
+def test_stand_in_parks_the_caller_after_a_queue_talk_with_park_after_bridge():
+    """park_after_bridge=true: the caller is parked (CS_PARK), no second connection comes, and the
+    first session's next app still plays to the caller; the hangup comes from the park."""
+    call = _queue_talk_from_a_bare_app("continue_on_fail=true hangup_after_bridge=false park_after_bridge=true")
+    try:
+        assert call.second is None and call.fake.resumed == []
+        assert call.first.execute("playback", "prompts/thanks.wav").get("Application-Response") == "FILE PLAYED"
+    finally:
+        call.end()
+    hangup = next(f for f in call.fake.frames_out if b"\nEvent-Name: CHANNEL_HANGUP\n" in f)
+    assert b"\nChannel-State: CS_PARK\n" in hangup and b"\nChannel-Call-State: ACTIVE\n" in hangup  # as in 11

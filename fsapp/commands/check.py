@@ -1,0 +1,34 @@
+"""``fsapp check``: validate the config and every prompt it names."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, config_arg, config_path, load_config
+
+NAME = "check"
+HELP = "validate the config and every prompt it names"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    config_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    if cfg.crm.kind != "local":
+        # What serve would refuse: a CRM section that cannot work (its token variable unset, ...).
+        from fsapp.app import NullMetrics, make_crm
+
+        try:
+            make_crm(cfg, None, NullMetrics())  # type: ignore[arg-type]
+        except ValueError as exc:
+            print(f"{cfg.file}:{exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
+    from fsapp import site
+
+    for line in site.warnings(cfg, sample=config_path(args) is None):
+        print(line, file=sys.stderr)
+    return EXIT_OK

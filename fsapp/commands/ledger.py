@@ -1,0 +1,59 @@
+"""``fsapp ledger charges|outbox|reconcile``: charges, debts and the CRM outbox; reconcile meters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from fsapp import ledger, render
+from fsapp.commands.base import EXIT_OK, config_arg, open_store
+
+NAME = "ledger"
+HELP = "charges, debts and the CRM outbox; reconcile meters"
+
+CHARGE_FIELDS = ["call_uuid", "customer_id", "module", "talk_seconds", "units", "amount", "created_at", "debt"]
+OUTBOX_FIELDS = ["id", "kind", "key", "state", "attempts", "amount", "last_error"]
+
+
+def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
+    rows = [{**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
+            for r in store.charges(args.customer)]
+    sys.stdout.write(render.render(rows, [render.Column(f) for f in CHARGE_FIELDS], args.format))
+    if args.format == "table":
+        total = sum(r["amount"] for r in rows)
+        pending, _age = store.outbox_stats(time.time())
+        print(f"{len(rows)} charges, {total:,} rial; {pending} CRM writes pending")
+    return EXIT_OK
+
+
+def _outbox(args: argparse.Namespace, cfg: Any, store: Any) -> int:
+    view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
+             "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
+             "last_error": r["last_error"], "amount": r["payload"].get("amount", "")} for r in store.outbox_rows()]
+    sys.stdout.write(render.render(view, [render.Column(f) for f in OUTBOX_FIELDS], args.format))
+    return EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace, cfg: Any, store: Any) -> int:
+    made = ledger.reconcile(store, heartbeat_seconds=cfg.billing.meter_heartbeat_seconds, me="")
+    for c in made:
+        print(f"{c['call_uuid']} {c['module']}: {c['talk_seconds']} s, {c['amount']:,} rial")
+    print(f"{len(made)} open meters reconciled")
+    return EXIT_OK
+
+
+ACTIONS = {"charges": _charges, "outbox": _outbox, "reconcile": _reconcile}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    config_arg(p)
+    p.add_argument("action", nargs="?", default="charges", choices=tuple(ACTIONS))
+    p.add_argument("--customer", default="")
+    p.add_argument("--format", default="table", choices=render.FORMATS)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, store = open_store(args)
+    return ACTIONS[args.action](args, cfg, store)

@@ -1,0 +1,92 @@
+"""``fsapp serve``: run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fsapp import config as configmod
+from fsapp import log as logmod
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, config_arg, config_path
+
+if TYPE_CHECKING:
+    from fsapp.app import App
+
+NAME = "serve"
+HELP = "run the daemon"
+GEVENT = True
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    config_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fsapp.app import App
+    from fsapp.server import Server
+    from fsapp.store import StorageError
+
+    path = config_path(args)
+    cfg = configmod.load(path)
+    metrics = None
+    if cfg.server.metrics_listen:
+        from fsapp.metrics import PrometheusMetrics
+
+        metrics = PrometheusMetrics()
+    try:
+        app = App(cfg, metrics=metrics)
+    except StorageError as exc:
+        msg = str(exc)
+        print(msg if msg.startswith("storage.url") else f"{cfg.file}:storage.url: {msg}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ValueError as exc:  # a CRM section that cannot work (missing token variable, ...)
+        print(f"{cfg.file}:{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        server = Server(app)
+    except OSError as exc:  # the port is taken, the address is not this host's, a port below 1024...
+        app.stop()
+        listen = f"{cfg.server.listen_host}:{cfg.server.listen_port}"
+        print(f"{cfg.file}:server.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    from fsapp import site
+
+    if site.empty_directory_note(cfg):
+        logmod.get("fsapp").warning("customer_directory_empty", storage=cfg.storage_url, hint=site.EMPTY_DIRECTORY)
+    http = None
+    if metrics is not None:
+        from fsapp.metrics import health_of, start_http
+
+        try:
+            http = start_http(cfg.server.metrics_listen, metrics, health_of(server))
+        except OSError as exc:
+            print(f"{cfg.file}:server.metrics_listen: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+    server.on_reload = _reloader(app, path, cfg.file)
+    try:
+        server.serve_forever()
+    finally:
+        if http is not None:
+            http.stop(timeout=1)
+    return EXIT_OK
+
+
+def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
+    """SIGHUP: load the config again; a bad one is logged and the running one kept."""
+    log = logmod.get("fsapp")
+
+    def reload() -> None:
+        try:
+            new = configmod.load(path)
+            app.reconfigure(new)
+        except (configmod.ConfigError, ValueError) as exc:
+            problems = exc.problems if isinstance(exc, configmod.ConfigError) else [f"{file}:{exc}"]
+            log.error("config_reload_rejected", problems=problems)
+            app.metrics.config_reload(False)
+            return
+        app.metrics.config_reload(True)
+        log.info("config_reloaded", modules=len(new.modules))
+
+    return reload
