@@ -1,6 +1,7 @@
 """Faults at full scale: the figures for docs/reliability.md.
 
-Runs the scenarios of ``tests/test_faults.py`` with the issue's counts:
+Runs the scenarios of ``harness/faults.py`` (``tests/test_faults.py`` runs them small)
+with the issue's counts:
 
 - a caller hangup at every step: every way through the sample config, hung up during
   each app the daemon sends (and in each bridge while it rings); the cases tried and
@@ -37,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fsapp import log as logmod  # noqa: E402
-from tests.test_faults import (  # noqa: E402
+from harness.faults import (  # noqa: E402
     drain_on_sigterm,
     full_journal,
     kill_mid_bridge,

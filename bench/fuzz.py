@@ -1,4 +1,5 @@
-"""FreeSWITCH misbehaving on the event socket, at scale: the fuzz cases of tests/test_fuzz.py, many more of them.
+"""FreeSWITCH misbehaving on the event socket, at scale: the fuzz cases of harness/fuzz.py
+(tests/test_fuzz.py runs them small), many more of them.
 
 Three targets, each fed mutations of the real wire transcripts in the shared ``esl``
 directory (bad Content-Length, truncated bodies, huge headers, invalid UTF-8,
@@ -89,7 +90,7 @@ def progress(t: Tally, total: int) -> None:
 
 
 def run_parser(n: int, seed: int) -> Tally:
-    from tests import test_fuzz as fz
+    from harness import fuzz as fz
 
     t = Tally("parser")
     for i in range(n):
@@ -110,7 +111,7 @@ def run_parser(n: int, seed: int) -> Tally:
 
 
 def run_session(n: int, seed: int) -> Tally:
-    from tests import test_fuzz as fz
+    from harness import fuzz as fz
 
     t = Tally("session")
     for i in range(n):
@@ -133,7 +134,7 @@ def run_daemon(n: int, seed: int) -> Tally:
     from fsapp import log as logmod
     from fsapp.fakefs import Script, run_call
     from fsapp.simulate import wait_idle
-    from tests import test_fuzz as fz
+    from harness import fuzz as fz
 
     t = Tally("daemon")
     saved = structlog.get_config()
@@ -202,7 +203,7 @@ def run_atheris(n: int) -> None:
         raise SystemExit(1) from None
     with atheris.instrument_imports(include=["fsapp.esl"]):
         from fsapp import esl  # noqa: F401 - imported here to be instrumented
-    from tests import test_fuzz as fz
+    from harness import fuzz as fz
 
     if not fz.SEEDS:
         print("the FreeSWITCH wire transcripts (shared/esl next to the project) are absent", file=sys.stderr)
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         run_atheris(args.atheris)
         return 0
 
-    from tests import test_fuzz as fz
+    from harness import fuzz as fz
 
     if not fz.SEEDS:
         print("the FreeSWITCH wire transcripts (shared/esl next to the project) are absent", file=sys.stderr)

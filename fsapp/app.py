@@ -11,57 +11,27 @@ from typing import Any
 
 import gevent
 
+from fsapp import ledger
 from fsapp import log as logmod
 from fsapp.config import Config
-from fsapp.store import Store, open_store
+from fsapp.hooks import Metrics, NullMetrics
+from fsapp.outbox import OutboxWorker
+from fsapp.store import StorageError, Store, open_store
 
-
-class NullMetrics:
-    """Metrics hooks; the Prometheus exporter replaces this when enabled."""
-
-    def command(self, name: str, seconds: float) -> None:
-        pass
-
-    def call_ended(self, entry: str, status: str) -> None:
-        pass
-
-    def module_result(self, code: str, result: str) -> None:
-        pass
-
-    def crm(self, operation: str, seconds: float, ok: bool) -> None:
-        pass
-
-    def rejected(self, reason: str) -> None:
-        pass
-
-    def charge(self, amount: int) -> None:
-        pass
-
-    def live(self, n: int) -> None:
-        pass
-
-    def outbox(self, depth: int, oldest_age_seconds: float) -> None:
-        pass
-
-    def draining(self, flag: bool) -> None:
-        pass
-
-    def config_reload(self, ok: bool) -> None:
-        pass
+__all__ = ["App", "NullMetrics", "make_crm"]
 
 
 class App:
-    def __init__(self, config: Config, store: Store | None = None, crm: Any = None, metrics: Any = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, crm: Any = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.log = logmod.get("fsapp")
         self.store = store or open_store(config.storage_url, pool_size=config.storage_pool_size)
-        self.metrics = metrics or NullMetrics()
+        self.metrics: Metrics = metrics or NullMetrics()
         self.daemon_id = f"{socket.gethostname()}:{os.getpid()}:{int(time.time() * 1000)}"
         self.crm = crm if crm is not None else make_crm(config, self.store, self.metrics)
         self._backlog: list[dict[str, Any]] = []
         self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
-        from fsapp.outbox import OutboxWorker
-
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
 
@@ -76,14 +46,9 @@ class App:
         self.outbox.stop()
         if self._maintenance is not None:
             self._maintenance.kill()
-        flush = getattr(self.store.db, "flush", None)
-        if flush is not None:
-            flush()  # a group of writes still in its window commits now
+        self.store.flush()  # a group of writes still in its window commits now
 
     def _reconcile(self) -> None:
-        from fsapp import ledger
-        from fsapp.store import StorageError
-
         try:
             made = ledger.reconcile(self.store, heartbeat_seconds=self.config.billing.meter_heartbeat_seconds,
                                     me=self.daemon_id, log=self.log)
@@ -115,9 +80,7 @@ class App:
             self._group_commit()
 
     def _group_commit(self) -> None:
-        """SQLite only (fsapp/store/sqlite.py): writes closer together than this commit as one."""
-        if hasattr(self.store.db, "group_window"):
-            self.store.db.group_window = self.config.storage_group_commit_ms / 1000
+        self.store.set_group_commit(self.config.storage_group_commit_ms / 1000)
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
         cmd = self.config.journal.notify_command
@@ -135,7 +98,6 @@ class App:
         if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
             return
         from fsapp.journal import export_row
-        from fsapp.store import StorageError
 
         try:
             self.store.outbox_add("call_log", f"{row['uuid']}-call", export_row(row), time.time())
@@ -149,18 +111,14 @@ class App:
         self._settles.append((meter, talk_seconds))
 
     def flush_settles(self) -> int:
-        from fsapp import ledger
-        from fsapp.store import StorageError
-
         done = 0
         while self._settles:
             meter, talk = self._settles[0]
             try:
-                with self.store.db.transaction():
+                with self.store.transaction():
                     charge = ledger.settle(self.store, meter, talk)
                     if charge is not None and charge["amount"]:
-                        self.store.db.execute("UPDATE calls SET charge = charge + ? WHERE uuid = ?",
-                                              (charge["amount"], meter["call_uuid"]))
+                        self.store.add_call_charge(meter["call_uuid"], charge["amount"])
             except StorageError:
                 break
             self._settles.pop(0)
@@ -170,6 +128,19 @@ class App:
                 self.outbox.poke()
                 self.log.warning("charge_settled_late", call_uuid=meter["call_uuid"], amount=charge["amount"])
         return done
+
+    def journal_call(self, row: dict[str, Any], log: Any) -> None:
+        """Write a call's final row (kept for ``flush_backlog`` if the database refuses it),
+        queue it for the CRM's call log, and run the too-long notice if it was too long."""
+        try:
+            self.store.call_finished(row["uuid"], row, charge_from_ledger=True)
+        except StorageError as exc:
+            log.error("journal_write_failed", reason=str(exc))
+            self.journal_backlog(row)
+        else:
+            self.push_call_log(row)
+        if row["too_long"]:
+            self.notify_too_long(row)
 
     def journal_backlog(self, row: dict[str, Any]) -> None:
         """Keep a journal row the database refused; retried by ``flush_backlog``."""
@@ -189,7 +160,7 @@ class App:
         return done
 
 
-def make_crm(config: Config, store: Store, metrics: Any) -> Any:
+def make_crm(config: Config, store: Store, metrics: Metrics) -> Any:
     kind = config.crm.kind
     if kind == "local":
         from fsapp.crm.local import LocalCRM

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fsapp import esl, flow
+from fsapp import callrow, esl, flow
 from fsapp import log as logmod
 from fsapp.esl import Hangup
-from fsapp.store import StorageError, now_iso
+from fsapp.modules import KINDS
+from fsapp.store import StorageError
 
 if TYPE_CHECKING:
     from fsapp.app import App
@@ -368,7 +369,7 @@ class CallHandler:
             log = ctx.log
             log.info("call_started", entry=ctx.channel.var("fsapp_module"), overflow=self.overflow)
             try:
-                self.app.store.call_started(self._row(ctx, status="active"))
+                self.app.store.call_started(self._row(ctx, "active"))
             except StorageError as exc:
                 log.error("journal_write_failed", reason=str(exc))
                 if self.cfg.entry.on_storage_failure:
@@ -443,8 +444,6 @@ class CallHandler:
 
     def _go(self, ctx: CallContext, dest_text: str, *, storage_failed: bool = False) -> str:
         """Follow destinations until one hands the call to FreeSWITCH or hangs it up."""
-        from fsapp.modules import KINDS
-
         for _hop in range(MAX_HOPS):
             dest = flow.parse_dest(dest_text)
             if dest.kind == "module":
@@ -501,21 +500,12 @@ class CallHandler:
     # ------------------------------------------------------------ journal
 
     def _journal(self, ctx: CallContext, outcome: str) -> None:
-        status = self._status(ctx, outcome)
+        status = callrow.status(ctx, outcome)
         ctx.final_status = status
-        row = self._row(ctx, status=status)
-        too_long = row["too_long"]
-        if too_long:
+        row = self._row(ctx, status)
+        if row["too_long"]:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
-        try:
-            self.app.store.call_finished(ctx.uuid, row, charge_from_ledger=True)
-        except StorageError as exc:
-            ctx.log.error("journal_write_failed", reason=str(exc))
-            self.app.journal_backlog(row)
-        else:
-            self.app.push_call_log(row)
-        if too_long:
-            self.app.notify_too_long(row)
+        self.app.journal_call(row, ctx.log)
         ctx.log.info(
             "call_ended",
             status=status,
@@ -525,87 +515,6 @@ class CallHandler:
             charge=ctx.charge,
         )
 
-    def _status(self, ctx: CallContext, outcome: str) -> str:
-        if ctx.transferred:
-            return "transferred"
-        if ctx.answered is not None:
-            return "answered"
-        if ctx.io.attempts:
-            return "missed"
-        if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
-            return "failed"
-        if outcome in ("caller_hangup", "socket"):
-            return "abandoned"
-        return "completed"
-
-    def _row(self, ctx: CallContext, *, status: str) -> dict[str, Any]:
-        s = self.session
-        ch = s.channel
-        done = s.hangup_complete
-        created_us = esl.epoch_us(ch.get("Caller-Channel-Created-Time")) or int(time.time() * 1e6)
-        started = created_us / 1e6
-        end_us = 0
-        total: int | None = None
-        if done is not None:
-            end_us = esl.epoch_us(done.var("end_uepoch")) or esl.epoch_us(done.get("Caller-Channel-Hangup-Time"))
-            duration = done.var("duration")
-            if duration.isascii() and duration.isdigit() and len(duration) < 10:
-                total = int(duration)
-        if end_us and end_us < created_us:
-            end_us = 0
-        ended: float | None = end_us / 1e6 if end_us else None
-        if status != "active" and ended is None:
-            ended = time.time()
-            total = max(0, int(round(ended - started)))
-        elif total is None:
-            total = max(0, int(round(ended - started))) if ended is not None else 0
-        talk = _talk_seconds(s, done)
-        answered = ctx.answered
-        answered_us = answered.start_us if answered else 0
-        who = ctx.customer or ctx.claimed
-        hangup_cause = s.hangup_cause
-        if done is not None:
-            hangup_cause = done.var("hangup_cause") or done.get("Hangup-Cause") or hangup_cause
-        return {
-            "uuid": ctx.uuid,
-            "started_at": now_iso(started),
-            "answered_at": now_iso(answered_us / 1e6) if answered_us else None,
-            "ended_at": now_iso(ended) if ended else None,
-            "direction": ctx.direction,
-            "caller": ctx.caller,
-            "caller_name": ctx.caller_name,
-            "called": ctx.called,
-            "extension": answered.extension if answered else "",
-            "status": status,
-            "total_seconds": total,
-            "talk_seconds": talk,
-            "too_long": talk > self.cfg.journal.too_long_seconds,
-            "customer_id": who.id if who else "",
-            "customer_name": who.name if who else "",
-            "customer_type": who.type if who else "",
-            "modules": ctx.modules,
-            "auth_method": ctx.auth_method,
-            "auth_result": ctx.auth_result,
-            "charge": ctx.charge,
-            "recording": ctx.recording,
-            "hangup_cause": hangup_cause or "",
-            "final_destination": ctx.final,
-            "entry_module": ctx.modules[0] if ctx.modules else "",
-            "daemon": self.app.daemon_id,
-        }
-
-
-def _talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
-    """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs."""
-    total_us = 0
-    for span in s.bridges:
-        if not span.start_us:
-            continue  # FreeSWITCH sent no usable time for it
-        end = span.end_us or s.hangup_us or (esl.epoch_us(done.var("end_uepoch")) if done else 0)
-        if end > span.start_us:
-            total_us += end - span.start_us
-    if not total_us and done is not None:
-        bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
-        if bridge_us and end_us > bridge_us:
-            total_us = end_us - bridge_us
-    return int(round(total_us / 1e6))
+    def _row(self, ctx: CallContext, status: str) -> dict[str, Any]:
+        return callrow.row(ctx, self.session, status=status, too_long_seconds=self.cfg.journal.too_long_seconds,
+                           daemon=self.app.daemon_id)

@@ -13,6 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 from fsapp import flow
+from fsapp.modules import KINDS
+from fsapp.options import ModuleConfig, Opt
+from fsapp.store import sqlite_path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLE_CONFIG = PACKAGE_DIR / "sample" / "fsapp.toml"
@@ -32,61 +35,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# ------------------------------------------------------------------ option schema
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One kind-specific module key: its type, default and role."""
-
-    type: type | tuple[type, ...]
-    default: Any = None
-    role: str = "plain"  # plain | prompt | dest | destmap | destlist
-    choices: tuple[Any, ...] = ()
-    minimum: float | None = None
-    required: bool = False
-
-
-def prompt(default: str = "") -> Opt:
-    return Opt(str, default, "prompt")
-
-
-def dest(required: bool = False) -> Opt:
-    return Opt(str, "", "dest", required=required)
-
-
-@dataclass(frozen=True)
-class ModuleConfig:
-    code: str
-    name: str
-    kind: str
-    enabled: bool
-    next: str
-    error: str
-    record: bool
-    options: Mapping[str, Any]
-    where: str  # "file:modules[3]" for messages
-
-    def __getitem__(self, key: str) -> Any:
-        return self.options[key]
-
-    def prompts(self, schema: Mapping[str, Opt]) -> list[str]:
-        return [self.options[k] for k, o in schema.items() if o.role == "prompt" and self.options[k]]
-
-    def destinations(self, schema: Mapping[str, Opt]) -> list[tuple[str, str]]:
-        """(key, destination) pairs: next, error and every destination option."""
-        out = [("next", self.next), ("error", self.error)]
-        for key, opt in schema.items():
-            value = self.options[key]
-            if opt.role == "dest" and value:
-                out.append((key, value))
-            elif opt.role == "destmap":
-                out.extend((f"{key}.{k}", v) for k, v in value.items())
-            elif opt.role == "destlist":
-                out.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
-        return out
 
 
 @dataclass(frozen=True)
@@ -187,9 +135,6 @@ class Config:
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
 
-    def module(self, code: str) -> ModuleConfig:
-        return self.modules[code]
-
 
 # ------------------------------------------------------------------ loading
 
@@ -281,6 +226,9 @@ def _relative(base: Path, value: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
+SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules")
+
+
 def from_dict(
     data: Mapping[str, Any],
     *,
@@ -289,16 +237,35 @@ def from_dict(
     sounds_base: Path | None = None,
     check_files: bool = True,
 ) -> Config:
-    from fsapp.modules import KINDS
-
+    """Validate parsed TOML; raise ConfigError listing every problem."""
     base = base or Path.cwd()
     problems: list[str] = []
     r = _Reader(file, problems)
-    r.unknown(
-        data, "", ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules")
+    r.unknown(data, "", SECTIONS)
+    server = _server(r, r.table(data, "server"))
+    storage_url, pool_size, group_commit_ms = _storage(r, r.table(data, "storage"), base)
+    crm = _crm(r, r.table(data, "crm"))
+    sounds = _sounds(r, r.table(data, "sounds"), sounds_base or base, check_files)
+    journal = _journal(r, r.table(data, "journal"))
+    dial = _dial(r, r.table(data, "dial"))
+    security = _security(r, r.table(data, "security"))
+    billing = _billing(r, r.table(data, "billing"))
+    entry = _entry(r, r.table(data, "entry"))
+    modules = _modules(r, data.get("modules", []))
+    cfg = Config(
+        file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
+        storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
+        security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
     )
+    problems.extend(flow.check_graph(cfg, KINDS))
+    if check_files and sounds.dir.is_dir():
+        problems.extend(check_prompt_files(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
-    s = r.table(data, "server")
+
+def _server(r: _Reader, s: Mapping[str, Any]) -> ServerConfig:
     r.unknown(s, "server", ServerConfig.__dataclass_fields__.keys() - {"listen_host", "listen_port"} | {"listen"})
     host, port = ServerConfig.listen_host, ServerConfig.listen_port
     listen = r.get(s, "server", "listen", str, "127.0.0.1:8084")
@@ -318,7 +285,7 @@ def from_dict(
             parse_listen(metrics_listen)
         except ValueError as exc:
             r.fail("server.metrics_listen", str(exc))
-    server = ServerConfig(
+    return ServerConfig(
         listen_host=host,
         listen_port=port,
         allow=tuple(str(a) for a in allow),
@@ -330,7 +297,9 @@ def from_dict(
         call_timeout_seconds=r.get(s, "server", "call_timeout_seconds", float, 14400.0, minimum=1),
     )
 
-    st = r.table(data, "storage")
+
+def _storage(r: _Reader, st: Mapping[str, Any], base: Path) -> tuple[str, int, float]:
+    """``[storage]``: the URL (a relative sqlite: path made absolute), pool size, group commit window."""
     r.unknown(st, "storage", ("url", "pool_size", "group_commit_ms"))
     storage_url = r.get(st, "storage", "url", str, "sqlite:fsapp.db")
     pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
@@ -344,8 +313,10 @@ def from_dict(
     elif not storage_url.startswith(("postgresql://", "postgres://")):
         r.fail("storage.url", f"must be sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://..., "
                               f"not {storage_url!r}")
+    return storage_url, pool_size, group_commit_ms
 
-    c = r.table(data, "crm")
+
+def _crm(r: _Reader, c: Mapping[str, Any]) -> CRMConfig:
     known_crm = set(CRMConfig.__dataclass_fields__) - {"extra"}
     crm = CRMConfig(
         kind=r.get(c, "crm", "kind", str, "local", choices=("local", "http", "payamgostar")),
@@ -362,12 +333,13 @@ def from_dict(
         r.fail("crm.url", f"required for kind {crm.kind!r}")
     if crm.kind == "local":
         r.unknown(c, "crm", known_crm)
+    return crm
 
-    so = r.table(data, "sounds")
+
+def _sounds(r: _Reader, so: Mapping[str, Any], base: Path, check_files: bool) -> SoundsConfig:
     r.unknown(so, "sounds", SoundsConfig.__dataclass_fields__)
     sounds = SoundsConfig(
-        dir=_relative(sounds_base or base, r.get(so, "sounds", "dir", str, "sounds")) if so.get("dir") != ""
-        else shipped_sounds(),
+        dir=_relative(base, r.get(so, "sounds", "dir", str, "sounds")) if so.get("dir") != "" else shipped_sounds(),
         language=r.get(so, "sounds", "language", str, "fa", choices=("fa", "en")),
         fs_dir=r.get(so, "sounds", "fs_dir", str, ""),
         say=r.get(so, "sounds", "say", str, "files", choices=("files", "mod_say")),
@@ -379,17 +351,20 @@ def from_dict(
         r.fail("sounds.loudness_lufs", f"must be between -70 and 0 LUFS, not {sounds.loudness_lufs}")
     if check_files and not sounds.dir.is_dir():
         r.fail("sounds.dir", f"no such directory: {sounds.dir}")
+    return sounds
 
-    j = r.table(data, "journal")
+
+def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
     r.unknown(j, "journal", JournalConfig.__dataclass_fields__)
-    journal = JournalConfig(
+    return JournalConfig(
         too_long_seconds=r.get(j, "journal", "too_long_seconds", int, 600, minimum=1),
         record=r.get(j, "journal", "record", bool, False),
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
     )
 
-    d = r.table(data, "dial")
+
+def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
     r.unknown(d, "dial", DialConfig.__dataclass_fields__)
     dial = DialConfig(
         extension=r.get(d, "dial", "extension", str, DialConfig.extension),
@@ -401,122 +376,106 @@ def from_dict(
         r.fail("dial.extension", "must contain {ext}")
     if "{queue}" not in dial.queue:
         r.fail("dial.queue", "must contain {queue}")
+    return dial
 
-    se = r.table(data, "security")
+
+def _security(r: _Reader, se: Mapping[str, Any]) -> SecurityConfig:
     r.unknown(se, "security", SecurityConfig.__dataclass_fields__)
-    security = SecurityConfig(
+    return SecurityConfig(
         pin_max_failures=r.get(se, "security", "pin_max_failures", int, 5, minimum=1),
         pin_window_seconds=r.get(se, "security", "pin_window_seconds", int, 900, minimum=1),
         pin_lockout_seconds=r.get(se, "security", "pin_lockout_seconds", int, 1800, minimum=1),
     )
 
-    b = r.table(data, "billing")
+
+def _billing(r: _Reader, b: Mapping[str, Any]) -> BillingConfig:
     r.unknown(b, "billing", BillingConfig.__dataclass_fields__)
-    billing = BillingConfig(
+    return BillingConfig(
         meter_heartbeat_seconds=r.get(b, "billing", "meter_heartbeat_seconds", float, 15.0, minimum=1),
         outbox_retry_seconds=r.get(b, "billing", "outbox_retry_seconds", float, 5.0, minimum=0.05),
         outbox_max_retry_seconds=r.get(b, "billing", "outbox_max_retry_seconds", float, 600.0, minimum=1),
     )
 
-    e = r.table(data, "entry")
+
+def _entry(r: _Reader, e: Mapping[str, Any]) -> EntryConfig:
     r.unknown(e, "entry", EntryConfig.__dataclass_fields__)
-    entry = EntryConfig(
+    return EntryConfig(
         default=r.get(e, "entry", "default", str, ""),
         overflow=r.get(e, "entry", "overflow", str, EntryConfig.overflow),
         on_storage_failure=r.get(e, "entry", "on_storage_failure", str, ""),
     )
 
+
+def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:
+    """``[[modules]]``: each table read against its kind's schema, then its kind's own rules."""
     modules: dict[str, ModuleConfig] = {}
-    raw_modules = data.get("modules", [])
     if not isinstance(raw_modules, list):
         r.fail("modules", "must be an array of tables ([[modules]])")
         raw_modules = []
     for i, m in enumerate(raw_modules):
-        where = f"modules[{i}]"
-        if not isinstance(m, dict):
-            r.fail(where, "must be a table")
-            continue
-        code = m.get("code")
-        if not isinstance(code, str) or not code:
-            r.fail(f"{where}.code", "missing")
-            continue
-        if not flow.CODE_RE.fullmatch(code):
-            r.fail(f"{where}.code", f"{code!r} must be letters, digits, '_' or '-'")
-            continue
-        if code in modules:
-            r.fail(f"{where}.code", f"duplicate code {code!r} (also {modules[code].where})")
-            continue
-        kind = m.get("kind")
-        if kind not in KINDS:
-            r.fail(f"{where}.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
-            continue
-        schema = KINDS[kind].schema
-        r.unknown(m, where, {"code", "name", "kind", "enabled", "next", "error", "record", *schema})
-        opts: dict[str, Any] = {}
-        for key, opt in schema.items():
-            full = f"{where}.{key}"
-            if key not in m:
-                if opt.required:
-                    r.fail(full, "missing")
-                opts[key] = _freeze(opt.default)
-                continue
-            value = m[key]
-            if opt.role == "destmap":
-                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                    r.fail(full, "must be a table of destinations")
-                    value = {}
-            elif opt.role == "destlist":
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    r.fail(full, "must be a list of destinations")
-                    value = []
-            else:
-                value = r.get(m, where, key, opt.type, opt.default, minimum=opt.minimum, choices=opt.choices)
-            opts[key] = _freeze(value)
-        for key in ("next", "error"):
-            if not isinstance(m.get(key), str) or not m.get(key):
-                r.fail(f"{where}.{key}", "missing destination")
-        modules[code] = ModuleConfig(
-            code=code,
-            name=str(m.get("name", code)),
-            kind=kind,
-            enabled=bool(m.get("enabled", True)),
-            next=str(m.get("next", "")),
-            error=str(m.get("error", "")),
-            record=bool(m.get("record", False)),
-            options=MappingProxyType(opts),
-            where=where,
-        )
-        problems.extend(f"{file}:{where}.{msg}" for msg in KINDS[kind].validate(modules[code]))
+        module = _module(r, f"modules[{i}]", m, modules)
+        if module is not None:
+            modules[module.code] = module
+            r.problems.extend(f"{r.file}:{module.where}.{msg}" for msg in KINDS[module.kind].validate(module))
+    return modules
 
-    cfg = Config(
-        file=file,
-        server=server,
-        storage_url=storage_url,
-        storage_pool_size=pool_size,
-        storage_group_commit_ms=group_commit_ms,
-        crm=crm,
-        sounds=sounds,
-        journal=journal,
-        dial=dial,
-        security=security,
-        billing=billing,
-        entry=entry,
-        modules=MappingProxyType(modules),
+
+def _module(r: _Reader, where: str, m: Any, seen: Mapping[str, ModuleConfig]) -> ModuleConfig | None:
+    if not isinstance(m, dict):
+        r.fail(where, "must be a table")
+        return None
+    code = m.get("code")
+    if not isinstance(code, str) or not code:
+        r.fail(f"{where}.code", "missing")
+        return None
+    if not flow.CODE_RE.fullmatch(code):
+        r.fail(f"{where}.code", f"{code!r} must be letters, digits, '_' or '-'")
+        return None
+    if code in seen:
+        r.fail(f"{where}.code", f"duplicate code {code!r} (also {seen[code].where})")
+        return None
+    kind = m.get("kind")
+    if kind not in KINDS:
+        r.fail(f"{where}.kind", f"unknown kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+        return None
+    schema = KINDS[kind].schema
+    r.unknown(m, where, {"code", "name", "kind", "enabled", "next", "error", "record", *schema})
+    opts = {key: _freeze(_option(r, where, m, key, opt)) for key, opt in schema.items()}
+    for key in ("next", "error"):
+        if not isinstance(m.get(key), str) or not m.get(key):
+            r.fail(f"{where}.{key}", "missing destination")
+    return ModuleConfig(
+        code=code,
+        name=str(m.get("name", code)),
+        kind=kind,
+        enabled=bool(m.get("enabled", True)),
+        next=str(m.get("next", "")),
+        error=str(m.get("error", "")),
+        record=bool(m.get("record", False)),
+        options=MappingProxyType(opts),
+        where=where,
     )
-    problems.extend(flow.check_graph(cfg))
-    if check_files and sounds.dir.is_dir():
-        problems.extend(check_prompt_files(cfg))
-    if problems:
-        raise ConfigError(problems)
-    return cfg
 
 
-def sqlite_path(url: str, base: Path | None = None) -> Path:
-    """The database file a sqlite: URL names (relative paths from ``base``)."""
-    rest = url[len("sqlite:") :]
-    if rest.startswith("//"):
-        return Path("/" + rest.lstrip("/"))
-    return (base or Path.cwd()) / rest
+def _option(r: _Reader, where: str, m: Mapping[str, Any], key: str, opt: Opt) -> Any:
+    """One kind-specific key of a module table: its value, or its default (and a problem if wrong)."""
+    full = f"{where}.{key}"
+    if key not in m:
+        if opt.required:
+            r.fail(full, "missing")
+        return opt.default
+    value = m[key]
+    if opt.role == "destmap":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            r.fail(full, "must be a table of destinations")
+            return {}
+    elif opt.role == "destlist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            r.fail(full, "must be a list of destinations")
+            return []
+    else:
+        return r.get(m, where, key, opt.type, opt.default, minimum=opt.minimum, choices=opt.choices)
+    return value
 
 
 def _freeze(value: Any) -> Any:
@@ -530,7 +489,6 @@ def _freeze(value: Any) -> Any:
 def prompt_names(cfg: Config) -> dict[str, str]:
     """Every prompt the config names -> the key that names it."""
     from fsapp import say
-    from fsapp.modules import KINDS
 
     names: dict[str, str] = {}
     for m in cfg.modules.values():

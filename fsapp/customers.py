@@ -101,7 +101,7 @@ def validate_row(raw: dict[str, str], region: str) -> tuple[dict[str, Any], list
 
 
 def save_rows(store: Any, rows: list[dict[str, Any]]) -> None:
-    with store.db.transaction():
+    with store.transaction():
         for row in rows:
             record = dict(row)
             pin = record.pop("pin", "")

@@ -566,12 +566,6 @@ class Session:
             raise
         return app_uuid
 
-    def myevents(self) -> None:
-        self._expect_ok(self._command("myevents\n\n"), "myevents")
-
-    def linger(self) -> None:
-        self._expect_ok(self._command("linger\n\n"), "linger")
-
     def _expect_ok(self, reply: Frame, what: str) -> None:
         text = reply.headers.get("Reply-Text", "")
         if not text.startswith("+OK"):
@@ -700,20 +694,12 @@ class Session:
             span.end_us = self.hangup_us or span.start_us
         return span
 
-    def set_var(self, name: str, value: str) -> Event:
-        """Set a channel variable; the returned completion carries it."""
-        return self.execute("set", f"{name}={value}")
-
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Hang the channel up (a call-command: no execute events follow)."""
         if self.hungup or self.lingering:
             return
         self.hangup_requested = True
         self._command(f"sendmsg\ncall-command: hangup\nhangup-cause: {_clean_arg(cause)}\n\n")
-
-    def api(self, command: str, timeout: float | None = None) -> str:
-        reply = self._command(f"api {_clean_arg(command)}\n\n", timeout)
-        return reply.body.decode("utf-8", errors="replace")
 
     def finish(self, timeout: float = 5.0, *, wait_hangup: bool = True) -> None:
         """Collect CHANNEL_HANGUP_COMPLETE (when the channel is down), send ``exit``."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fsapp.config import Config
+    from fsapp.modules import Kind
 
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EXT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,40}")
@@ -81,10 +83,12 @@ def _parse_dest(text: str) -> Dest:
     raise ValueError(f"{text!r}: unknown destination type {head!r} (ext, queue, transfer, hangup)")
 
 
-def check_graph(cfg: Config) -> list[str]:
-    """Unknown codes, bad destinations, and modules from which no call can ever leave."""
-    from fsapp.modules import KINDS
+def check_graph(cfg: Config, kinds: Mapping[str, Kind]) -> list[str]:
+    """Unknown codes, bad destinations, and modules from which no call can ever leave.
 
+    ``kinds`` is the table of module kinds (``fsapp.modules.KINDS``): their schemas
+    say which keys are destinations, and which kinds bridge the call themselves.
+    """
     problems: list[str] = []
     edges: dict[str, set[str]] = {}
     exits: set[str] = set()  # modules with a terminal destination
@@ -102,7 +106,7 @@ def check_graph(cfg: Config) -> list[str]:
 
     for code, m in cfg.modules.items():
         edges[code] = set()
-        for key, text in m.destinations(KINDS[m.kind].schema):
+        for key, text in m.destinations(kinds[m.kind].schema):
             if not text:
                 continue
             d = resolve(f"{m.where}.{key}", text)
@@ -112,7 +116,7 @@ def check_graph(cfg: Config) -> list[str]:
                 edges[code].add(d.value)
             else:
                 exits.add(code)
-        if KINDS[m.kind].bridges:
+        if kinds[m.kind].bridges:
             exits.add(code)  # the module hands the call to FreeSWITCH itself
     if cfg.entry.default:
         resolve("entry.default", cfg.entry.default)

@@ -72,13 +72,10 @@ def close_dead_calls(store: Store, *, me: str, max_age_seconds: float, now: floa
     """Journal rows a dead daemon left 'active' become 'failed'; so do any older than a call can last."""
     now = time.time() if now is None else now
     closed = 0
-    for row in store.db.query("SELECT DISTINCT daemon FROM calls WHERE status = 'active'"):
-        if row["daemon"] != me and not _daemon_alive(row["daemon"], me):
-            closed += store.close_stale_calls(row["daemon"])
-    closed += store.db.execute(
-        "UPDATE calls SET status = 'failed', hangup_cause = 'DAEMON_LOST' WHERE status = 'active' AND started_at < ?",
-        (now_iso(now - max_age_seconds),),
-    )
+    for daemon in store.active_call_daemons():
+        if daemon != me and not _daemon_alive(daemon, me):
+            closed += store.close_stale_calls(daemon)
+    closed += store.fail_calls_started_before(now_iso(now - max_age_seconds))
     return closed
 
 
@@ -98,14 +95,10 @@ def reconcile(store: Store, *, heartbeat_seconds: float, me: str = "", now: floa
         if not dead:
             continue
         talk = billing.talk_seconds(meter["bridge_us"], meter["seen_us"]) if meter["bridge_us"] else 0
-        with store.db.transaction():  # the charge and the journal's record of it, together
+        with store.transaction():  # the charge and the journal's record of it, together
             charge = settle(store, meter, talk, source="reconciled", now=now)
             if charge is not None:
-                store.db.execute(
-                    "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
-                    " charge = charge + ?, talk_seconds = GREATEST(talk_seconds, ?) WHERE uuid = ?",
-                    (charge["amount"], talk, meter["call_uuid"]),
-                )
+                store.call_reconciled(meter["call_uuid"], charge["amount"], talk)
         if charge is not None:
             made.append(charge)
             if log is not None:

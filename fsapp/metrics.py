@@ -1,6 +1,6 @@
 """Prometheus metrics and the health endpoint of ``fsapp serve``.
 
-``PrometheusMetrics`` implements the daemon's metrics hooks (see ``fsapp.app.NullMetrics``)
+``PrometheusMetrics`` implements the daemon's metrics hooks (``fsapp.hooks.Metrics``)
 on its own ``CollectorRegistry``. Labelled children are looked up once and kept in
 dicts, so a hook on the call path costs a dict lookup and one increment or observation.
 

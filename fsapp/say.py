@@ -8,9 +8,6 @@ English (``en``) says "one hundred twenty-five thousand rials".
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-
 MAX_AMOUNT = 999_999_999_999
 
 LANGUAGES = ("fa", "en")
@@ -114,14 +111,3 @@ def number_prompt_names(language: str) -> list[str]:
     """Every prompt name ``amount_prompts`` can return for ``language``."""
     _check_language(language)
     return list(NUMBER_PROMPTS[language])
-
-
-def file_string(paths: Sequence[str | os.PathLike[str]]) -> str:
-    """FreeSWITCH's playback argument that plays ``paths`` one after another."""
-    if not paths:
-        raise ValueError("file_string needs at least one path")
-    items = [os.fspath(p) for p in paths]
-    for item in items:
-        if not item or "!" in item:
-            raise ValueError(f"cannot play {item!r} in a file_string (empty or contains '!')")
-    return "file_string://" + "!".join(items)

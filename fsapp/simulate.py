@@ -96,7 +96,7 @@ def seed_sample_directory(cfg: Config) -> str:
     """
     from fsapp import config as configmod
     from fsapp import customers
-    from fsapp.store import open_store
+    from fsapp.store import open_store, sqlite_path
 
     if cfg.crm.kind != "local":
         return ""
@@ -107,7 +107,7 @@ def seed_sample_directory(cfg: Config) -> str:
         sample = configmod.PACKAGE_DIR / "sample" / "customers.csv"
         rows = customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample), region=cfg.crm.region)
         customers.save_rows(store, rows)
-        return (f"(sample customer directory loaded into {configmod.sqlite_path(cfg.storage_url)}: "
+        return (f"(sample customer directory loaded into {sqlite_path(cfg.storage_url)}: "
                 f"{', '.join(r['id'] for r in rows)})\n")
     finally:
         store.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "fsapp"
 COMMAND_LAYER = ("fsapp.cli", "fsapp.commands")
 
@@ -129,7 +127,6 @@ def test_domain_modules_never_import_the_command_layer() -> None:
     assert bad == [], "domain code reaches into the command line:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="config <-> modules circle: removed by the kernel half")
 def test_no_import_circle() -> None:
     """No chain of imports (top-level or in functions) leads from an fsapp module back to itself."""
     cycle = find_cycle(graph())

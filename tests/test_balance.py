@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,11 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from fsapp import config as configmod
-from fsapp import customers
 from fsapp import log as logmod
-from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH
-from fsapp.store import StorageError, Store
-from tests.conftest import SOUNDS, Daemon, write_config
+from fsapp.store import StorageError
+from tests.helpers import SARA, SOUNDS, MakeConfig, StartDaemon, balance_flow, seed, write_config
 
-MakeConfig = Callable[..., Config]
-StartDaemon = Callable[[Config], Daemon]
-
-HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
-SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"
 SARA_PHONE = "09121234567"
 SARA_MOBILE = "+989121234567"
 
@@ -36,44 +28,6 @@ AMOUNT_1_250_000_FA = [
 ]
 AMOUNT_1_250_000_EN = ["digits/1", "digits/million", "digits/200", "digits/50", "digits/thousand", "currency/rial"]
 AMOUNT_300_000_FA = ["digits/300", "digits/thousand", "currency/rial"]
-
-
-def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False) -> str:
-    """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
-    return f"""
-[[modules]]
-code = "main"
-kind = "customer_club"
-auth = "phone"
-next = "balance"
-error = "hangup:UNALLOCATED_NUMBER"
-
-[[modules]]
-code = "balance"
-name = "Balance and payment link"
-kind = "balance"
-anonymous = {str(anonymous).lower()}
-require_mobile = {str(require_mobile).lower()}
-send_payment_link = {str(link).lower()}
-invoice_type = "sales-invoice"
-account = "acc-main"
-intro = "balance/intro"
-balance_is = "balance/balance_is"
-debt = "balance/debt"
-credit = "balance/credit"
-no_debt = "balance/no_debt"
-enter_mobile = "balance/enter_mobile"
-confirm_mobile = "balance/confirm_mobile"
-invalid_mobile = "balance/invalid_mobile"
-link_sent = "balance/link_sent"
-next = "hangup:NORMAL_CLEARING"
-error = "hangup:CALL_REJECTED"
-"""
-
-
-def seed(store: Store, *lines: str) -> None:
-    """Fill the local directory from CSV lines, as `fsapp customers import` would."""
-    customers.save_rows(store, customers.parse_csv("\n".join([HEADER, *lines]) + "\n"))
 
 
 def names(paths: list[str], language: str = "fa") -> list[str]:

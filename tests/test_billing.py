@@ -22,7 +22,7 @@ from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
 from fsapp.store import StorageError, Store, open_store
-from tests.conftest import ROOT, SOUNDS, Daemon, write_config
+from tests.helpers import ROOT, SOUNDS, Daemon, write_config
 
 MakeConfig = Callable[..., Config]
 StartDaemon = Callable[[Config], Daemon]

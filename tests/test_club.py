@@ -26,7 +26,7 @@ from fsapp.customers import parse_csv, save_rows
 from fsapp.fakefs import FakeFreeSWITCH, Script, Step
 from fsapp.simulate import wait_idle
 from fsapp.store import Store
-from tests.conftest import SOUNDS, Daemon, raw_server
+from tests.helpers import SOUNDS, Daemon, raw_server
 
 PIN = "48273916"
 WRONG_PIN = "51738264"

@@ -19,7 +19,7 @@ from werkzeug import Response
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CircuitBreaker, CRMError, Customer
 from fsapp.crm.http import HttpCRM
-from tests.conftest import raw_server
+from tests.helpers import raw_server
 
 TOKEN = "s3cr3t-t0ken-value"
 PIN = "40960"

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import structlog.testing
-from payamgostar_standin import PayamgostarStandIn, _soap_fault
 
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CRMError, Customer
 from fsapp.crm.payamgostar import PayamgostarCRM
+from tests.payamgostar_standin import PayamgostarStandIn, _soap_fault
 
 TIMEOUT = 1.0
 PIN = "40960"

@@ -20,7 +20,8 @@ from fsapp import config as configmod
 from fsapp import esl
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
-from tests.conftest import ROOT, write_config
+from fsapp.store import sqlite_path
+from tests.helpers import ROOT, write_config
 
 MENU = """
 [[modules]]
@@ -157,7 +158,7 @@ def test_peer_outside_allow_is_refused(make_config, daemon):
 def _as_dict(cfg: configmod.Config) -> dict:
     import tomllib
 
-    path = configmod.sqlite_path(cfg.storage_url).parent / "fsapp.toml"
+    path = sqlite_path(cfg.storage_url).parent / "fsapp.toml"
     return tomllib.loads(path.read_text())
 
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import esltrace
 import gevent
 import gevent.socket
 import pytest
 
 from fsapp import esl
 from fsapp.fakefs import DISCONNECT_BODY, FakeFreeSWITCH, Script, fs_encode
+from harness import esltrace
 
 TRACE_DIR = Path(__file__).resolve().parents[2] / "shared" / "esl"
 
@@ -439,8 +439,16 @@ def replay(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
 def open_lingering(s: esl.Session) -> None:
     """connect, myevents, linger: how every transcript's app opened the socket (04 has no linger)."""
     s.connect()
-    s.myevents()
-    s.linger()
+    command(s, "myevents")
+    command(s, "linger")
+
+
+def command(s: esl.Session, name: str) -> None:
+    """One bare command (``myevents``, ``linger``) as the transcript's app sent it; +OK expected.
+
+    The daemon sends these with ``Session.setup``, in one write; the transcripts' apps
+    sent them one at a time, and the replay checks the bytes, so they go through here."""
+    s._expect_ok(s._command(f"{name}\n\n"), name)
 
 
 def assert_sent_as_recorded(rep: Replay, *, skipped: int = 0) -> None:
@@ -462,8 +470,8 @@ def test_session_happy_path(replay: Callable[[str], Replay]) -> None:
     assert s.uuid == "f38756e0-eab2-48fb-9511-6f3ee41620d8"
     assert channel["Caller-Caller-ID-Name"] == "SIPp customer"
     assert s.channel.var("sip_from_user") == "5551234"
-    s.myevents()
-    s.linger()
+    command(s, "myevents")
+    command(s, "linger")
     assert s.execute("answer").get("Application-Response") == "_none_"
     played = s.execute("playback", "prompts/connecting.wav")
     assert played.get("Application-Response") == "FILE PLAYED" and played.var("playback_ms") == "2526"
@@ -538,7 +546,7 @@ def test_session_bridge_busy_with_continue_on_fail(replay: Callable[[str], Repla
     rep = replay("03b-bridge-busy")
     s = rep.session
     open_lingering(s)
-    assert s.set_var("continue_on_fail", "true").var("continue_on_fail") == "true"
+    assert s.execute("set", "continue_on_fail=true").var("continue_on_fail") == "true"
     done = s.execute("bridge", "{originate_timeout=5}sofia/external/busy@127.0.0.1:5092")
     assert done.var("originate_disposition") == "USER_BUSY" and done.var("DIALSTATUS") == "BUSY"
     assert done.var("originate_failed_cause") == "USER_BUSY"
@@ -574,7 +582,7 @@ def test_session_no_linger_caller_hangup(replay: Callable[[str], Replay]) -> Non
     rep = replay("04-no-linger-caller-hangup")
     s = rep.session
     s.connect()
-    s.myevents()
+    command(s, "myevents")
     with pytest.raises(esl.Hangup) as hung:
         s.execute("playback", "music/8000/moh.wav")
     assert hung.value.cause == "NORMAL_CLEARING"
@@ -592,7 +600,7 @@ def test_session_set_and_hangup_cause(replay: Callable[[str], Replay]) -> None:
     rep = replay("09-set-and-hangup-cause")
     s = rep.session
     open_lingering(s)
-    assert s.set_var("fsapp_module", "club").var("fsapp_module") == "club"
+    assert s.execute("set", "fsapp_module=club").var("fsapp_module") == "club"
     before = len(rep.seen)
     s.hangup("USER_BUSY")
     s.finish()

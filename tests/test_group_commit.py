@@ -20,8 +20,7 @@ from fsapp.fakefs import Script, run_call
 from fsapp.simulate import wait_idle
 from fsapp.store import StorageError
 from fsapp.store.sqlite import SQLiteDB
-from tests.conftest import write_config
-from tests.test_balance import SARA, StartDaemon, balance_flow, seed
+from tests.helpers import SARA, StartDaemon, balance_flow, seed, write_config
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import structlog
 
 from fsapp import config as configmod
 from fsapp.store import Store, now_iso, open_store
-from tests.conftest import ROOT, Daemon, write_config
+from tests.helpers import ROOT, Daemon, write_config
 
 MakeConfig = Callable[..., configmod.Config]
 StartDaemon = Callable[[configmod.Config], Daemon]

@@ -27,7 +27,7 @@ import pytest
 from fsapp import customers
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.store import Store, open_store
-from tests.conftest import PG_ENV, ROOT, write_config
+from tests.helpers import PG_ENV, ROOT, write_config
 
 AMOUNT = 50_000  # rial per started minute
 CUSTOMERS = 20

@@ -1,6 +1,6 @@
 import pytest
 
-from fsapp.say import MAX_AMOUNT, amount_prompts, file_string, number_prompt_names
+from fsapp.say import MAX_AMOUNT, amount_prompts, number_prompt_names
 
 # amount -> expected prompts without a currency word, written out in full.
 FA = {
@@ -212,16 +212,3 @@ def test_en_number_prompt_names_are_exactly_the_reachable_ones():
             seen.update(amount_prompts(amount, "en", currency=currency))
     assert seen == set(number_prompt_names("en"))
     assert "digits/and" not in seen
-
-
-def test_file_string_joins_with_bang():
-    """file_string builds FreeSWITCH's file_string://a!b!c argument."""
-    assert file_string(["a.wav", "b/c.wav", "d.wav"]) == "file_string://a.wav!b/c.wav!d.wav"
-    assert file_string(["only.wav"]) == "file_string://only.wav"
-
-
-@pytest.mark.parametrize("paths", [[], ["a.wav", "b!c.wav"], ["a.wav", ""]])
-def test_file_string_refuses_what_it_cannot_express(paths):
-    """file_string refuses an empty list, an empty path and a path containing '!'."""
-    with pytest.raises(ValueError):
-        file_string(paths)

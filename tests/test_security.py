@@ -35,7 +35,7 @@ from fsapp import log as logmod
 from fsapp.customers import ImportError_, parse_csv, save_rows
 from fsapp.fakefs import FakeFreeSWITCH, Script, fs_encode
 from fsapp.simulate import wait_idle
-from tests.conftest import ROOT, SOUNDS, Daemon, write_config
+from tests.helpers import ROOT, SOUNDS, Daemon, write_config
 
 PIN = "48273916"
 WRONG_PIN = "51738264"

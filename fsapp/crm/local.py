@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fsapp import phones, pins
 from fsapp.crm import CRMError, Customer
 from fsapp.store import StorageError, Store
+
+T = TypeVar("T")
 
 
 def to_customer(row: dict[str, Any]) -> Customer:
@@ -28,41 +31,36 @@ class LocalCRM:
         self.store = store
         self.region = region
 
-    def _one(self, where: str, params: tuple[Any, ...], operation: str) -> Customer | None:
+    def _read(self, operation: str, read: Callable[[], T]) -> T:
+        """A store read; a storage failure is the CRM's failure to answer ``operation``."""
         try:
-            rows = self.store.customer_rows(where, params)
+            return read()
         except StorageError as exc:
             raise CRMError(str(exc), operation=operation) from exc
-        return to_customer(rows[0]) if rows else None
 
     def find_by_phone(self, phone: str) -> Customer | None:
         key = phones.normalize(phone, self.region) or phone
-        return self._one("WHERE id IN (SELECT customer_id FROM customer_phones WHERE phone = ?)", (key,),
-                         "find_by_phone")
+        row = self._read("find_by_phone", lambda: self.store.customer_by_phone(key))
+        return to_customer(row) if row else None
 
     def find_by_number(self, number: str) -> Customer | None:
-        return self._one("WHERE number = ?", (number,), "find_by_number")
+        row = self._read("find_by_number", lambda: self.store.customer_by_number(number))
+        return to_customer(row) if row else None
 
     def verify_pin(self, customer_id: str, pin: str) -> bool:
-        try:
-            row = self.store.db.one("SELECT pin_hash FROM customers WHERE id = ?", (customer_id,))
-        except StorageError as exc:
-            raise CRMError(str(exc), operation="verify_pin") from exc
-        if not (row and row["pin_hash"]):
+        pin_hash = self._read("verify_pin", lambda: self.store.pin_hash(customer_id))
+        if not pin_hash:
             return False
         try:
-            return pins.verify_pin(pin, row["pin_hash"])
+            return pins.verify_pin(pin, pin_hash)
         except ValueError as exc:  # a peppered hash without the pepper: an error, not a wrong PIN
             raise CRMError(str(exc), operation="verify_pin") from exc
 
     def balance(self, customer_id: str, invoice_type: str) -> int:
-        try:
-            row = self.store.db.one("SELECT debt FROM customers WHERE id = ?", (customer_id,))
-        except StorageError as exc:
-            raise CRMError(str(exc), operation="balance") from exc
-        if row is None:
+        debt = self._read("balance", lambda: self.store.debt(customer_id))
+        if debt is None:
             raise CRMError(f"no customer {customer_id!r}", operation="balance")
-        return int(row["debt"])
+        return debt
 
     def register(self, phone: str) -> Customer:
         key = phones.normalize(phone, self.region) or phone

@@ -15,7 +15,7 @@ from fsapp.modules import balance, bill, club, expert, menu
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
-    from fsapp.config import ModuleConfig, Opt
+    from fsapp.options import ModuleConfig, Opt
 
 
 def _no_rules(module: ModuleConfig) -> list[str]:

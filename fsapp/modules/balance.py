@@ -10,13 +10,13 @@ import time
 from typing import TYPE_CHECKING
 
 from fsapp import phones
-from fsapp.config import Opt, prompt
 from fsapp.crm import CRMError
+from fsapp.options import Opt, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
-    from fsapp.config import ModuleConfig
     from fsapp.crm import Customer
+    from fsapp.options import ModuleConfig
 
 SCHEMA = {
     "anonymous": Opt(bool, False),

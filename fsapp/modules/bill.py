@@ -14,14 +14,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fsapp import billing, flow, ledger
-from fsapp.config import Opt, prompt
 from fsapp.crm import CRMError
 from fsapp.esl import Hangup
+from fsapp.options import Opt, prompt
 from fsapp.store import StorageError
 
 if TYPE_CHECKING:
     from fsapp.call import BridgeResult, CallContext
-    from fsapp.config import ModuleConfig
+    from fsapp.options import ModuleConfig
 
 SCHEMA = {
     "product_name": Opt(str, ""),

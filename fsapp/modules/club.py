@@ -13,12 +13,12 @@ import time
 from typing import TYPE_CHECKING
 
 from fsapp import phones
-from fsapp.config import Opt, dest, prompt
 from fsapp.crm import CRMError, Customer
+from fsapp.options import Opt, dest, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
-    from fsapp.config import ModuleConfig
+    from fsapp.options import ModuleConfig
 
 SCHEMA = {
     "auth": Opt(str, "phone", choices=("phone", "customer_number", "pin")),

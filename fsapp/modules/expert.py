@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fsapp import flow
-from fsapp.config import Opt, prompt
+from fsapp.options import Opt, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
-    from fsapp.config import ModuleConfig
+    from fsapp.options import ModuleConfig
 
 SCHEMA = {
     "role": Opt(str, "sales", choices=("sales", "support", "other")),

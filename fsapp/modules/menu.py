@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fsapp.config import Opt, prompt
+from fsapp.options import Opt, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
-    from fsapp.config import ModuleConfig
+    from fsapp.options import ModuleConfig
 
 SCHEMA = {
     "intro": prompt(),  # played once, before the options

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fsapp.store.sqlite import SQLiteDB, StorageError
@@ -167,6 +168,21 @@ class Store:
     def ping(self) -> bool:
         return self.db.ping()
 
+    def transaction(self) -> Any:
+        """A context: the store calls made inside it commit together, or not at all."""
+        return self.db.transaction()
+
+    def set_group_commit(self, seconds: float) -> None:
+        """SQLite only (see sqlite.py): writes closer together than ``seconds`` commit as one."""
+        if hasattr(self.db, "group_window"):
+            self.db.group_window = seconds
+
+    def flush(self) -> None:
+        """Commit a group of writes still in its window now (SQLite's group commit)."""
+        flush = getattr(self.db, "flush", None)
+        if flush is not None:
+            flush()
+
     def close(self) -> None:
         self.db.close()
 
@@ -274,6 +290,30 @@ class Store:
     def mark_downloaded(self, uuid: str) -> bool:
         return self.db.execute("UPDATE calls SET downloaded = 1 WHERE uuid = ?", (uuid,)) > 0
 
+    def active_call_daemons(self) -> list[str]:
+        """The daemons that have calls journaled as 'active'."""
+        return [r["daemon"] for r in self.db.query("SELECT DISTINCT daemon FROM calls WHERE status = 'active'")]
+
+    def fail_calls_started_before(self, started_before: str) -> int:
+        """Calls still 'active' that started before ``started_before`` (ISO) become 'failed'."""
+        return self.db.execute(
+            "UPDATE calls SET status = 'failed', hangup_cause = 'DAEMON_LOST'"
+            " WHERE status = 'active' AND started_at < ?",
+            (started_before,),
+        )
+
+    def add_call_charge(self, uuid: str, amount: int) -> None:
+        """Add a charge settled apart from the call's own journal write to its row."""
+        self.db.execute("UPDATE calls SET charge = charge + ? WHERE uuid = ?", (amount, uuid))
+
+    def call_reconciled(self, uuid: str, amount: int, talk_seconds: int) -> None:
+        """A call whose meter was reconciled: 'failed' if still 'active', the charge added, the talk kept."""
+        self.db.execute(
+            "UPDATE calls SET status = CASE WHEN status = 'active' THEN 'failed' ELSE status END,"
+            " charge = charge + ?, talk_seconds = GREATEST(talk_seconds, ?) WHERE uuid = ?",
+            (amount, talk_seconds, uuid),
+        )
+
     def close_stale_calls(self, daemon: str) -> int:
         """Calls a dead daemon left 'active' become 'failed' (its meters are reconciled apart)."""
         return self.db.execute(
@@ -284,7 +324,29 @@ class Store:
 
     # ------------------------------------------------------------ directory
 
-    def customer_rows(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def customer_rows(self) -> list[dict[str, Any]]:
+        """The whole directory, by id, each row with its ``phones``."""
+        return self._customers("", ())
+
+    def customer_by_phone(self, phone: str) -> dict[str, Any] | None:
+        rows = self._customers("WHERE id IN (SELECT customer_id FROM customer_phones WHERE phone = ?)", (phone,))
+        return rows[0] if rows else None
+
+    def customer_by_number(self, number: str) -> dict[str, Any] | None:
+        rows = self._customers("WHERE number = ?", (number,))
+        return rows[0] if rows else None
+
+    def pin_hash(self, customer_id: str) -> str:
+        """The customer's stored PIN hash; '' when there is none (or no such customer)."""
+        row = self.db.one("SELECT pin_hash FROM customers WHERE id = ?", (customer_id,))
+        return row["pin_hash"] if row else ""
+
+    def debt(self, customer_id: str) -> int | None:
+        """The customer's debt in rial; None if there is no such customer."""
+        row = self.db.one("SELECT debt FROM customers WHERE id = ?", (customer_id,))
+        return int(row["debt"]) if row else None
+
+    def _customers(self, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         rows = self.db.query(f"SELECT * FROM customers {where} ORDER BY id", params)
         if not rows:
             return rows
@@ -547,12 +609,18 @@ def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
+def sqlite_path(url: str, base: Path | None = None) -> Path:
+    """The database file a sqlite: URL names (relative paths from ``base``)."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        return Path("/" + rest.lstrip("/"))
+    return (base or Path.cwd()) / rest
+
+
 def open_store(url: str, *, pool_size: int = 20) -> Store:
     """Open the database named by ``[storage] url`` and bring its schema up to date."""
     db: Any
     if url.startswith("sqlite:"):
-        from fsapp.config import sqlite_path
-
         db = SQLiteDB(str(sqlite_path(url)))
     elif url.startswith(("postgresql://", "postgres://")):
         from fsapp.store.postgres import PostgresDB

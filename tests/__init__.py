@@ -1,0 +1,1 @@
+"""fsapp's test suite; what several test files share is in ``tests.helpers``."""
