@@ -100,9 +100,17 @@ class DialConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
+    """PIN guessing limits: per customer, per caller ID (withheld numbers share one), daemon-wide alarm."""
+
     pin_max_failures: int = 5
     pin_window_seconds: int = 900
     pin_lockout_seconds: int = 1800
+    caller_max_failures: int = 10
+    caller_window_seconds: int = 900
+    caller_lockout_seconds: int = 3600
+    anonymous_max_failures: int = 20
+    alarm_failures: int = 50
+    alarm_window_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -381,11 +389,10 @@ def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
 
 def _security(r: _Reader, se: Mapping[str, Any]) -> SecurityConfig:
     r.unknown(se, "security", SecurityConfig.__dataclass_fields__)
-    return SecurityConfig(
-        pin_max_failures=r.get(se, "security", "pin_max_failures", int, 5, minimum=1),
-        pin_window_seconds=r.get(se, "security", "pin_window_seconds", int, 900, minimum=1),
-        pin_lockout_seconds=r.get(se, "security", "pin_lockout_seconds", int, 1800, minimum=1),
-    )
+    return SecurityConfig(**{
+        key: r.get(se, "security", key, int, f.default, minimum=1)
+        for key, f in SecurityConfig.__dataclass_fields__.items()
+    })
 
 
 def _billing(r: _Reader, b: Mapping[str, Any]) -> BillingConfig:

@@ -66,7 +66,8 @@ HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
 SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"
 
 
-def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False) -> str:
+def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False, amount: int = 0,
+                 search_field: str = "") -> str:
     """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
     return f"""
 [[modules]]
@@ -84,6 +85,8 @@ anonymous = {str(anonymous).lower()}
 require_mobile = {str(require_mobile).lower()}
 send_payment_link = {str(link).lower()}
 invoice_type = "sales-invoice"
+invoice_amount = {amount}
+invoice_search_field = "{search_field}"
 account = "acc-main"
 intro = "balance/intro"
 balance_is = "balance/balance_is"

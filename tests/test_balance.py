@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from fsapp import config as configmod
 from fsapp import log as logmod
 from fsapp.fakefs import FakeFreeSWITCH
 from fsapp.store import StorageError
-from tests.helpers import SARA, SOUNDS, MakeConfig, StartDaemon, balance_flow, seed, write_config
+from tests.helpers import ROOT, SARA, SOUNDS, Daemon, MakeConfig, StartDaemon, balance_flow, seed, write_config
 
 SARA_PHONE = "09121234567"
 SARA_MOBILE = "+989121234567"
@@ -482,3 +486,244 @@ def test_balance_crm_failure_goes_to_error_within_the_timeout(
     assert last_hangup(fake) == "CALL_REJECTED"
     assert row is not None and row["status"] == "failed" and row["customer_id"] == "cus-7"
     assert d.store.outbox_rows() == []
+
+
+# ------------------------------------------------------------------ anonymous mode: callers who are not customers
+
+STRANGER = "02155550000"  # a landline no customer has
+STRANGER_E164 = "+982155550000"
+INVOICE_AMOUNT = 450_000
+
+
+def fsapp_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """One ``fsapp`` command line, as an operator types it."""
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+
+
+def anonymous_flow(**kw: Any) -> str:
+    """The balance as the entry module, anonymous, asking for a mobile and sending links."""
+    return balance_flow(anonymous=True, require_mobile=True, link=True, amount=INVOICE_AMOUNT,
+                        search_field="InvoiceNumber", **kw)
+
+
+def link_crm(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> tuple[LinkEndpoint, str]:
+    """The HTTP CRM knowing nobody by the stranger's caller ID or mobile, taking payment links."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    for phone in (STRANGER_E164, "+989127654321"):
+        httpserver.expect_request("/api/customers", method="GET", query_string={"phone": phone}) \
+            .respond_with_data("no such customer", status=404)
+    endpoint = LinkEndpoint()
+    httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(endpoint)
+    return endpoint, f"""
+    [crm]
+    kind = "http"
+    url = "{httpserver.url_for('/api')}"
+    token_env = "FSAPP_TEST_CRM_TOKEN"
+    """
+
+
+def test_unknown_caller_types_a_mobile_and_one_link_for_invoice_amount_is_delivered_once(
+    tmp_path: Path, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller the CRM knows neither by caller ID nor by mobile: a link for invoice_amount, link_sent, next.
+
+    The CRM is down at first; the daemon is restarted; the new one sends the very request
+    the first one queued, under the same key, once.
+    """
+    endpoint, crm = link_crm(httpserver, monkeypatch)
+    endpoint.down = True
+    cfg = configmod.load(write_config(tmp_path, anonymous_flow(), entry="balance", extra=crm), check_files=False)
+    first = Daemon(cfg)
+    try:
+        first.app.outbox.stop()
+        fake, row = first.call(caller=STRANGER, dtmf=["09127654321", "1"])
+        assert asked(fake) == [("balance/enter_mobile", "09127654321"), ("balance/confirm_mobile", "1")]
+        assert playbacks(fake) == [["balance/intro"], MOBILE_DIGITS, ["balance/link_sent"]]
+        assert last_hangup(fake) == "NORMAL_CLEARING"  # next
+        assert row is not None and row["status"] == "completed" and row["customer_id"] == ""
+        assert (row["auth_method"], row["auth_result"]) == ("mobile", "unknown_mobile")
+        [queued] = first.store.outbox_rows()
+        key = f"{fake.uuid}-balance-link"
+        assert queued["idempotency_key"] == key
+        assert queued["payload"] == {
+            "customer_id": "", "mobile": "+989127654321", "amount": INVOICE_AMOUNT, "account": "acc-main",
+            "invoice_type": "sales-invoice", "invoice_search_field": "InvoiceNumber", "call_uuid": fake.uuid,
+        }
+        assert first.app.outbox.run_once() == 1  # refused: 503
+        assert endpoint.accepted() == [] and len(endpoint.seen) == 1
+    finally:
+        first.stop()
+
+    endpoint.down = False
+    second = Daemon(cfg)  # the restart: a new daemon on the same database
+    try:
+        second.app.outbox.stop()
+        later = time.time() + 3600
+        assert second.app.outbox.run_once(now=later) == 1
+        assert second.app.outbox.run_once(now=later + 86_400) == 0  # delivered rows never go again
+        [done] = second.store.outbox_rows()
+        assert done["delivered_at"] is not None and done["attempts"] == 2
+    finally:
+        second.stop()
+    [(headers, body)] = endpoint.accepted()
+    assert headers["Idempotency-Key"] == key
+    assert body == queued["payload"]  # the same request the first daemon tried
+    assert [b for _down, _h, b in endpoint.seen] == [body, body]
+
+
+@pytest.mark.parametrize("typed", ["09121234567", "00989121234567"])
+def test_mobile_of_a_customer_gets_their_balance_and_link(
+    make_config: MakeConfig, daemon: StartDaemon, typed: str,
+) -> None:
+    """The typed mobile (national or 0098 form) belongs to a customer: their balance as usual, the link to it."""
+    cfg = make_config(anonymous_flow(), entry="balance")
+    d = daemon(cfg)
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=STRANGER, dtmf=[typed, "1"])
+    assert asked(fake) == [("balance/enter_mobile", typed), ("balance/confirm_mobile", "1")]
+    assert playbacks(fake) == [
+        ["balance/intro"],  # led the prompt for the mobile; not played again
+        [f"digits/{c}" for c in SARA_PHONE],
+        ["balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"],
+        ["balance/link_sent"],
+    ]
+    assert last_hangup(fake) == "NORMAL_CLEARING"
+    assert row is not None and row["customer_id"] == "C-1001" and row["customer_name"] == "Sara Ahmadi"
+    assert (row["auth_method"], row["auth_result"]) == ("mobile", "ok")
+    [link] = d.store.outbox_rows()
+    assert {k: link["payload"][k] for k in ("customer_id", "mobile", "amount", "invoice_search_field")} == {
+        "customer_id": "C-1001", "mobile": SARA_MOBILE, "amount": 1_250_000, "invoice_search_field": "InvoiceNumber",
+    }
+    view = fsapp_cli("ledger", "outbox", "-c", cfg.file, "--format", "json")
+    assert view.returncode == 0, view.stderr
+    [shown] = json.loads(view.stdout)
+    assert {k: shown[k] for k in ("kind", "amount", "invoice_type", "invoice_search_field")} == {
+        "kind": "payment_link", "amount": 1_250_000, "invoice_type": "sales-invoice",
+        "invoice_search_field": "InvoiceNumber",
+    }
+
+
+def test_customer_found_by_typed_mobile_is_not_identified_for_the_next_module(
+    make_config: MakeConfig, daemon: StartDaemon,
+) -> None:
+    """A typed mobile is no proof of identity: a case expert after the balance does not get the customer."""
+    body = anonymous_flow().replace('next = "hangup:NORMAL_CLEARING"', 'next = "expert"', 1) + """
+[[modules]]
+code = "expert"
+kind = "case_expert"
+role = "sales"
+next = "hangup:NORMAL_CLEARING"
+error = "hangup:NO_ROUTE_DESTINATION"
+"""
+    d = daemon(make_config(body, entry="balance"))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=STRANGER, dtmf=[SARA_PHONE, "1"], bridges=["answer:5"])
+    assert "bridge" not in fake.apps()  # Sara's sales person (1001) is not rung for a stranger
+    assert last_hangup(fake) == "NO_ROUTE_DESTINATION"
+    assert row is not None and row["customer_id"] == "C-1001" and row["modules"] == ["balance", "expert"]
+
+
+def test_unknown_caller_re_enters_a_wrong_mobile_before_the_link(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """A landline, then a denied read-back, then the confirmed mobile: one link, to the confirmed number."""
+    d = daemon(make_config(anonymous_flow(), entry="balance"))
+    fake, row = d.call(caller=STRANGER, dtmf=["02188776655", "09351234567", "2", "09127654321", "1"])
+    assert [a for a, _ in asked(fake)] == ["balance/enter_mobile", "balance/enter_mobile", "balance/confirm_mobile",
+                                           "balance/enter_mobile", "balance/confirm_mobile"]
+    assert playbacks(fake) == [["balance/intro"], ["balance/invalid_mobile"], OTHER_DIGITS, MOBILE_DIGITS,
+                               ["balance/link_sent"]]
+    [link] = d.store.outbox_rows()
+    assert (link["payload"]["mobile"], link["payload"]["amount"]) == ("+989127654321", INVOICE_AMOUNT)
+    assert row is not None and row["status"] == "completed"
+
+
+def test_unknown_caller_without_a_confirmed_mobile_goes_to_error_with_no_link(
+    make_config: MakeConfig, daemon: StartDaemon,
+) -> None:
+    """max_attempts tries without a confirmed mobile: no link, no link_sent, error."""
+    d = daemon(make_config(anonymous_flow(), entry="balance"))
+    fake, row = d.call(caller=STRANGER, dtmf=["", "12", "09127654321", "2"])
+    assert [a for a, _ in asked(fake)].count("balance/enter_mobile") == 3
+    assert "balance/link_sent" not in spoken(fake)
+    assert d.store.outbox_rows() == []
+    assert last_hangup(fake) == "CALL_REJECTED"
+    assert row is not None and row["customer_id"] == ""
+
+
+# The call's apps: 1 answer, 2 intro, 3 the mobile asked, 4 read back, 5 the confirmation, 6 link_sent.
+@pytest.mark.parametrize("hangup_after", [3, 4, 5])
+def test_caller_who_hangs_up_during_the_mobile_entry_is_abandoned_and_sent_no_link(
+    make_config: MakeConfig, daemon: StartDaemon, hangup_after: int,
+) -> None:
+    """Hung up while typing, during the read-back or at the confirmation: abandoned, nothing queued."""
+    d = daemon(make_config(anonymous_flow(), entry="balance"))
+    fake, row = d.call(caller=STRANGER, dtmf=["09127654321", "1"], hangup_after=hangup_after)
+    assert fake.apps()[-1] == ["answer", "playback", "play_and_get_digits", "playback",
+                               "play_and_get_digits"][hangup_after - 1]
+    assert d.store.outbox_rows() == []
+    assert row is not None and row["status"] == "abandoned"
+
+
+def test_caller_who_hangs_up_while_told_the_link_was_sent_still_gets_it_once(
+    make_config: MakeConfig, daemon: StartDaemon,
+) -> None:
+    """The link is queued before link_sent plays: a hangup during that prompt keeps the one link."""
+    d = daemon(make_config(anonymous_flow(), entry="balance"))
+    fake, row = d.call(caller=STRANGER, dtmf=["09127654321", "1"], hangup_after=6)
+    assert spoken(fake)[-1] == "balance/link_sent"
+    [link] = d.store.outbox_rows()
+    assert link["payload"]["amount"] == INVOICE_AMOUNT
+    assert row is not None and row["status"] == "abandoned"
+
+
+def test_known_caller_in_anonymous_mode_is_not_asked_who_they_are(
+    make_config: MakeConfig, daemon: StartDaemon,
+) -> None:
+    """Found by caller ID: the balance as usual; the link's mobile is still asked (require_mobile)."""
+    d = daemon(make_config(anonymous_flow(), entry="balance"))
+    seed(d.store, SARA.format(debt=1_250_000))
+    fake, row = d.call(caller=SARA_PHONE, dtmf=["09127654321", "1"])
+    assert playbacks(fake)[0] == ["balance/intro", "balance/balance_is", *AMOUNT_1_250_000_FA, "balance/debt"]
+    [link] = d.store.outbox_rows()
+    assert (link["payload"]["customer_id"], link["payload"]["amount"]) == ("C-1001", 1_250_000)
+    assert row is not None and row["auth_method"] == ""
+
+
+ANON_BAD = {
+    "no require_mobile": ({"require_mobile": "false"},
+                          "modules[1].require_mobile: needed when anonymous and send_payment_link are on"),
+    "no invoice_amount": ({"invoice_amount": "0"},
+                          "modules[1].invoice_amount: needed when anonymous and send_payment_link are on"),
+    "negative amount": ({"invoice_amount": "-5"}, "modules[1].invoice_amount: must be at least 0, not -5"),
+    "huge amount": ({"invoice_amount": "100000000001"}, "modules[1].invoice_amount: at most 100000000000 rial"),
+    "fractional amount": ({"invoice_amount": "4500.5"}, "modules[1].invoice_amount: must be int, not float"),
+    "bad search field": ({"invoice_search_field": '"Number; drop"'},
+                         "modules[1].invoice_search_field: 'Number; drop' must be a CRM field name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANON_BAD))
+def test_check_names_what_anonymous_links_need(tmp_path: Path, case: str) -> None:
+    """`fsapp check` refuses anonymous + send_payment_link without require_mobile or an amount, naming the key."""
+    changes, expected = ANON_BAD[case]
+    body = anonymous_flow()
+    for key, value in changes.items():
+        body = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", body)
+    path = write_config(tmp_path, body)
+    proc = fsapp_cli("check", "-c", str(path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert any(line.startswith(f"{path}:{expected}") for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_sample_config_serves_a_caller_who_is_not_a_customer(tmp_path: Path) -> None:
+    """The shipped sample's menu key 3: a stranger types a mobile and is sent the sample's invoice_amount."""
+    sim = fsapp_cli("simulate", "--caller", STRANGER, "--dtmf", "3,09127654321,1", cwd=tmp_path)
+    assert sim.returncode == 0, sim.stderr
+    assert "ask     balance/enter_mobile -> keys 09127654321" in sim.stdout
+    assert "play    balance/link_sent" in sim.stdout
+    view = fsapp_cli("ledger", "outbox", "--format", "json", cwd=tmp_path)
+    [row] = json.loads(view.stdout)
+    assert {k: row[k] for k in ("kind", "state", "amount", "invoice_type", "invoice_search_field")} == {
+        "kind": "payment_link", "state": "delivered", "amount": 500_000, "invoice_type": "invoice",
+        "invoice_search_field": "Number",
+    }

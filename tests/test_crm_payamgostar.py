@@ -12,6 +12,7 @@ import structlog.testing
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CRMError, Customer
 from fsapp.crm.payamgostar import PayamgostarCRM
+from tests.helpers import balance_flow
 from tests.payamgostar_standin import PayamgostarStandIn, _soap_fault
 
 TIMEOUT = 1.0
@@ -559,28 +560,91 @@ def test_from_config_errors_name_the_key(changes: dict[str, object], environ: di
         PayamgostarCRM.from_config(section, environ=environ)
 
 
+def crm_table(pg: PayamgostarStandIn, *lines: str) -> str:
+    """The [crm] table of a config on the stand-in (password from PG_PASSWORD), with more key lines."""
+    return "\n".join([
+        "[crm]", 'kind = "payamgostar"', f'url = "{pg.url}"', f"timeout_seconds = {TIMEOUT}",
+        f'username = "{pg.username}"', 'password_env = "PG_PASSWORD"', f'telephony_key = "{TS_KEY}"', *lines, "",
+    ])
+
+
 def test_from_config_accepts_a_loaded_fsapp_toml(make_config: Callable[..., Any], pg: PayamgostarStandIn,
                                                  sara: str) -> None:
     """A [crm] table of kind payamgostar loads through fsapp's config reader unchanged."""
-    cfg = make_config(f"""
-        [crm]
-        kind = "payamgostar"
-        url = "{pg.url}"
-        timeout_seconds = {TIMEOUT}
-        username = "{pg.username}"
-        password_env = "PG_PASSWORD"
-        pin_field = "PhonePin"
-        telephony_key = "{TS_KEY}"
-        invoice_type = "SaleInv"
-
+    crm = crm_table(pg, 'pin_field = "PhonePin"', 'invoice_type = "SaleInv"')
+    cfg = make_config(crm + """
         [[modules]]
         code = "main"
         kind = "menu"
         prompt = "menu/main"
-        options = {{ "1" = "hangup" }}
+        options = { "1" = "hangup" }
         next = "hangup"
         error = "hangup"
     """)
     client = PayamgostarCRM.from_config(cfg.crm, environ={"PG_PASSWORD": pg.password})
     assert (client.pin_field, client.telephony_key, client.invoice_type) == ("PhonePin", TS_KEY, "SaleInv")
     assert client.find_by_phone("+989121234567") is not None
+
+
+# -- the balance module in anonymous mode, through the socket -----------------------------------
+
+
+def _anonymous_daemon(pg: PayamgostarStandIn, make_config: Callable[..., Any], daemon: Callable[..., Any],
+                      monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A daemon whose entry is an anonymous balance module on the Payamgostar stand-in; outbox run by hand."""
+    monkeypatch.setenv("PG_PASSWORD", pg.password)
+    body = balance_flow(anonymous=True, require_mobile=True, link=True, amount=450_000,
+                        search_field="InvoiceNumber")
+    d = daemon(make_config(body, entry="balance", extra=crm_table(pg)))
+    d.app.outbox.stop()
+    return d
+
+
+def _links_delivered(d: Any, now: float | None = None) -> list[str]:
+    """Run the outbox once (links and call-log rows alike); the payment-link keys now delivered."""
+    d.app.outbox.run_once(now=now)
+    return [r["idempotency_key"] for r in d.store.outbox_rows() if r["kind"] == "payment_link" and r["delivered_at"]]
+
+
+def test_anonymous_link_for_a_stranger_goes_to_a_person_made_for_the_mobile(
+    pg: PayamgostarStandIn, make_config: Callable[..., Any], daemon: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No identity has the caller ID or the typed mobile: a person is made for the mobile; the link names it, once."""
+    d = _anonymous_daemon(pg, make_config, daemon, monkeypatch)
+    fake, row = d.call(caller="02155550000", dtmf=["09127654321", "1"])
+    assert row is not None and row["customer_id"] == "" and row["auth_result"] == "unknown_mobile"
+    assert pg.persons == []  # nothing is written to the CRM during the call
+    assert _links_delivered(d) == [f"{fake.uuid}-balance-link"]
+    [person] = pg.persons
+    assert person["phoneContacts"] == [{"phoneNumber": "09127654321", "default": True}]
+    [link] = pg.payment_links
+    assert link["IdentityId"] in pg.identities and link["Amount"] == "450000"
+    assert link["MobilePhoneNumber"] == "09127654321"
+    assert link["Description"] == (f"fsapp {fake.uuid}-balance-link; invoice_type=sales-invoice; "
+                                   "invoice_search_field=InvoiceNumber")
+    _links_delivered(d, now=time.time() + 3600)
+    assert len(pg.payment_links) == 1
+
+    # The same caller again: now an identity found by the mobile, owing nothing (the link is not paid
+    # into a Balance here), so no_debt and error; no second person, no second link.
+    again, row = d.call(caller="02155550000", dtmf=["09127654321", "1"])
+    assert row is not None and row["customer_id"] == link["IdentityId"]
+    assert again.steps[-1].arg == "CALL_REJECTED"
+    _links_delivered(d)
+    assert len(pg.persons) == 1 and len(pg.payment_links) == 1
+
+
+def test_anonymous_mobile_of_an_identity_hears_its_balance(
+    pg: PayamgostarStandIn, sara: str, make_config: Callable[..., Any], daemon: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The typed mobile is Sara's: her Balance is the debt, the link names her identity, no person is made."""
+    d = _anonymous_daemon(pg, make_config, daemon, monkeypatch)
+    fake, row = d.call(caller="02155550000", dtmf=["09121234567", "1"])
+    assert row is not None and row["customer_id"] == sara and row["auth_method"] == "mobile"
+    assert fake.steps[-1].arg == "NORMAL_CLEARING"
+    assert _links_delivered(d) == [f"{fake.uuid}-balance-link"]
+    [link] = pg.payment_links
+    assert (link["IdentityId"], link["Amount"]) == (sara, "25000")
+    assert pg.persons == []

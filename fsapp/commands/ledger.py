@@ -14,7 +14,9 @@ NAME = "ledger"
 HELP = "charges, debts and the CRM outbox; reconcile meters"
 
 CHARGE_FIELDS = ["call_uuid", "customer_id", "module", "talk_seconds", "units", "amount", "created_at", "debt"]
-OUTBOX_FIELDS = ["id", "kind", "key", "state", "attempts", "amount", "last_error"]
+OUTBOX_FIELDS = ["id", "kind", "key", "state", "attempts", "amount", "invoice_type", "invoice_search_field",
+                 "last_error"]
+PAYLOAD_FIELDS = ("amount", "invoice_type", "invoice_search_field")
 
 
 def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
@@ -31,7 +33,8 @@ def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 def _outbox(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
              "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
-             "last_error": r["last_error"], "amount": r["payload"].get("amount", "")} for r in store.outbox_rows()]
+             "last_error": r["last_error"], **{k: r["payload"].get(k, "") for k in PAYLOAD_FIELDS}}
+            for r in store.outbox_rows()]
     sys.stdout.write(render.render(view, [render.Column(f) for f in OUTBOX_FIELDS], args.format))
     return EXIT_OK
 

@@ -349,9 +349,22 @@ class PayamgostarCRM(HttpCRM):
         number = phones.normalize(phone, self.region) if isinstance(phone, str) else None
         if not number:
             raise CRMError("not a phone number", operation=op)
-        display = phones.to_national(number, self.region)
+
+        def run(deadline: float) -> Customer:
+            existing = self._identity_by_phone(op, number, deadline)
+            if existing is not None:
+                return self._customer(op, existing, deadline)
+            return Customer(
+                id=self._create_person(op, number, deadline), number="", name=phones.to_national(number, self.region),
+                type="", mobile=number if phones.is_mobile(number, self.region) else "", phones=(number,),
+            )
+
+        return self._call(op, run)
+
+    def _create_person(self, op: str, number: str, deadline: float) -> str:
+        """A new person with this E.164 phone (REST person/create); its crmId. Keyed by the number."""
         payload: dict[str, Any] = {
-            "nickName": display,
+            "nickName": phones.to_national(number, self.region),
             "phoneContacts": [{"phoneNumber": self._crm_phone(number), "default": True}],
             "refId": f"fsapp-{number}",
             "description": "registered by fsapp from an incoming call",
@@ -359,19 +372,13 @@ class PayamgostarCRM(HttpCRM):
         if self.person_type_code:
             payload["crmObjectTypeCode"] = self.person_type_code
         headers = _idempotency(op, f"register-{number}")
+        body = self._rest(op, "POST", PERSON_CREATE_PATH, deadline, payload, "person/create", headers=headers)
+        return _text_field(op, body, "crmId")
 
-        def run(deadline: float) -> Customer:
-            existing = self._identity_by_phone(op, number, deadline)
-            if existing is not None:
-                return self._customer(op, existing, deadline)
-            body = self._rest(op, "POST", PERSON_CREATE_PATH, deadline, payload, "person/create", headers=headers)
-            crm_id = _text_field(op, body, "crmId")
-            return Customer(
-                id=crm_id, number="", name=display, type="",
-                mobile=number if phones.is_mobile(number, self.region) else "", phones=(number,),
-            )
-
-        return self._call(op, run)
+    def _identity_for(self, op: str, number: str, deadline: float) -> str:
+        """The id of the identity with this phone, made (as `register` does) when there is none."""
+        existing = self._identity_by_phone(op, number, deadline)
+        return existing.crm_id if existing is not None else _guid(op, self._create_person(op, number, deadline))
 
     def create_invoice(self, invoice: dict[str, object], idempotency_key: str) -> str:
         """A sales invoice (REST invoice/sales/create) with refId = the key; returns its crmId.
@@ -433,31 +440,36 @@ class PayamgostarCRM(HttpCRM):
         return invoice_id
 
     def send_payment_link(self, link: dict[str, object], idempotency_key: str) -> None:
-        """IEpay.CreatePaymentLink: Payamgostar makes the link and texts it to the mobile."""
+        """IEpay.CreatePaymentLink: Payamgostar makes the link and texts it to the mobile.
+
+        A link without a customer (a caller who is no customer) goes to the identity with
+        that mobile, created first if there is none: PaymentLinkInfo needs an IdentityId.
+        """
         op = "send_payment_link"
         _idempotency(op, idempotency_key)
         memo = f"link:{idempotency_key}"
         if memo in self._done:
             return
-        identity_id = _guid(op, link.get("customer_id"))
+        customer_id = link.get("customer_id")
+        identity_id = _guid(op, customer_id) if customer_id else ""
         amount = _amount(op, link.get("amount"))
         mobile = link.get("mobile")
         number = phones.normalize(mobile, self.region) if isinstance(mobile, str) else None
         if not number:
             raise CRMError("no mobile number to send the payment link to", operation=op)
-        members: list[tuple[str, str]] = [
-            ("Amount", str(amount)),
-            ("Description", f"fsapp {idempotency_key}"),
-            ("ExpireAfterDays", str(self.payment_link_expire_days)),
-            ("IdentityId", identity_id),
-            ("MobilePhoneNumber", self._crm_phone(number)),
-        ]
         account = str(link.get("account") or "").strip()
-        if account:
-            members.append(("MoneyAccountUserKey", account))
-        members.append(("RegisterReceipt", "false"))
 
         def run(deadline: float) -> None:
+            members: list[tuple[str, str]] = [
+                ("Amount", str(amount)),
+                ("Description", _link_description(idempotency_key, link)),
+                ("ExpireAfterDays", str(self.payment_link_expire_days)),
+                ("IdentityId", identity_id or self._identity_for(op, number, deadline)),
+                ("MobilePhoneNumber", self._crm_phone(number)),
+            ]
+            if account:
+                members.append(("MoneyAccountUserKey", account))
+            members.append(("RegisterReceipt", "false"))
             result = self._soap(op, "IEpay", "CreatePaymentLink", [
                 ("username", self.username), ("password", self._password), ("paymentLink", members),
             ], deadline)
@@ -951,6 +963,16 @@ def _guid(op: str, value: object) -> str:
     if isinstance(value, str) and _GUID.fullmatch(value.strip()):
         return value.strip().lower()
     raise CRMError("customer id is not a Payamgostar identity id", operation=op)
+
+
+def _link_description(key: str, link: Mapping[str, object]) -> str:
+    """`fsapp <key>`, then the module's invoice type and search field: PaymentLinkInfo has no members for them."""
+    parts = [f"fsapp {key}"]
+    for name in ("invoice_type", "invoice_search_field"):
+        value = str(link.get(name) or "").strip()
+        if value:
+            parts.append(f"{name}={value}")
+    return "; ".join(parts)
 
 
 def _amount(op: str, value: object) -> int:

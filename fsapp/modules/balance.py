@@ -1,11 +1,14 @@
 """``balance`` (seed 001): tell the caller their balance; have the CRM send a payment link.
 
-Debt announced -> ``next``; no debt (or a credit), an unknown caller (unless
-``anonymous``), or a CRM failure -> ``error``.
+Debt announced -> ``next``; no debt (or a credit), an unknown caller, or a CRM failure
+-> ``error``. With ``anonymous`` the module serves callers who are not customers: the
+caller is looked up by caller ID, then (with ``require_mobile``) by the mobile they
+type; a caller still unknown is sent a payment link for ``invoice_amount`` -> ``next``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -18,11 +21,17 @@ if TYPE_CHECKING:
     from fsapp.crm import Customer
     from fsapp.options import ModuleConfig
 
+# An invoice amount above this (integer rial) is a typo, not a price.
+MAX_INVOICE_AMOUNT = 100_000_000_000
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
 SCHEMA = {
     "anonymous": Opt(bool, False),
     "require_mobile": Opt(bool, False),
     "send_payment_link": Opt(bool, False),
     "invoice_type": Opt(str, "invoice"),
+    "invoice_amount": Opt(int, 0, minimum=0),
+    "invoice_search_field": Opt(str, ""),
     "account": Opt(str, ""),
     "max_attempts": Opt(int, 3, minimum=1),
     "timeout_ms": Opt(int, 8000, minimum=500),
@@ -45,35 +54,89 @@ def validate(m: ModuleConfig) -> list[str]:
         problems.append("enter_mobile: needed when require_mobile is on")
     if len(m["confirm_digit"]) != 1 or m["confirm_digit"] not in "0123456789*#":
         problems.append("confirm_digit: one DTMF key")
+    if m["anonymous"] and m["send_payment_link"]:
+        if not m["require_mobile"]:
+            problems.append("require_mobile: needed when anonymous and send_payment_link are on "
+                            "(a caller who is not a customer gets the link at the mobile they type)")
+        if not m["invoice_amount"]:
+            problems.append("invoice_amount: needed when anonymous and send_payment_link are on "
+                            "(the rial amount of the link sent to a caller who is not a customer)")
+    if m["invoice_amount"] > MAX_INVOICE_AMOUNT:
+        problems.append(f"invoice_amount: at most {MAX_INVOICE_AMOUNT} rial, not {m['invoice_amount']}")
+    field = m["invoice_search_field"]
+    if field and not _FIELD_NAME.fullmatch(field):
+        problems.append(f"invoice_search_field: {field!r} must be a CRM field name (letters, digits, _)")
     return problems
 
 
 def run(ctx: CallContext, m: ModuleConfig) -> str:
-    crm = ctx.app.crm
+    intro: tuple[str, ...] = (m["intro"],)
+    mobile = ""
     try:
-        customer = ctx.customer
-        if customer is None and m["anonymous"]:
-            number = phones.normalize(ctx.caller, ctx.cfg.crm.region)
-            customer = crm.find_by_phone(number) if number else None
+        customer = ctx.customer or _by_caller_id(ctx, m)
+        if customer is None and m["anonymous"] and m["require_mobile"]:
+            ctx.io.lead(m["intro"])  # goes out with the prompt for the mobile
+            intro = ()
+            mobile = _ask_mobile(ctx, m)
+            if not mobile:
+                return m.error
+            customer = _by_mobile(ctx, m, mobile)
+            if customer is None:
+                return _link_for_stranger(ctx, m, mobile)
         if customer is None:
             ctx.log.info("balance_unknown_caller", module=m.code)
             return m.error
-        debt = crm.balance(customer.id, m["invoice_type"])
+        debt = ctx.app.crm.balance(customer.id, m["invoice_type"])
     except CRMError as exc:
         ctx.log.warning("balance_crm_failed", module=m.code, operation=exc.operation, reason=exc.reason)
         ctx.error_reason = f"crm {exc.operation or 'request'} failed"
         return m.error
     ctx.log.debug("balance_read", module=m.code, customer_id=customer.id, debt=debt)
-    # The balance is known before the intro plays: intro and amount are one playback.
+    return _announce(ctx, m, customer, debt, intro, mobile)
+
+
+def _by_caller_id(ctx: CallContext, m: ModuleConfig) -> Customer | None:
+    if not m["anonymous"]:
+        return None
+    number = phones.normalize(ctx.caller, ctx.cfg.crm.region)
+    return ctx.app.crm.find_by_phone(number) if number else None
+
+
+def _by_mobile(ctx: CallContext, m: ModuleConfig, mobile: str) -> Customer | None:
+    """The customer whose phone is the typed mobile: journaled with it, not passed on as identified."""
+    customer = ctx.app.crm.find_by_phone(mobile)
+    ctx.auth_method = "mobile"
+    ctx.auth_result = "ok" if customer is not None else "unknown_mobile"
+    if customer is not None:
+        ctx.claimed = customer  # a typed number is no proof of identity for the modules after
+    ctx.log.info("balance_mobile_lookup", module=m.code, found=customer is not None,
+                 customer_id=customer.id if customer else "")
+    return customer
+
+
+def _link_for_stranger(ctx: CallContext, m: ModuleConfig, mobile: str) -> str:
+    """A caller who is no customer: a link for the module's invoice amount, if it sends links."""
+    if not m["send_payment_link"]:
+        ctx.log.info("balance_unknown_caller", module=m.code)
+        return m.error
+    _queue_link(ctx, m, None, mobile, m["invoice_amount"])
+    ctx.io.play(m["link_sent"])
+    return m.next
+
+
+def _announce(ctx: CallContext, m: ModuleConfig, customer: Customer, debt: int, intro: tuple[str, ...],
+              mobile: str) -> str:
+    """Intro and amount as one playback (the balance is known before it plays); the link for a debt."""
     if debt <= 0:
         if debt < 0:
-            ctx.io.say_amount(-debt, before=(m["intro"], m["balance_is"]), after=m["credit"])
+            ctx.io.say_amount(-debt, before=(*intro, m["balance_is"]), after=m["credit"])
         else:
-            ctx.io.play([m["intro"], m["no_debt"]])
+            ctx.io.play([*intro, m["no_debt"]])
         return m.error
-    ctx.io.say_amount(debt, before=(m["intro"], m["balance_is"]), after=m["debt"])
+    ctx.io.say_amount(debt, before=(*intro, m["balance_is"]), after=m["debt"])
     if m["send_payment_link"]:
-        mobile = _ask_mobile(ctx, m) if m["require_mobile"] else customer.mobile
+        if not mobile:
+            mobile = _ask_mobile(ctx, m) if m["require_mobile"] else customer.mobile
         if mobile:
             _queue_link(ctx, m, customer, mobile, debt)
             ctx.io.play(m["link_sent"])
@@ -105,10 +168,14 @@ def _ask_mobile(ctx: CallContext, m: ModuleConfig) -> str:
     return ""
 
 
-def _queue_link(ctx: CallContext, m: ModuleConfig, customer: Customer, mobile: str, amount: int) -> None:
-    """Queue the link in the outbox (durable before the caller hears it was sent)."""
-    payload = {"customer_id": customer.id, "mobile": mobile, "amount": amount, "account": m["account"],
-               "invoice_type": m["invoice_type"], "call_uuid": ctx.uuid}
+def _queue_link(ctx: CallContext, m: ModuleConfig, customer: Customer | None, mobile: str, amount: int) -> None:
+    """Queue the link in the outbox (durable before the caller hears it was sent).
+
+    The payload is the whole request, so a retry after a restart sends the same one.
+    """
+    payload = {"customer_id": customer.id if customer else "", "mobile": mobile, "amount": amount,
+               "account": m["account"], "invoice_type": m["invoice_type"],
+               "invoice_search_field": m["invoice_search_field"], "call_uuid": ctx.uuid}
     ctx.app.store.outbox_add("payment_link", f"{ctx.uuid}-{m.code}-link", payload, time.time())
     ctx.app.outbox.poke()
-    ctx.log.info("payment_link_queued", module=m.code, customer_id=customer.id, amount=amount)
+    ctx.log.info("payment_link_queued", module=m.code, customer_id=payload["customer_id"], amount=amount)

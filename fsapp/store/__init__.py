@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fsapp import digits
+from fsapp.pins import Limit, PinLimits
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -131,7 +134,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
     """,
+    # 3: PIN attempts take their slot before the PIN is verified; failures per caller ID
+    """
+    ALTER TABLE pin_failures ADD COLUMN caller TEXT NOT NULL DEFAULT '';
+    ALTER TABLE pin_failures ADD COLUMN slot TEXT NOT NULL DEFAULT '';
+    ALTER TABLE pin_failures ADD COLUMN pending BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX pin_failures_caller ON pin_failures (caller, at);
+    CREATE INDEX pin_failures_slot ON pin_failures (slot);
+    CREATE INDEX pin_failures_at ON pin_failures (at);
+    CREATE TABLE caller_lockouts (
+        caller TEXT PRIMARY KEY,
+        until DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
+
+PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
+_LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lockouts", "caller")}
 
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
@@ -257,9 +276,7 @@ class Store:
         if too_long:
             where.append("too_long = 1")
         if number:
-            pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
-            params += [pattern, pattern, number]
+            where.append(_number_match(number, params))
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
@@ -391,37 +408,110 @@ class Store:
     def set_pin_hash(self, customer_id: str, pin_hash: str) -> bool:
         return self.db.execute("UPDATE customers SET pin_hash = ? WHERE id = ?", (pin_hash, customer_id)) > 0
 
-    # ------------------------------------------------------------ PIN lockout
+    # ------------------------------------------------------------ PIN attempts and lockouts
+    #
+    # An attempt takes its slot (a pending pin_failures row) before its PIN is verified,
+    # under one lock across calls and daemons, and only while every scope it counts in
+    # (its customer, its caller ID) has room: no more PINs than a limit allows are ever
+    # in flight or done within the window. A wrong PIN keeps the slot as a failure, a
+    # right one deletes it, a CRM error gives it back (the caller learnt nothing). A call
+    # killed or a daemon dead mid-verification leaves the slot pending: it counts until
+    # the window forgets it. A lockout row's ``until``, even past, is where its scope's
+    # count starts again (a right PIN sets the customer's to now).
+
+    def pin_reserve(self, customer_id: str, limits: PinLimits, now: float) -> tuple[str, str]:
+        """Take a slot for one PIN attempt: ``(slot, "")``, or ``("", scope)`` when that scope is full or locked."""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - limits.longest_window,))
+            for scope, key, limit in self._pin_scopes(customer_id, limits):
+                table, column = _LOCK_TABLES[scope]
+                until = self._until(table, column, key)
+                if until > now or self._pin_count(column, key, max(now - limit.window, until), True) >= limit.max:
+                    return "", scope
+            slot = uuidlib.uuid4().hex
+            self.db.execute(
+                "INSERT INTO pin_failures (customer_id, caller, at, slot, pending) VALUES (?, ?, ?, ?, 1)",
+                (customer_id, limits.caller, now, slot),
+            )
+        return slot, ""
+
+    def pin_failed(self, slot: str, customer_id: str, limits: PinLimits, now: float) -> tuple[str, bool]:
+        """The slot's PIN was wrong: keep it as a failure. Returns the scope this failure locked ("" if none)
+        and whether the failures of every customer within the alarm window just reached the alarm level."""
+        locked = ""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("UPDATE pin_failures SET pending = 0 WHERE slot = ?", (slot,))
+            for scope, key, limit in self._pin_scopes(customer_id, limits):
+                if self._lock_if_full(scope, key, now, limit) and not locked:
+                    locked = scope
+            row = self.db.one("SELECT COUNT(*) AS n FROM pin_failures WHERE pending = 0 AND at >= ?",
+                              (now - limits.alarm_window,))
+        return locked, bool(row) and int(row["n"]) == limits.alarm_failures
+
+    def pin_succeeded(self, slot: str, customer_id: str, now: float) -> None:
+        """The slot's PIN was right: drop it; the customer's count starts again (its caller ID's does not)."""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("DELETE FROM pin_failures WHERE slot = ?", (slot,))
+            if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
+                self._set_until("customer", customer_id, now)
+
+    def pin_release(self, slot: str) -> None:
+        """Give a slot back unused: the PIN was never verified (the CRM failed)."""
+        self.db.execute("DELETE FROM pin_failures WHERE slot = ?", (slot,))
+
+    def pin_locked(self, customer_id: str, caller: str, now: float) -> str:
+        """Which scope is locked out now: "customer", "caller" or ""."""
+        if self.locked_until(customer_id, now):
+            return "customer"
+        return "caller" if caller and self._until("caller_lockouts", "caller", caller) > now else ""
 
     def record_pin_failure(self, customer_id: str, now: float, window: float, limit: int, lockout: float) -> bool:
-        """Count a wrong PIN; lock the customer when the window holds ``limit``. True if now locked."""
+        """Count one wrong PIN for a customer, outside any slot; lock at ``limit``. True if now locked."""
         with self.db.transaction():
-            self.db.lock("pin:" + customer_id)  # counted right across daemons
-            self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - window,))
+            self.db.lock(PIN_LOCK)
             self.db.execute("INSERT INTO pin_failures (customer_id, at) VALUES (?, ?)", (customer_id, now))
-            row = self.db.one(
-                "SELECT COUNT(*) AS n FROM pin_failures WHERE customer_id = ? AND at >= ?",
-                (customer_id, now - window),
-            )
-            if row and row["n"] >= limit:
-                self.db.execute(
-                    "INSERT INTO lockouts (customer_id, until) VALUES (?, ?)"
-                    " ON CONFLICT (customer_id) DO UPDATE SET until = excluded.until",
-                    (customer_id, now + lockout),
-                )
-                self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
-                return True
-        return False
+            return self._lock_if_full("customer", customer_id, now, Limit(limit, window, lockout))
 
     def locked_until(self, customer_id: str, now: float) -> float:
         row = self.db.one("SELECT until FROM lockouts WHERE customer_id = ? AND until > ?", (customer_id, now))
         return float(row["until"]) if row else 0.0
 
-    def clear_pin_failures(self, customer_id: str) -> None:
-        # Most right PINs follow no wrong one: a read, then a write only when there is something to clear.
-        if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
-            self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+    @staticmethod
+    def _pin_scopes(customer_id: str, limits: PinLimits) -> list[tuple[str, str, Limit]]:
+        return [("customer", customer_id, limits.customer), ("caller", limits.caller, limits.per_caller)]
 
+    def _lock_if_full(self, scope: str, key: str, now: float, limit: Limit) -> bool:
+        """Lock ``key`` when its failures (slots in flight aside) fill the window; True if this locked it."""
+        table, column = _LOCK_TABLES[scope]
+        until = self._until(table, column, key)
+        if until > now or self._pin_count(column, key, max(now - limit.window, until), False) < limit.max:
+            return False
+        self._set_until(scope, key, now + limit.lockout)
+        return True
+
+    def _pin_count(self, column: str, key: str, since: float, pending: bool) -> int:
+        row = self.db.one(
+            f"SELECT COUNT(*) AS n FROM pin_failures WHERE {column} = ? AND at >= ?"
+            + ("" if pending else " AND pending = 0"),
+            (key, since),
+        )
+        return int(row["n"]) if row else 0
+
+    def _until(self, table: str, column: str, key: str) -> float:
+        row = self.db.one(f"SELECT until FROM {table} WHERE {column} = ?", (key,))
+        return float(row["until"]) if row else 0.0
+
+    def _set_until(self, scope: str, key: str, until: float) -> None:
+        """Lock ``key`` until then; a later lockout already there stays."""
+        table, column = _LOCK_TABLES[scope]
+        self.db.execute(
+            f"INSERT INTO {table} ({column}, until) VALUES (?, ?)"
+            f" ON CONFLICT ({column}) DO UPDATE SET until = GREATEST({table}.until, excluded.until)",
+            (key, until),
+        )
 
     # ------------------------------------------------------------ meters and ledger
 
@@ -578,6 +668,17 @@ class Store:
         if not row or not row["n"]:
             return 0, 0.0
         return int(row["n"]), max(0.0, now - float(row["oldest"]))
+
+
+def _number_match(number: str, params: list[Any]) -> str:
+    """Caller or called containing ``number``, or extension equal to it: as written, and with
+    Persian and Arabic-Indic digits read as 0-9 (what FreeSWITCH sends). Appends the parameters."""
+    matches = []
+    for form in dict.fromkeys((number, digits.to_ascii(number))):
+        pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matches.append("caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?")
+        params += [pattern, pattern, form]
+    return "(" + " OR ".join(matches) + ")"
 
 
 def _sql_value(v: Any) -> Any:
