@@ -88,6 +88,31 @@ class JournalConfig:
     record: bool = False
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
+    record_bridged_only: bool = False  # RECORD_BRIDGE_REQ: record only while a person is bridged
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """``[analysis]``: the background analysis of recorded calls, and its flags (0 = flag off)."""
+
+    enabled: bool = True
+    workers: int = 1
+    nice: int = 10
+    poll_seconds: float = 1.0
+    lease_seconds: float = 900.0
+    max_attempts: int = 3
+    recording_dir: str = ""  # how this host sees [journal] record_dir ("" = the same path)
+    vad_mode: int = 3
+    frame_ms: int = 20
+    min_speech_ms: int = 200
+    hangover_ms: int = 700
+    long_silence_seconds: float = 10.0
+    max_overtalk_ratio: float = 0.15
+    min_mos: float = 3.5
+    max_agent_share: float = 0.0
+    max_hold_seconds: float = 0.0
+    transcribe_command: str = ""
+    transcribe_timeout_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,7 @@ class Config:
     billing: BillingConfig
     entry: EntryConfig
     modules: Mapping[str, ModuleConfig]
+    analysis: AnalysisConfig = AnalysisConfig()
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
 
@@ -234,7 +260,8 @@ def _relative(base: Path, value: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
-SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules")
+SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules",
+            "analysis")
 
 
 def from_dict(
@@ -264,6 +291,7 @@ def from_dict(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
         security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
+        analysis=_analysis(r, data),
     )
     problems.extend(flow.check_graph(cfg, KINDS))
     if check_files and sounds.dir.is_dir():
@@ -369,6 +397,7 @@ def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
         record=r.get(j, "journal", "record", bool, False),
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
+        record_bridged_only=r.get(j, "journal", "record_bridged_only", bool, False),
     )
 
 
@@ -411,6 +440,37 @@ def _entry(r: _Reader, e: Mapping[str, Any]) -> EntryConfig:
         overflow=r.get(e, "entry", "overflow", str, EntryConfig.overflow),
         on_storage_failure=r.get(e, "entry", "on_storage_failure", str, ""),
     )
+
+
+_ANALYSIS_LIMITS: dict[str, dict[str, Any]] = {
+    "workers": {"minimum": 1}, "nice": {"minimum": 0}, "poll_seconds": {"minimum": 0.05},
+    "lease_seconds": {"minimum": 5}, "max_attempts": {"minimum": 1}, "vad_mode": {"choices": (0, 1, 2, 3)},
+    "frame_ms": {"choices": (10, 20, 30)}, "min_speech_ms": {"minimum": 0}, "hangover_ms": {"minimum": 0},
+    "long_silence_seconds": {"minimum": 0}, "max_overtalk_ratio": {"minimum": 0}, "min_mos": {"minimum": 0},
+    "max_agent_share": {"minimum": 0}, "max_hold_seconds": {"minimum": 0},
+    "transcribe_timeout_seconds": {"minimum": 1},
+}
+
+
+def _analysis(r: _Reader, data: Mapping[str, Any]) -> AnalysisConfig:
+    a = r.table(data, "analysis")
+    fields = AnalysisConfig.__dataclass_fields__
+    r.unknown(a, "analysis", fields)
+    values = {}
+    for key, f in fields.items():
+        default = getattr(AnalysisConfig, key)
+        typ = float if f.type == "float" else {"bool": bool, "int": int, "str": str}[str(f.type)]
+        values[key] = r.get(a, "analysis", key, typ, default, **_ANALYSIS_LIMITS.get(key, {}))
+    for key in ("max_overtalk_ratio", "max_agent_share"):
+        if values[key] > 1:
+            r.fail(f"analysis.{key}", f"is a share of the call, from 0 to 1 (0 = off), not {values[key]}")
+    if values["transcribe_command"] and values["lease_seconds"] < values["transcribe_timeout_seconds"] + 60:
+        r.fail("analysis.lease_seconds", f"must outlast transcribe_timeout_seconds by a minute "
+               f"({values['transcribe_timeout_seconds']:g} + 60), not {values['lease_seconds']:g}: "
+               "a call whose lease ends mid-analysis is taken by another worker")
+    if values["min_mos"] > 5:
+        r.fail("analysis.min_mos", f"MOS runs from 1 to 5 (0 = off), not {values['min_mos']}")
+    return AnalysisConfig(**values)
 
 
 def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:

@@ -13,12 +13,20 @@ EXPORT_FIELDS = (
     "talk_seconds too_long customer_id customer_name customer_type modules auth_method auth_result "
     "charge recording hangup_cause"
 ).split()
+# Each call's analysis, beside its row (empty until a worker has analysed the call).
+ANALYSIS_FIELDS = (
+    "recording_customer analysis_state analysis_flags customer_talk_seconds customer_share agent_talk_seconds "
+    "agent_share silence_seconds silence_ratio longest_silence_seconds long_silences overtalk_seconds "
+    "overtalk_count customer_interruptions agent_interruptions agent_customer_ratio analysis_mos "
+    "analysis_quality_percentage analysis_flaws analysis_jitter_ms analysis_hold_seconds transcript_state"
+).split()
 
 GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_seconds", "charge")
 
 TABLE_COLUMNS = [render.Column(name, width) for name, width in (
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
     ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
+    ("cust%", 5), ("silence", 7), ("over", 5), ("mos", 4), ("flags", 24),
 )]
 
 # ANSI colours by status (seed 004: rows coloured by status)
@@ -33,9 +41,15 @@ def export_row(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r.get(k) for k in EXPORT_FIELDS}
 
 
+def export_full(r: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields, then the call's analysis."""
+    return {**export_row(r), **{k: r.get(k) for k in ANALYSIS_FIELDS}}
+
+
 def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
-    row = export_row(r)
+    row = export_full(r)
     row["modules"] = ";".join(row["modules"] or [])
+    row["analysis_flags"] = ";".join(row["analysis_flags"] or [])
     row["too_long"] = "true" if row["too_long"] else "false"
     return row
 
@@ -55,7 +69,26 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
         "ext": r["extension"], "total": _hms(r["total_seconds"]), "talk": _hms(r["talk_seconds"]),
         "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
         "type": r["customer_type"], "charge": r["charge"],
+        "cust%": _pct(r.get("customer_share")), "silence": _seconds(r.get("silence_seconds")),
+        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(r.get("analysis_mos")),
+        "flags": ",".join(r.get("analysis_flags") or []) or _pending(r.get("analysis_state")),
     }
+
+
+def _pct(share: float | None) -> str:
+    return "" if share is None else f"{round(share * 100)}%"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}s"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _pending(state: str | None) -> str:
+    return "" if state in (None, "done", "skipped") else f"({state})"
 
 
 GROUP_COLUMNS = [
@@ -80,9 +113,9 @@ def groups_out(groups: list[dict[str, Any]], fmt: str) -> str:
 
 def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> str:
     if fmt == "json":
-        return render.to_json([export_row(r) for r in rows])
+        return render.to_json([export_full(r) for r in rows])
     if fmt == "csv":
-        return render.to_csv([_csv_row(r) for r in rows], EXPORT_FIELDS)
+        return render.to_csv([_csv_row(r) for r in rows], EXPORT_FIELDS + ANALYSIS_FIELDS)
     return to_table(rows, colour=colour)
 
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from fsapp import config as configmod
+from fsapp.journal import ANALYSIS_FIELDS
 from fsapp.store import Store, now_iso, open_store
 from tests.helpers import ROOT, Daemon, write_config
 
@@ -353,7 +354,7 @@ def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) == len(ROWS)
-    assert all(list(r) == SPEC_KEYS for r in rows)
+    assert all(list(r) == SPEC_KEYS + ANALYSIS_FIELDS for r in rows)  # the spec's, then the analysis
     first = rows[0]
     assert first["uuid"] == "c01" and first["started_at"] == "2024-03-01T09:00:00"
     assert first["modules"] == ["main", "club"]
@@ -367,7 +368,7 @@ def test_csv_header_is_the_spec_keys(journal: Path) -> None:
     proc = fsapp_calls(journal, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     reader = csv.DictReader(io.StringIO(proc.stdout))
-    assert reader.fieldnames == SPEC_KEYS
+    assert reader.fieldnames == SPEC_KEYS + ANALYSIS_FIELDS
     rows = list(reader)
     assert [r["uuid"] for r in rows] == [r[0] for r in ROWS]
     assert rows[0]["modules"] == "main;club"

@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 
 from fsapp import journal, render
+from fsapp.analysis.flags import NAMES as FLAG_NAMES
 from fsapp.commands.base import EXIT_OK, UsageError, config_arg, open_store
 
 NAME = "calls"
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
     p.add_argument("--too-long", action="store_true", help="only calls marked too long")
     p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
+    p.add_argument("--flag", default="", choices=("",) + FLAG_NAMES, help="only calls the analysis flagged so")
+    p.add_argument("--text", default="", metavar="WORDS", help="only calls whose transcript has every word")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(journal.EXPORT_FIELDS)})")
     filters = {"date_from": args.date_from or "", "date_to": args.date_to or "", "customer": args.customer,
                "status": args.status, "direction": args.direction, "too_long": args.too_long,
-               "number": args.number}
+               "number": args.number, "flag": args.flag, "text": args.text}
     out = sys.stdout
     if args.group_by == "date":
         out.write(journal.groups_out(store.calls_by_day(limit=args.limit, **filters), args.format))

@@ -64,16 +64,25 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{cfg.file}:server.metrics_listen: {exc}", file=sys.stderr)
             return EXIT_RUNTIME
-    server.on_reload = _reloader(app, path, cfg.file)
+    from fsapp.analysis import service
+
+    # Recorded calls are analysed in worker processes of their own: never in this event loop.
+    workers = service.WorkerPool(path, cfg.analysis.workers, logmod.get("fsapp")) if service.active(cfg) else None
+    if workers is not None:
+        workers.start()
+    server.on_reload = _reloader(app, path, cfg.file, after=workers.recycle if workers is not None else None)
     try:
         server.serve_forever()
     finally:
+        if workers is not None:
+            workers.stop()
         if http is not None:
             http.stop(timeout=1)
     return EXIT_OK
 
 
-def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
+def _reloader(app: App, path: str | None, file: str,
+              after: Callable[[], None] | None = None) -> Callable[[], None]:
     """SIGHUP: load the config again; a bad one is logged and the running one kept."""
     log = logmod.get("fsapp")
 
@@ -88,5 +97,7 @@ def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
             return
         app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
+        if after is not None:
+            after()
 
     return reload

@@ -15,6 +15,7 @@ from typing import Any
 
 from fsapp import digits
 from fsapp.pins import Limit, PinLimits
+from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -147,6 +148,49 @@ MIGRATIONS: list[str] = [
         until DOUBLE PRECISION NOT NULL
     );
     """,
+    # 4: which recording channel is the customer; the analysis queue and each call's figures
+    """
+    ALTER TABLE calls ADD COLUMN recording_customer TEXT NOT NULL DEFAULT '';
+    CREATE TABLE call_analysis (
+        call_uuid TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'pending',
+        recording TEXT NOT NULL DEFAULT '',
+        customer_channel TEXT NOT NULL DEFAULT 'left',
+        queued_at DOUBLE PRECISION NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        locked_by TEXT NOT NULL DEFAULT '',
+        locked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        analysed_at DOUBLE PRECISION,
+        error TEXT NOT NULL DEFAULT '',
+        duration_seconds DOUBLE PRECISION,
+        customer_talk_seconds DOUBLE PRECISION,
+        customer_share DOUBLE PRECISION,
+        agent_talk_seconds DOUBLE PRECISION,
+        agent_share DOUBLE PRECISION,
+        silence_seconds DOUBLE PRECISION,
+        silence_ratio DOUBLE PRECISION,
+        longest_silence_seconds DOUBLE PRECISION,
+        long_silences BIGINT,
+        overtalk_seconds DOUBLE PRECISION,
+        overtalk_count BIGINT,
+        customer_interruptions BIGINT,
+        agent_interruptions BIGINT,
+        agent_customer_ratio DOUBLE PRECISION,
+        mos DOUBLE PRECISION,
+        quality_percentage DOUBLE PRECISION,
+        flaws BIGINT,
+        jitter_ms DOUBLE PRECISION,
+        jitter_loss_rate DOUBLE PRECISION,
+        hold_seconds DOUBLE PRECISION,
+        flags TEXT NOT NULL DEFAULT '',
+        segments TEXT NOT NULL DEFAULT '[]',
+        transcript_state TEXT NOT NULL DEFAULT '',
+        transcript TEXT NOT NULL DEFAULT '',
+        transcript_segments TEXT NOT NULL DEFAULT '',
+        transcript_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX call_analysis_due ON call_analysis (state, locked_until);
+    """,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -155,7 +199,7 @@ _LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lock
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
-    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon"
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer"
 ).split()
 
 
@@ -163,7 +207,7 @@ def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
 
 
-class Store:
+class Store(AnalysisStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -249,12 +293,13 @@ class Store:
                 self.call_started({**row, "uuid": uuid})
 
     def get_call(self, uuid: str) -> dict[str, Any] | None:
-        row = self.db.one("SELECT * FROM calls WHERE uuid = ?", (uuid,))
+        row = self.db.one(f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid = ?", (uuid,))
         return _call_out(row) if row else None
 
     @staticmethod
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
-                     direction: str = "", too_long: bool = False, number: str = "") -> tuple[str, list[Any]]:
+                     direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
+                     text: str = "") -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -277,6 +322,12 @@ class Store:
             where.append("too_long = 1")
         if number:
             where.append(_number_match(number, params))
+        if flag:
+            where.append("(',' || call_analysis.flags || ',') LIKE ?")
+            params.append(f"%,{flag},%")
+        for word in text.lower().split():
+            where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
+            params.append(like_pattern(word))
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
@@ -285,7 +336,8 @@ class Store:
         if order not in CALL_FIELDS:
             raise ValueError(f"cannot sort by {order!r}")
         where, params = self._call_filter(**filters)
-        sql = f"SELECT * FROM calls{where} ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
+               f" ORDER BY calls.{order} {'DESC' if descending else 'ASC'}, calls.uuid")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
@@ -299,7 +351,7 @@ class Store:
                " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END) AS missed,"
                " SUM(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
                " COALESCE(SUM(talk_seconds), 0) AS talk_seconds, COALESCE(SUM(charge), 0) AS charge"
-               f" FROM calls{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
+               f" FROM {_JOURNAL}{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [{k: (v if k == "date" else int(v)) for k, v in r.items()} for r in self.db.query(sql, params)]
@@ -675,10 +727,20 @@ def _number_match(number: str, params: list[Any]) -> str:
     Persian and Arabic-Indic digits read as 0-9 (what FreeSWITCH sends). Appends the parameters."""
     matches = []
     for form in dict.fromkeys((number, digits.to_ascii(number))):
-        pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_pattern(form)
         matches.append("caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?")
         params += [pattern, pattern, form]
     return "(" + " OR ".join(matches) + ")"
+
+
+# The journal with each call's analysis beside it (none yet: NULLs).
+_JOURNAL = "calls LEFT JOIN call_analysis ON call_analysis.call_uuid = calls.uuid"
+# Its state, error, flags and line figures are named analysis_*: the journal's own columns
+# (and FreeSWITCH's CDR figures, where a site keeps them there) keep the plain names.
+_JOURNAL_COLUMNS = "calls.*, " + ", ".join(
+    f"call_analysis.{c}" if c in FIGURES or c == "transcript_state" else f"call_analysis.{c} AS analysis_{c}"
+    for c in ANALYSIS_COLUMNS
+)
 
 
 def _sql_value(v: Any) -> Any:
@@ -694,6 +756,7 @@ def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row["modules"] = json.loads(row.get("modules") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
+    row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
     return row
 
 
