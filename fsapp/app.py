@@ -111,10 +111,11 @@ class App:
         """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
         if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
             return
-        from fsapp.journal import export_row
+        from fsapp.journal import Clock, export_row
 
+        record = export_row(row, Clock.of(self.config.journal))  # times with the site's offset
         try:
-            self.store.outbox_add("call_log", f"{row['uuid']}-call", export_row(row), time.time())
+            self.store.outbox_add("call_log", f"{row['uuid']}-call", record, time.time())
         except StorageError as exc:
             self.log.error("call_log_queue_failed", uuid=row["uuid"], reason=str(exc))
             return

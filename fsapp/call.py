@@ -400,6 +400,8 @@ class CallHandler:
             if ctx is not None:
                 self._journal(ctx, outcome)
                 self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+                for attempt in ctx.io.attempts:
+                    self.app.metrics.bridge(attempt.outcome, attempt.talk_seconds)
 
     def _context(self) -> CallContext:
         ch = self.session.channel

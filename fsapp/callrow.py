@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 def status(ctx: CallContext, outcome: str) -> str:
     """The journal status of a call that ended with ``outcome`` (caller_hangup, socket, crash, ...)."""
+    if ctx.answered is not None:  # a person talked: answered, even if the flow then transferred it
+        return "answered"
     if ctx.transferred:
         return "transferred"
-    if ctx.answered is not None:
-        return "answered"
     if ctx.io.attempts:
         return "missed"
     if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):

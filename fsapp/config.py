@@ -12,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fsapp import flow
+from fsapp import flow, instants
 from fsapp.modules import KINDS
 from fsapp.options import ModuleConfig, Opt
 from fsapp.store import sqlite_path
@@ -89,6 +89,13 @@ class JournalConfig:
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
     record_bridged_only: bool = False  # RECORD_BRIDGE_REQ: record only while a person is bridged
+    timezone: str = ""  # IANA name; "" is the host's zone
+    calendar: str = "gregorian"  # or "jalali": a Solar Hijri date beside the Gregorian one
+
+    @property
+    def zone(self) -> Any:
+        """The ``tzinfo`` times are shown in (None: the host's zone)."""
+        return instants.zone(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,14 @@ class EntryConfig:
 
 
 @dataclass(frozen=True)
+class CDRConfig:
+    listen: str = ""  # HOST:PORT for mod_json_cdr's posts; "" = off
+    credentials_env: str = ""  # the environment variable holding mod_json_cdr's cred, user:password
+    max_body_bytes: int = 1 << 20
+    credentials: str = field(default="", repr=False)  # read from credentials_env at load
+
+
+@dataclass(frozen=True)
 class Config:
     file: str
     server: ServerConfig
@@ -168,6 +183,7 @@ class Config:
     analysis: AnalysisConfig = AnalysisConfig()
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
+    cdr: CDRConfig = field(default_factory=CDRConfig)
 
 
 # ------------------------------------------------------------------ loading
@@ -237,6 +253,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def peer_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as connected (an IPv4 peer of an IPv6 socket as IPv4); None if not an address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+
+
+def _check_listen(r: _Reader, key: str, value: str) -> None:
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as exc:
+            r.fail(key, str(exc))
+
+
 def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     p = Path(path) if path else SAMPLE_CONFIG
@@ -261,7 +294,7 @@ def _relative(base: Path, value: str) -> Path:
 
 
 SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules",
-            "analysis")
+            "analysis", "cdr")
 
 
 def from_dict(
@@ -291,7 +324,7 @@ def from_dict(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
         security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
-        analysis=_analysis(r, data),
+        analysis=_analysis(r, data), cdr=_cdr(r, r.table(data, "cdr")),
     )
     problems.extend(flow.check_graph(cfg, KINDS))
     if check_files and sounds.dir.is_dir():
@@ -316,11 +349,7 @@ def _server(r: _Reader, s: Mapping[str, Any]) -> ServerConfig:
         except ValueError:
             r.fail(f"server.allow[{i}]", f"not an IP address or network: {a!r}")
     metrics_listen = r.get(s, "server", "metrics_listen", str, "")
-    if metrics_listen:
-        try:
-            parse_listen(metrics_listen)
-        except ValueError as exc:
-            r.fail("server.metrics_listen", str(exc))
+    _check_listen(r, "server.metrics_listen", metrics_listen)
     return ServerConfig(
         listen_host=host,
         listen_port=port,
@@ -398,7 +427,18 @@ def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
         record_bridged_only=r.get(j, "journal", "record_bridged_only", bool, False),
+        timezone=_timezone(r, r.get(j, "journal", "timezone", str, "")),
+        calendar=r.get(j, "journal", "calendar", str, "gregorian", choices=instants.CALENDARS),
     )
+
+
+def _timezone(r: _Reader, name: str) -> str:
+    try:
+        instants.zone(name)
+    except ValueError as exc:
+        r.fail("journal.timezone", str(exc))
+        return ""
+    return name
 
 
 def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
@@ -471,6 +511,23 @@ def _analysis(r: _Reader, data: Mapping[str, Any]) -> AnalysisConfig:
     if values["min_mos"] > 5:
         r.fail("analysis.min_mos", f"MOS runs from 1 to 5 (0 = off), not {values['min_mos']}")
     return AnalysisConfig(**values)
+
+
+def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
+    r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes"))
+    listen = r.get(t, "cdr", "listen", str, "")
+    _check_listen(r, "cdr.listen", listen)
+    env = r.get(t, "cdr", "credentials_env", str, "")
+    credentials = os.environ.get(env, "") if env else ""
+    if env and ":" not in credentials:
+        r.fail("cdr.credentials_env", f"environment variable {env} must hold user:password (mod_json_cdr's cred), "
+                                      + ("but is not set" if not credentials else "but has no ':'"))
+    return CDRConfig(
+        listen=listen,
+        credentials_env=env,
+        max_body_bytes=r.get(t, "cdr", "max_body_bytes", int, CDRConfig.max_body_bytes, minimum=1024),
+        credentials=credentials,
+    )
 
 
 def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:

@@ -14,14 +14,16 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 import time
 from collections.abc import Callable, Iterable
+from importlib import metadata
 from typing import Any
 
 import gevent.lock
 import gevent.pool
 from gevent.pywsgi import WSGIServer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -30,9 +32,11 @@ from fsapp import log as logmod
 from fsapp.config import parse_listen
 
 __all__ = [
+    "BRIDGE_OUTCOMES",
     "COMMAND_BUCKETS",
     "CRM_BUCKETS",
     "PrometheusMetrics",
+    "TALK_BUCKETS",
     "health_of",
     "start_http",
 ]
@@ -44,6 +48,10 @@ COMMAND_BUCKETS: tuple[float, ...] = (
 )
 # 5 ms .. 10 s: HTTP round trips to a CRM, up to and past its configured timeout.
 CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+
+# 5 s .. 4 h: bridged talk, from a hang-up at hello to a long support call.
+TALK_BUCKETS: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+BRIDGE_OUTCOMES: tuple[str, ...] = ("answered", "no_answer", "busy", "unregistered", "failed")
 
 REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
 PIN_SCOPES: tuple[str, ...] = ("global", "customer", "caller")
@@ -92,6 +100,12 @@ class PrometheusMetrics:
                                  ["reason"], registry=r)
         self._reloads = Counter("fsapp_config_reloads", "SIGHUP reloads by result (ok, rejected).",
                                 ["result"], registry=r)
+        Info("fsapp_build", "The running fsapp: its version and Python's.", registry=r).info(
+            {"version": _version(), "python": platform.python_version()})
+        bridges = Counter("fsapp_bridges", "Bridge and queue attempts by outcome.", ["outcome"], registry=r)
+        self._bridge_children = {o: bridges.labels(o) for o in BRIDGE_OUTCOMES}
+        self._talk = Histogram("fsapp_talk_duration_seconds", "Bridged talk time of answered attempts.",
+                               buckets=TALK_BUCKETS, registry=r)
         self._pin_failures = Counter("fsapp_pin_failures",
                                      "PIN failures by scope: global = wrong PINs; customer, caller = attempts "
                                      "stopped by that lockout.", ["scope"], registry=r)
@@ -131,6 +145,11 @@ class PrometheusMetrics:
         if child is None:
             child = self._module_children[key] = self._modules.labels(code, result)
         child.inc()
+
+    def bridge(self, outcome: str, talk_seconds: float) -> None:
+        self._bridge_children.get(outcome, self._bridge_children["failed"]).inc()
+        if outcome == "answered":
+            self._talk.observe(talk_seconds)
 
     def crm(self, operation: str, seconds: float, ok: bool) -> None:
         key = (operation, ok)
@@ -196,6 +215,13 @@ class PrometheusMetrics:
         if name == label:
             self._command_children[name] = child
         return child
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fsapp")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 class _WithoutCreated(Collector):

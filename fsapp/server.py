@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket as pysocket
 from collections.abc import Callable
@@ -19,8 +20,10 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
+from fsapp import sdnotify
 from fsapp.app import App
 from fsapp.call import CallHandler
+from fsapp.config import peer_ip
 
 
 class Server:
@@ -65,13 +68,8 @@ class Server:
         return verdict
 
     def _check(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.allow)
+        ip = peer_ip(host)
+        return ip is not None and any(ip in net for net in self.allow)
 
     def _handle(self, sock: Any, address: tuple[Any, ...]) -> None:
         peer = address[0] if address else ""
@@ -115,6 +113,7 @@ class Server:
         self.draining = True
         self.app.metrics.draining(True)
         timeout = self.app.config.server.drain_seconds if timeout is None else timeout
+        sdnotify.notify("STOPPING=1", f"STATUS=draining {len(self.calls)} live calls")
         self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
         self.stream.close()
         left = gevent.joinall(list(self.calls), timeout=timeout)
@@ -141,6 +140,9 @@ class Server:
         if self.on_reload is not None:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
         self.start()
+        host, port = self.address
+        # Type=notify: systemd reports the unit started only now, with the port bound.
+        sdnotify.notify("READY=1", f"STATUS=accepting calls on {host}:{port}", f"MAINPID={os.getpid()}")
         self.stopped.wait()
         flusher.kill()
         logmod.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -31,6 +32,11 @@ SPEC_KEYS = [
     "uuid", "started_at", "answered_at", "ended_at", "direction", "caller", "called", "extension", "status",
     "total_seconds", "talk_seconds", "too_long", "customer_id", "customer_name", "customer_type", "modules",
     "auth_method", "auth_result", "charge", "recording", "hangup_cause",
+]
+# then what FreeSWITCH's CDRs add (README, "Every call of the PBX"): empty or null on a socket-only row
+CDR_KEYS = [
+    "missed_cause", "ring_seconds", "wait_seconds", "hold_seconds", "hangup_by", "caller_mos", "caller_quality",
+    "caller_flaws", "caller_jitter", "callee_mos", "callee_quality", "callee_flaws", "callee_jitter",
 ]
 
 MENU = """
@@ -322,7 +328,7 @@ def _fill(store: Store) -> None:
         start = time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%S"))
         total = talk + 20
         store.call_finished(uuid, {
-            "uuid": uuid, "started_at": started,
+            "uuid": uuid, "started_at": now_iso(start),
             "answered_at": now_iso(start + 15) if status == "answered" else None,
             "ended_at": now_iso(start + total), "direction": direction, "caller": caller, "called": called,
             "extension": ext, "status": status, "total_seconds": total, "talk_seconds": talk,
@@ -349,14 +355,16 @@ def _uuids(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
-    """--format json prints one array of objects with exactly the spec's keys, typed (list, bool, int)."""
+    """--format json prints one array of objects with the spec's keys then the CDR's, typed (list, bool, int)."""
     proc = fsapp_calls(journal, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) == len(ROWS)
-    assert all(list(r) == SPEC_KEYS + ANALYSIS_FIELDS for r in rows)  # the spec's, then the analysis
+    assert all(list(r) == SPEC_KEYS + CDR_KEYS + ANALYSIS_FIELDS for r in rows)  # the spec's, the CDR's, the analysis
     first = rows[0]
-    assert first["uuid"] == "c01" and first["started_at"] == "2024-03-01T09:00:00"
+    assert first["missed_cause"] == "" and first["caller_mos"] is None and first["ring_seconds"] == 0
+    assert first["uuid"] == "c01" and first["started_at"].startswith("2024-03-01T09:00:00")  # the host's zone
+    assert dt.datetime.fromisoformat(first["started_at"]).utcoffset() is not None  # with its offset
     assert first["modules"] == ["main", "club"]
     assert first["too_long"] is False and first["talk_seconds"] == 120 and first["charge"] == 1200
     assert rows[1]["answered_at"] is None
@@ -364,11 +372,11 @@ def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
 
 
 def test_csv_header_is_the_spec_keys(journal: Path) -> None:
-    """--format csv has the spec's names as header and one line per call."""
+    """--format csv has the spec's names (then the CDR's) as header and one line per call."""
     proc = fsapp_calls(journal, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     reader = csv.DictReader(io.StringIO(proc.stdout))
-    assert reader.fieldnames == SPEC_KEYS + ANALYSIS_FIELDS
+    assert reader.fieldnames == SPEC_KEYS + CDR_KEYS + ANALYSIS_FIELDS
     rows = list(reader)
     assert [r["uuid"] for r in rows] == [r[0] for r in ROWS]
     assert rows[0]["modules"] == "main;club"

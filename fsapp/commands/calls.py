@@ -6,44 +6,63 @@ import argparse
 import datetime as dt
 import sys
 
-from fsapp import journal, render
+from fsapp import instants, journal, phones, render
 from fsapp.analysis.flags import NAMES as FLAG_NAMES
-from fsapp.commands.base import EXIT_OK, UsageError, config_arg, open_store
+from fsapp.commands.base import EXIT_OK, UsageError, config_arg, format_arg, open_store
 
 NAME = "calls"
 HELP = "the call journal: filter, sort, group, export"
 
 
-def _date(text: str) -> str:
+def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text).isoformat()
+        return instants.day_of(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD, Jalali for a year before 1700): {text!r}") from None
+
+
+def _mos(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 1.0 <= value <= 5.0:
+        raise argparse.ArgumentTypeError(f"not a MOS between 1 and 5: {text!r}")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     config_arg(p)
-    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first day, YYYY-MM-DD")
+    p.add_argument("--from", dest="date_from", type=_date, default=None,
+                   help="first day, YYYY-MM-DD in [journal] timezone (a year before 1700 is Jalali)")
     p.add_argument("--to", dest="date_to", type=_date, default=None, help="last day, YYYY-MM-DD (inclusive)")
     p.add_argument("--customer", default="", help="one customer's history")
     p.add_argument("--status", default="", choices=("",) + journal.STATUSES)
-    p.add_argument("--direction", default="", choices=("", "inbound", "outbound"))
+    p.add_argument("--direction", default="", choices=("",) + journal.DIRECTIONS,
+                   help="inbound (from outside), outbound (an agent calling out), local (extension to extension)")
+    p.add_argument("--extension", default="", help="the agent's extension: calls it answered or made")
+    p.add_argument("--missed-cause", default="", choices=("",) + journal.MISSED_CAUSES,
+                   help="missed calls of this cause")
+    p.add_argument("--min-mos", type=_mos, default=None, help="calls whose every measured side has MOS >= this")
+    p.add_argument("--max-mos", type=_mos, default=None, help="calls with a measured side of MOS <= this (poor audio)")
     p.add_argument("--too-long", action="store_true", help="only calls marked too long")
-    p.add_argument("--number", default="", help="caller or called number contains, or extension equals")
+    p.add_argument("--number", default="",
+                   help="caller or called is this number in any written form (09.., +98.., 0098.., Persian digits),"
+                        " or contains these digits, or extension equals")
     p.add_argument("--flag", default="", choices=("",) + FLAG_NAMES, help="only calls the analysis flagged so")
     p.add_argument("--text", default="", metavar="WORDS", help="only calls whose transcript has every word")
     p.add_argument("--sort", default="started_at", help="column to sort by (default started_at)")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--limit", type=int, default=0, help="at most this many rows (days, with --group-by date)")
     p.add_argument("--group-by", default="", choices=("", "date"))
-    p.add_argument("--format", default="table", choices=render.FORMATS)
+    format_arg(p)
     p.add_argument("--mark-downloaded", metavar="UUID", default="", help="set the recording's downloaded mark")
 
 
 def run(args: argparse.Namespace) -> int:
     from fsapp.store import CALL_FIELDS
 
-    _cfg, store = open_store(args)
+    cfg, store = open_store(args)
     if args.mark_downloaded:
         if not store.mark_downloaded(args.mark_downloaded):
             raise UsageError(f"--mark-downloaded: no call with uuid {args.mark_downloaded!r}")
@@ -51,13 +70,24 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.sort not in CALL_FIELDS:
         raise UsageError(f"--sort: unknown column {args.sort!r} (one of {', '.join(journal.EXPORT_FIELDS)})")
-    filters = {"date_from": args.date_from or "", "date_to": args.date_to or "", "customer": args.customer,
+    clock = journal.Clock.of(cfg.journal)
+    filters = {**_days(args.date_from, args.date_to, clock), "customer": args.customer,
                "status": args.status, "direction": args.direction, "too_long": args.too_long,
-               "number": args.number, "flag": args.flag, "text": args.text}
+               "number": phones.search_key(args.number, cfg.crm.region), "flag": args.flag, "text": args.text,
+               "extension": args.extension, "missed_cause": args.missed_cause, "min_mos": args.min_mos,
+               "max_mos": args.max_mos}
     out = sys.stdout
     if args.group_by == "date":
-        out.write(journal.groups_out(store.calls_by_day(limit=args.limit, **filters), args.format))
+        buckets = store.calls_by_day(width=journal.bucket_width(clock), **filters)
+        text = journal.groups_out(journal.by_day(buckets, clock, limit=args.limit), args.format)
+        render.write(out, text, args.format, bom=args.bom)
         return EXIT_OK
     rows = store.list_calls(order=args.sort, descending=args.desc, limit=args.limit, **filters)
-    out.write(journal.rows_out(rows, args.format, colour=out.isatty()))
+    render.write(out, journal.rows_out(rows, args.format, colour=out.isatty(), clock=clock), args.format, bom=args.bom)
     return EXIT_OK
+
+
+def _days(first: dt.date | None, last: dt.date | None, clock: journal.Clock) -> dict[str, str]:
+    """--from/--to as the stored UTC instants of the days' bounds in the journal's zone."""
+    return {"date_from": instants.day_start(first, clock.tz) if first else "",
+            "date_to": instants.day_start(last + dt.timedelta(days=1), clock.tz) if last else ""}

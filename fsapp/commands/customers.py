@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fsapp import customers, pins, render
-from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, UsageError, add_actions, open_store
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, UsageError, add_actions, format_arg, open_store
 
 NAME = "customers"
 HELP = "manage the embedded customer directory"
@@ -33,12 +33,12 @@ def _set_pin_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def _list_arguments(ls: argparse.ArgumentParser) -> None:
-    ls.add_argument("--format", default="table", choices=render.FORMATS)
+    format_arg(ls)
 
 
 def _import(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
+        text = Path(args.file).read_text(encoding="utf-8-sig")  # a BOM (Excel, --bom) is no part of the header
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{args.file}: cannot read as UTF-8: {exc}") from None
     try:
@@ -83,7 +83,7 @@ def _set_pin(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
 
 def _list(args: argparse.Namespace, cfg: Any, store: Any) -> int:
-    sys.stdout.write(customers.listing_out(customers.listing(store), args.format))
+    render.write(sys.stdout, customers.listing_out(customers.listing(store), args.format), args.format, bom=args.bom)
     return EXIT_OK
 
 

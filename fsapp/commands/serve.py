@@ -70,10 +70,21 @@ def run(args: argparse.Namespace) -> int:
     workers = service.WorkerPool(path, cfg.analysis.workers, logmod.get("fsapp")) if service.active(cfg) else None
     if workers is not None:
         workers.start()
+    cdr = None
+    if cfg.cdr.listen:
+        from fsapp.cdr.endpoint import Listener
+
+        try:
+            cdr = Listener(app)
+        except OSError as exc:
+            print(f"{cfg.file}:cdr.listen: cannot listen on {cfg.cdr.listen}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_RUNTIME
     server.on_reload = _reloader(app, path, cfg.file, after=workers.recycle if workers is not None else None)
     try:
         server.serve_forever()
     finally:
+        if cdr is not None:
+            cdr.stop()  # after the drain: the legs of the calls that drained are still taken
         if workers is not None:
             workers.stop()
         if http is not None:

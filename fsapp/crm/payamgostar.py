@@ -42,7 +42,7 @@ import requests
 import structlog
 from requests.auth import AuthBase
 
-from fsapp import phones
+from fsapp import instants, phones
 from fsapp.crm import CRMError, Customer
 from fsapp.crm.http import HttpCRM, OnResult, _encode, _idempotency, _section_values
 
@@ -1027,8 +1027,8 @@ def _call_record(op: str, record: Mapping[str, object]) -> dict[str, str]:
         value = text(key, required)
         if not value:
             return ""
-        try:
-            return datetime.fromisoformat(value).isoformat()
+        try:  # with its offset; a naive time (queued before the journal kept UTC) is the host's
+            return instants.parse(value).isoformat()  # type: ignore[union-attr]
         except ValueError:
             raise CRMError(f"call record: {key} is not an ISO 8601 time", operation=op) from None
 

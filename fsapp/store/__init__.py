@@ -7,20 +7,38 @@ Schema changes are numbered migrations applied in order at open.
 from __future__ import annotations
 
 import json
-import time
 import uuid as uuidlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fsapp import digits
+from fsapp import digits, instants
 from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
+from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
 
-MIGRATIONS: list[str] = [
+
+def _times_to_utc(db: Any) -> None:
+    """Naive journal and ledger times (the host's local time, as written before) become UTC.
+
+    Assumes what the daemon did: ``time.localtime`` of the host that wrote them, which is
+    the host running this (DST and all, as its zone database knows it). Rows already in
+    UTC (ending in ``Z``) are left alone, and so is text that is no time at all.
+    """
+
+    utc = instants.stored
+    for row in db.query("SELECT uuid, started_at, answered_at, ended_at FROM calls WHERE started_at NOT LIKE ?"
+                        " OR answered_at NOT LIKE ? OR ended_at NOT LIKE ?", ("%Z",) * 3):
+        db.execute("UPDATE calls SET started_at = ?, answered_at = ?, ended_at = ? WHERE uuid = ?",
+                   (utc(row["started_at"]), utc(row["answered_at"]), utc(row["ended_at"]), row["uuid"]))
+    for row in db.query("SELECT id, created_at FROM charges WHERE created_at NOT LIKE ?", ("%Z",)):
+        db.execute("UPDATE charges SET created_at = ? WHERE id = ?", (utc(row["created_at"]), row["id"]))
+
+
+MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: the call journal, the customer directory, PIN failures
     """
     CREATE TABLE calls (
@@ -191,6 +209,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX call_analysis_due ON call_analysis (state, locked_until);
     """,
+    # 5: FreeSWITCH's CDRs (mod_json_cdr): every leg as posted, and what they add to a call's row
+    """
+    CREATE TABLE cdr_legs (
+        uuid TEXT PRIMARY KEY,
+        call_uuid TEXT NOT NULL,
+        a_leg BIGINT NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX cdr_legs_call ON cdr_legs (call_uuid);
+    ALTER TABLE calls ADD COLUMN missed_cause TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN ring_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN wait_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hold_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hangup_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN caller_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN caller_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN callee_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN cdr_legs BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN cdr_a_leg BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX calls_extension ON calls (extension, started_at);
+    """,
+    # 6: journal and ledger times in UTC ("...Z"), from the host's naive local time
+    _times_to_utc,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -199,15 +247,17 @@ _LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lock
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
-    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer"
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    + " ".join(CDR_FIELDS)
 ).split()
 
 
 def now_iso(ts: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
+    """What the journal and the ledger store for an instant: UTC, ``2026-12-01T05:38:37Z``."""
+    return instants.utc_iso(ts)
 
 
-class Store(AnalysisStore):
+class Store(AnalysisStore, CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -222,6 +272,9 @@ class Store(AnalysisStore):
             row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
             current = int(row["v"]) if row and row["v"] is not None else 0
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+                if callable(sql):  # a data migration: statements that depend on the rows
+                    sql(self.db)
+                    sql = ""
                 for statement in sql.replace("{ID}", self.db.autoid).split(";"):
                     if statement.strip():
                         self.db.execute(statement)
@@ -276,16 +329,18 @@ class Store(AnalysisStore):
             else:
                 marks.append("?")
                 values.append(_sql_value(row[c]))
+        # What the call's CDR already wrote (fsapp.store.cdr) keeps what only FreeSWITCH knows.
         if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
+            merged = ", ".join(f"{c} = {socket_value(c, 'excluded.' + c)}" for c in cols)
             self.db.execute(
                 f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?, {', '.join(marks)})"
-                f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+                f" ON CONFLICT (uuid) DO UPDATE SET {merged}",
                 [uuid, *values],
             )
             return
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE calls SET {', '.join(f'{c} = {mark}' for c, mark in zip(cols, marks, strict=True))}"
+                f"UPDATE calls SET {', '.join(f'{c} = {socket_value(c, m)}' for c, m in zip(cols, marks, strict=True))}"
                 " WHERE uuid = ?",
                 [*values, uuid],
             )
@@ -299,7 +354,8 @@ class Store(AnalysisStore):
     @staticmethod
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
-                     text: str = "") -> tuple[str, list[Any]]:
+                     text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
+                     max_mos: float | None = None) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -328,6 +384,10 @@ class Store(AnalysisStore):
         for word in text.lower().split():
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
             params.append(like_pattern(word))
+        cdr_where, cdr_params = cdr_filter(extension=extension, missed_cause=missed_cause, min_mos=min_mos,
+                                           max_mos=max_mos)
+        where += cdr_where
+        params += cdr_params
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
@@ -342,16 +402,18 @@ class Store(AnalysisStore):
             sql += f" LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
 
-    def calls_by_day(self, *, limit: int = 0, **filters: Any) -> list[dict[str, Any]]:
-        """Per day (of ``started_at``) of the matching calls: how many, answered, missed,
-        abandoned, talk seconds and charge; oldest day first. Counted by the database."""
+    def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
+        """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,
+        13 the hour...) of the matching calls: how many, answered, missed, abandoned, talk
+        seconds and charge; oldest first. Counted by the database."""
         where, params = self._call_filter(**filters)
-        sql = ("SELECT COALESCE(substr(started_at, 1, 10), '') AS date, COUNT(*) AS calls,"
+        day = f"COALESCE(substr(started_at, 1, {int(width)}), '')"
+        sql = (f"SELECT {day} AS date, COUNT(*) AS calls,"
                " SUM(CASE WHEN status = 'answered' THEN 1 ELSE 0 END) AS answered,"
                " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END) AS missed,"
                " SUM(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
                " COALESCE(SUM(talk_seconds), 0) AS talk_seconds, COALESCE(SUM(charge), 0) AS charge"
-               f" FROM {_JOURNAL}{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
+               f" FROM {_JOURNAL}{where} GROUP BY {day} ORDER BY date")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [{k: (v if k == "date" else int(v)) for k, v in r.items()} for r in self.db.query(sql, params)]
