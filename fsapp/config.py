@@ -20,6 +20,14 @@ from fsapp.store import sqlite_path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLE_CONFIG = PACKAGE_DIR / "sample" / "fsapp.toml"
+# The prompt set shipped with fsapp: copied into the package by the wheel build
+# (setup.py), the top-level sounds/ folder of a source checkout or an editable install.
+INSTALLED_SOUNDS = PACKAGE_DIR / "prompts"
+
+
+def shipped_sounds() -> Path:
+    """Where the shipped prompt set is: ``[sounds] dir = ""`` names it."""
+    return INSTALLED_SOUNDS if INSTALLED_SOUNDS.is_dir() else PACKAGE_DIR.parent / "sounds"
 
 
 class ConfigError(Exception):
@@ -64,6 +72,8 @@ class SoundsConfig:
     fs_dir: str = ""  # how FreeSWITCH sees dir; "" = the absolute path of dir
     say: str = "files"  # files | mod_say
     currency: str = "rial"
+    loudness_lufs: float = -20.0  # what `fsapp sounds build` and `tts` normalise to (EBU R128)
+    fs_user: str = "freeswitch"  # the user FreeSWITCH runs as, for `fsapp check`'s access test
 
     @functools.cached_property
     def _prefix(self) -> str:
@@ -314,11 +324,8 @@ def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
     if path:
         return from_dict(data, file=file, base=p.resolve().parent, check_files=check_files)
-    # The shipped sample works from the working directory (its database lands there),
-    # with the prompts of the source tree when the working directory has none.
-    base = Path.cwd()
-    sounds_base = base if (base / "sounds").is_dir() else PACKAGE_DIR.parent
-    return from_dict(data, file=file, base=base, sounds_base=sounds_base, check_files=check_files)
+    # The shipped sample works from the working directory (its database lands there).
+    return from_dict(data, file=file, base=Path.cwd(), check_files=check_files)
 
 
 def _relative(base: Path, value: str) -> Path:
@@ -438,14 +445,18 @@ def _crm(r: _Reader, c: Mapping[str, Any]) -> CRMConfig:
 
 
 def _sounds(r: _Reader, so: Mapping[str, Any], base: Path, check_files: bool) -> SoundsConfig:
-    r.unknown(so, "sounds", ("dir", "language", "fs_dir", "say", "currency"))
+    r.unknown(so, "sounds", SoundsConfig.__dataclass_fields__)
     sounds = SoundsConfig(
-        dir=_relative(base, r.get(so, "sounds", "dir", str, "sounds")),
+        dir=_relative(base, r.get(so, "sounds", "dir", str, "sounds")) if so.get("dir") != "" else shipped_sounds(),
         language=r.get(so, "sounds", "language", str, "fa", choices=("fa", "en")),
         fs_dir=r.get(so, "sounds", "fs_dir", str, ""),
         say=r.get(so, "sounds", "say", str, "files", choices=("files", "mod_say")),
         currency=r.get(so, "sounds", "currency", str, "rial", choices=("rial", "toman")),
+        loudness_lufs=r.get(so, "sounds", "loudness_lufs", float, -20.0),
+        fs_user=r.get(so, "sounds", "fs_user", str, "freeswitch"),
     )
+    if not -70.0 < sounds.loudness_lufs < 0.0:
+        r.fail("sounds.loudness_lufs", f"must be between -70 and 0 LUFS, not {sounds.loudness_lufs}")
     if check_files and not sounds.dir.is_dir():
         r.fail("sounds.dir", f"no such directory: {sounds.dir}")
     r.path("sounds.fs_dir" if sounds.fs_dir else "sounds.dir", sounds.fs_dir or str(sounds.dir))

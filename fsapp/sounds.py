@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -23,15 +24,14 @@ import struct
 import subprocess
 import tempfile
 import tomllib
+import warnings
 import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
-from pydub import AudioSegment
-from pydub.exceptions import CouldntDecodeError
-from pydub.silence import detect_leading_silence
 
 log = structlog.get_logger()
 
@@ -42,8 +42,9 @@ CATALOGUE_NAME = "prompts.toml"
 TTS_VOICES = {"fa": "fa", "en": "en"}
 
 # Bumped when the conversion itself changes, so a re-run rebuilds everything.
-_PIPELINE_VERSION = 1
+_PIPELINE_VERSION = 2
 _PART = re.compile(r"[A-Za-z0-9_-]+")
+_PART_RULE = "ASCII letters (a-z, A-Z), digits, '_' or '-'"
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
@@ -63,7 +64,7 @@ def split_name(name: str) -> tuple[str, str]:
     """``"club/welcome"`` -> ``("club", "welcome")``; ValueError for anything else."""
     parts = name.split("/")
     if len(parts) != 2 or not all(_PART.fullmatch(p) for p in parts):
-        raise ValueError(f"{name!r} is not a prompt name (group/name, letters, digits, '_' or '-')")
+        raise ValueError(f"{name!r} is not a prompt name (group/name, each part {_PART_RULE})")
     return parts[0], parts[1]
 
 
@@ -144,15 +145,15 @@ class AudioInfo:
 @dataclass(frozen=True)
 class _Settings:
     silence_thresh_dbfs: float
-    target_dbfs: float
-    peak_dbfs: float
+    loudness_lufs: float
+    peak_dbtp: float
     keep_silence_ms: int
     rates: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class _Converted:
-    by_rate: dict[int, AudioSegment]
+    by_rate: dict[int, bytes]  # 16-bit mono PCM samples at each rate
     trimmed_start_ms: int
     trimmed_end_ms: int
     gain_db: float
@@ -160,76 +161,136 @@ class _Converted:
     duration_ms: int
 
 
-def _convert(seg: AudioSegment, settings: _Settings) -> _Converted:
-    """Mono, silence trimmed, normalised, 16-bit at every rate."""
+def _audio() -> Any:
+    """pydub, imported only where audio is handled.
+
+    pydub warns at import when ffmpeg is not on PATH; fsapp says so itself, once, where
+    ffmpeg is needed (``require_ffmpeg``), so pydub's own warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Couldn't find ff", category=RuntimeWarning)
+        import pydub
+        import pydub.silence
+
+    return pydub
+
+
+def require_ffmpeg(what: str) -> None:
+    """SoundsError naming what needs ffmpeg when ffmpeg or ffprobe is not on PATH."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if not shutil.which(tool)]
+    if missing:
+        raise SoundsError(
+            f"{what} needs {' and '.join(missing)} (decoding, EBU R128 loudness, resampling), "
+            "not found on PATH: install ffmpeg (apt-get install ffmpeg)"
+        )
+
+
+def _ffmpeg(raw: bytes, rate: int, width: int, args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg on mono PCM samples ``raw`` (``width`` bytes each, at ``rate``) given on stdin."""
+    command = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+               "-f", f"s{8 * width}le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0", *args]
+    try:
+        done = subprocess.run(command, input=raw, capture_output=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        raise _FileError("ffmpeg did not finish within 120 s") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise _FileError(f"ffmpeg failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+    return done
+
+
+# EBU R128 gates loudness in 400 ms blocks over a 3 s window: a shorter prompt (a digit)
+# is measured repeated to that length, so that short and long prompts come out alike.
+_MEASURE_SECONDS = 3.0
+
+
+def _loudness(raw: bytes, rate: int, width: int) -> tuple[float, float]:
+    """(integrated loudness in LUFS, true peak in dBTP) by ffmpeg's loudnorm (EBU R128)."""
+    repeat = max(1, math.ceil(_MEASURE_SECONDS * rate * width / max(1, len(raw))))
+    done = _ffmpeg(raw * repeat, rate, width, ["-af", "loudnorm=print_format=json", "-f", "null", "-"])
+    text = done.stderr.decode("utf-8", "replace")
+    try:
+        found = json.loads(text[text.rindex("{") : text.rindex("}") + 1])
+        lufs, peak = float(found["input_i"]), float(found["input_tp"])
+    except (ValueError, KeyError) as e:
+        raise _FileError(f"ffmpeg's loudnorm gave no measurement ({e})") from None
+    if not math.isfinite(lufs) or lufs <= -70.0:
+        raise _FileError("too quiet to measure its loudness (below -70 LUFS)")
+    return lufs, peak
+
+
+def _resample(raw: bytes, rate: int, width: int, gain_db: float, out_rate: int) -> bytes:
+    """``gain_db`` applied, then resampled to ``out_rate`` by ffmpeg's filtering resampler, as 16-bit."""
+    af = f"volume={gain_db:.2f}dB,aresample={out_rate}"
+    return _ffmpeg(raw, rate, width, ["-af", af, "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]).stdout
+
+
+def _convert(seg: Any, settings: _Settings) -> _Converted:
+    """Mono, silence trimmed, loudness normalised (EBU R128), 16-bit at every rate.
+
+    pydub's own resampling (audioop.ratecv) has no anti-alias filter: a 6 kHz tone
+    came out of an 8 kHz build almost whole, folded to 2 kHz. The gain and the
+    resampling are ffmpeg's (``aresample``, a windowed-sinc filter), in floating point.
+    """
+    pydub = _audio()
     if seg.channels > 1:
         seg = seg.set_channels(1)
-    if seg.sample_width == 1:
-        seg = seg.set_sample_width(2)
+    if seg.sample_width not in (2, 4):
+        seg = seg.set_sample_width(2 if seg.sample_width == 1 else 4)
     thresh = settings.silence_thresh_dbfs
-    lead = detect_leading_silence(seg, silence_threshold=thresh)
+    lead = pydub.silence.detect_leading_silence(seg, silence_threshold=thresh)
     if lead >= len(seg):
         raise _FileError(f"nothing louder than {thresh:g} dBFS: the file is silent or empty")
-    trail = detect_leading_silence(seg.reverse(), silence_threshold=thresh)
+    trail = pydub.silence.detect_leading_silence(seg.reverse(), silence_threshold=thresh)
     start = max(0, lead - settings.keep_silence_ms)
     end = len(seg) - max(0, trail - settings.keep_silence_ms)
     trimmed_end = len(seg) - end
     seg = seg[start:end]
 
-    gain = settings.target_dbfs - seg.dBFS
-    peak_room = settings.peak_dbfs - seg.max_dBFS
+    raw, rate, width = seg.raw_data, seg.frame_rate, seg.sample_width
+    lufs, true_peak = _loudness(raw, rate, width)
+    gain = settings.loudness_lufs - lufs
+    peak_room = settings.peak_dbtp - true_peak
     limited = gain > peak_room
     if limited:
         gain = peak_room
-    seg = seg.apply_gain(gain)
-
-    by_rate = {rate: seg.set_frame_rate(rate).set_sample_width(2) for rate in settings.rates}
+    by_rate = {out: _resample(raw, rate, width, gain, out) for out in settings.rates}
     return _Converted(by_rate, start, trimmed_end, round(gain, 1), limited, len(seg))
 
 
-def _write_wav(path: Path, seg: AudioSegment) -> None:
-    """Write ``seg`` as 16-bit mono PCM, replacing ``path`` only once complete."""
+def _write_wav(path: Path, samples: bytes, rate: int) -> None:
+    """Write 16-bit mono PCM ``samples``, replacing ``path`` only once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with wave.open(str(tmp), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
-            w.setframerate(seg.frame_rate)
-            w.writeframes(seg.raw_data)
+            w.setframerate(rate)
+            w.writeframes(samples)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _write_outputs(dest: Path, language: str, name: str, converted: _Converted) -> None:
-    for rate, seg in converted.by_rate.items():
-        _write_wav(prompt_path(dest, language, name, rate), seg)
+    for rate, samples in converted.by_rate.items():
+        _write_wav(prompt_path(dest, language, name, rate), samples, rate)
 
 
-def _require_ffmpeg(what: str) -> None:
-    missing = [tool for tool in (AudioSegment.converter, "ffprobe") if not shutil.which(tool)]
-    if missing:
-        raise _FileError(f"{what} needs {' and '.join(missing)}, not found on PATH (install ffmpeg)")
-
-
-def _decode(path: Path, ext: str) -> tuple[AudioSegment, AudioInfo]:
+def _decode(path: Path, ext: str) -> tuple[Any, AudioInfo]:
     """Read any supported source file; AudioInfo describes it as it was."""
+    pydub = _audio()
+    info = None
     if ext == "wav":
         fmt = _read_wav_format(path)
-        label = "wav"
-        if fmt.format_tag != _WAVE_FORMAT_PCM:
-            label = f"wav (format 0x{fmt.format_tag:04X}, not PCM)"
-            _require_ffmpeg(f"a {label}")
+        label = "wav" if fmt.format_tag == _WAVE_FORMAT_PCM else f"wav (format 0x{fmt.format_tag:04X}, not PCM)"
         info = AudioInfo(label, fmt.rate, fmt.channels, fmt.bits)
-    else:
-        _require_ffmpeg(f"decoding .{ext}")
-        info = None
     try:
-        seg = AudioSegment.from_file(path, format=ext)
+        seg = pydub.AudioSegment.from_file(path, format=ext)
     except FileNotFoundError as e:  # pydub fell back to ffmpeg and it is not there
         raise _FileError(f"cannot decode it and ffmpeg is not installed ({e})") from None
-    except (CouldntDecodeError, IndexError, KeyError, ValueError) as e:  # IndexError: no audio stream
+    except (pydub.exceptions.CouldntDecodeError, IndexError, KeyError, ValueError) as e:  # IndexError: no stream
         lines = str(e).strip().splitlines()  # ffmpeg's own complaint is its last line
         why = lines[-1].replace(f"{path}: ", "") if lines else type(e).__name__
         raise _FileError(f"cannot decode it as {ext}: {why}") from None
@@ -315,8 +376,11 @@ def _scan(src: Path) -> tuple[dict[tuple[str, str], list[Path]], list[BuildRepor
             rejected.append(BuildReport(shown, "skipped", message=why))
             continue
         parts = rel.with_suffix("").parts
-        if len(parts) != 3 or not all(_PART.fullmatch(p) for p in parts):
-            why = "expected <language>/<group>/<name>.<ext>, with letters, digits, '_' or '-' in each part"
+        bad = [p for p in parts if not _PART.fullmatch(p)]
+        if len(parts) != 3 or bad:
+            why = f"expected <language>/<group>/<name>.<ext>, each part {_PART_RULE}"
+            if bad:
+                why += f": {bad[0]!r} is not (FreeSWITCH and the config name prompts by these parts)"
             rejected.append(BuildReport(shown, "error", message=why))
             continue
         found.setdefault((parts[0], f"{parts[1]}/{parts[2]}"), []).append(path)
@@ -328,8 +392,8 @@ def build(
     dest: str | os.PathLike[str],
     *,
     silence_thresh_dbfs: float = -50.0,
-    target_dbfs: float = -20.0,
-    peak_dbfs: float = -1.0,
+    loudness_lufs: float = -20.0,
+    peak_dbtp: float = -1.0,
     keep_silence_ms: int = 20,
     rates: Sequence[int] = RATES,
 ) -> list[BuildReport]:
@@ -337,15 +401,17 @@ def build(
 
     Each file is made mono, trimmed of leading and trailing silence quieter than
     ``silence_thresh_dbfs`` (keeping ``keep_silence_ms``), normalised to
-    ``target_dbfs`` RMS without letting peaks pass ``peak_dbfs``, and written as
-    16-bit PCM at every rate.  Files unchanged since the last build with the same
+    ``loudness_lufs`` integrated loudness (EBU R128) without letting the true peak pass
+    ``peak_dbtp``, resampled through a filtering resampler and written as 16-bit PCM
+    at every rate (all through ffmpeg, which must be installed).  Files unchanged since the last build with the same
     settings (``dest/.build-manifest.json``) are left alone and reported unchanged.
     A file that cannot be used is reported and the others are still built.
     """
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise SoundsError(f"{src}: drop folder not found")
-    settings = _Settings(silence_thresh_dbfs, target_dbfs, peak_dbfs, keep_silence_ms, tuple(rates))
+    require_ffmpeg("building prompts")
+    settings = _Settings(silence_thresh_dbfs, loudness_lufs, peak_dbtp, keep_silence_ms, tuple(rates))
     # rates as a list, as JSON gives it back, so that an unchanged entry compares equal
     fingerprint = {"pipeline": _PIPELINE_VERSION, **dataclasses.asdict(settings), "rates": list(settings.rates)}
     manifest_path = dest / MANIFEST_NAME
@@ -501,40 +567,97 @@ def _speak(text: str, voice: str, speed: int, out: Path) -> None:
         raise _FileError(f"espeak-ng failed: {detail}")
 
 
+@dataclass(frozen=True)
+class TTSReport:
+    """What ``tts`` did with each prompt of the catalogue."""
+
+    catalogue: Path
+    rendered: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()  # already there at every rate, left alone
+    kept: tuple[str, ...] = ()  # --overwrite, but not a placeholder tts made: a recording is kept unless named
+
+    def describe(self) -> str:
+        lines = [f"{len(self.rendered)} prompts rendered"]
+        if not self.rendered and self.present:
+            lines[0] += (f": all {len(self.present)} prompts of {self.catalogue} are already there "
+                         "(--overwrite re-renders the placeholders tts made)")
+        elif self.present:
+            lines[0] += f", {len(self.present)} already there"
+        if self.kept:
+            lines.append(f"kept {len(self.kept)} recordings that tts did not make: {', '.join(self.kept)} "
+                         "(name a prompt after --overwrite to replace it)")
+        return "\n".join(lines)
+
+
+_TTS_SOURCE = "tts"
+
+
+def _tts_targets(catalogue: dict[str, str], manifest: dict[str, dict], present: Any, language: str,
+                 overwrite: bool, names: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(to render, left alone as present, kept as recordings) for one tts run."""
+    if names:
+        unknown = [n for n in names if n not in catalogue]
+        if unknown:
+            raise SoundsError(f"not in the catalogue: {', '.join(unknown)}")
+        return list(dict.fromkeys(names)), [], []
+    render, left, kept = [], [], []
+    for name in catalogue:
+        if not present(name):
+            render.append(name)
+        elif not overwrite:
+            left.append(name)
+        elif manifest.get(f"{language}/{name}", {}).get("source") == _TTS_SOURCE:
+            render.append(name)
+        else:
+            kept.append(name)
+    return render, left, kept
+
+
 def tts(
     sounds_dir: str | os.PathLike[str],
     language: str,
     *,
     overwrite: bool = False,
+    names: Sequence[str] = (),
     speed: int = 190,
     silence_thresh_dbfs: float = -50.0,
-    target_dbfs: float = -20.0,
-    peak_dbfs: float = -1.0,
+    loudness_lufs: float = -20.0,
+    peak_dbtp: float = -1.0,
     keep_silence_ms: int = 20,
     rates: Sequence[int] = RATES,
-) -> list[str]:
-    """Render placeholder prompts from the catalogue with espeak-ng; return the names written.
+) -> TTSReport:
+    """Render placeholder prompts from the catalogue with espeak-ng.
 
-    Prompts whose files exist at every rate are kept unless ``overwrite``.
+    Missing prompts are rendered. ``overwrite`` re-renders the placeholders tts made
+    (the manifest says which) and keeps every other file, a designer's recording above
+    all; ``names`` renders exactly those prompts, whatever is there.
     """
     voice = TTS_VOICES.get(language)
     if voice is None:
         raise SoundsError(f"no espeak-ng voice for language {language!r} (known: {', '.join(TTS_VOICES)})")
     catalogue = load_catalogue(sounds_dir, language)
-    if not shutil.which("espeak-ng"):
-        raise SoundsError("espeak-ng is not installed (apt-get install espeak-ng)")
-    settings = _Settings(silence_thresh_dbfs, target_dbfs, peak_dbfs, keep_silence_ms, tuple(rates))
-    written = []
+    settings = _Settings(silence_thresh_dbfs, loudness_lufs, peak_dbtp, keep_silence_ms, tuple(rates))
+    root = Path(sounds_dir)
+    manifest_path = root / MANIFEST_NAME
+    manifest = _load_manifest(manifest_path)
+
+    def present(name: str) -> bool:
+        return all(prompt_path(root, language, name, r).is_file() for r in settings.rates)
+
+    render, left, kept = _tts_targets(catalogue, manifest, present, language, overwrite, names)
+    if render:
+        if not shutil.which("espeak-ng"):
+            raise SoundsError("espeak-ng is not installed (apt-get install espeak-ng)")
+        require_ffmpeg("rendering prompts")
     with tempfile.TemporaryDirectory(prefix="fsapp-tts-") as tmp:
         spoken = Path(tmp) / "spoken.wav"
-        for name, text in catalogue.items():
-            if not overwrite and all(prompt_path(sounds_dir, language, name, r).is_file() for r in settings.rates):
-                continue
+        for name in render:
             try:
-                _speak(text, voice, speed, spoken)
-                converted = _convert(AudioSegment.from_wav(spoken), settings)
+                _speak(catalogue[name], voice, speed, spoken)
+                converted = _convert(_audio().AudioSegment.from_wav(spoken), settings)
             except _FileError as e:
                 raise SoundsError(f"{name}: {e}") from None
-            _write_outputs(Path(sounds_dir), language, name, converted)
-            written.append(name)
-    return written
+            _write_outputs(root, language, name, converted)
+            manifest[f"{language}/{name}"] = {"source": _TTS_SOURCE, "voice": voice, "text": catalogue[name]}
+            _save_manifest(manifest_path, manifest)
+    return TTSReport(root / language / CATALOGUE_NAME, tuple(render), tuple(left), tuple(kept))

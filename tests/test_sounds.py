@@ -1,4 +1,6 @@
+import re
 import shutil
+import subprocess
 import wave
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from fsapp.sounds import SoundsError, build, check, format_report, prompt_path, 
 
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-    reason="ffmpeg/ffprobe not installed: compressed formats cannot be decoded",
+    reason="ffmpeg/ffprobe not installed: prompts cannot be built",
 )
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
@@ -47,6 +49,14 @@ def wav_params(path: Path) -> tuple[int, int, int]:
         return w.getframerate(), w.getsampwidth(), w.getnchannels()
 
 
+def integrated_lufs(path: Path) -> float:
+    """Integrated loudness of a WAV file by ffmpeg's ebur128 meter (not the loudnorm filter the build uses)."""
+    done = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+                          capture_output=True, text=True, check=True)
+    summary = done.stderr[done.stderr.rindex("Summary:"):]
+    return float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+
+
 def by_source(reports):
     return {r.source: r for r in reports}
 
@@ -60,6 +70,7 @@ def test_prompt_path_layout():
         prompt_path("sounds", "fa", "welcome")
 
 
+@needs_ffmpeg
 def test_build_converts_stereo_441_and_24bit_wav(tmp_path):
     """A stereo 44.1 kHz WAV and a 24-bit 48 kHz WAV become 16-bit mono at 8000 and 16000 Hz."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -92,21 +103,18 @@ def test_build_converts_mp3(tmp_path):
         assert wav_params(prompt_path(dest, "en", "menu/main", rate)) == (rate, 2, 1)
 
 
-def test_missing_ffmpeg_is_reported_for_the_file(tmp_path, monkeypatch):
-    """Without ffmpeg an MP3 is reported as an error naming the file and ffmpeg; WAVs still build."""
+def test_missing_ffmpeg_stops_the_build_once_in_fsapps_words(tmp_path, monkeypatch):
+    """Without ffmpeg the build refuses once, naming ffmpeg and why, and writes nothing."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
-    (src / "en/menu").mkdir(parents=True)
-    (src / "en/menu/main.mp3").write_bytes(b"ID3 not really")
     save_wav(src / "en/menu/invalid.wav", tone(300))
     monkeypatch.setattr(sounds.shutil, "which", lambda tool: None)
 
-    reports = build(src, dest)
-
-    text = format_report(reports)
-    assert "en/menu/main.mp3: ERROR" in text and "ffmpeg" in text
-    assert by_source(reports)["en/menu/invalid.wav"].status == "built"
+    with pytest.raises(SoundsError, match=r"needs ffmpeg and ffprobe \(decoding, EBU R128 loudness, resampling\)"):
+        build(src, dest)
+    assert not dest.exists()
 
 
+@needs_ffmpeg
 def test_silence_is_trimmed(tmp_path):
     """Leading and trailing silence below the threshold is cut, keeping keep_silence_ms each side."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -121,26 +129,73 @@ def test_silence_is_trimmed(tmp_path):
     assert abs(len(out) - 1040) <= 20
 
 
-def test_loudness_is_normalised(tmp_path):
-    """A quiet tone is raised to the target RMS level and the gain is reported."""
+@needs_ffmpeg
+def test_loudness_is_normalised_to_the_ebu_r128_target(tmp_path):
+    """A quiet 1 kHz tone is raised to the target loudness, read back by ffmpeg's ebur128 meter."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
-    save_wav(src / "fa/common/busy.wav", tone(1000, dbfs=-35.0))
+    save_wav(src / "fa/common/busy.wav", tone(3000, dbfs=-35.0, freq=1000))
 
-    (report,) = build(src, dest, target_dbfs=-20.0)
+    (report,) = build(src, dest, loudness_lufs=-23.0)
 
-    assert report.gain_db == pytest.approx(15.0, abs=0.3)
+    assert report.gain_db == pytest.approx(12.0, abs=0.5)  # a 1 kHz sine reads its RMS level in LUFS
     assert not report.peak_limited
     for rate in (8000, 16000):
-        out = AudioSegment.from_wav(prompt_path(dest, "fa", "common/busy", rate))
-        assert out.dBFS == pytest.approx(-20.0, abs=0.5)
+        assert integrated_lufs(prompt_path(dest, "fa", "common/busy", rate)) == pytest.approx(-23.0, abs=0.5)
 
 
+@needs_ffmpeg
+def test_a_short_prompt_is_as_loud_as_a_long_one(tmp_path):
+    """A 300 ms prompt (a digit) gets the same loudness as a 3 s one, though R128 gates in 400 ms blocks."""
+    src, dest = tmp_path / "drop", tmp_path / "sounds"
+    save_wav(src / "fa/digits/1.wav", tone(300, dbfs=-30.0, freq=1000))
+    save_wav(src / "fa/common/busy.wav", tone(3000, dbfs=-12.0, freq=1000))
+
+    reports = by_source(build(src, dest, loudness_lufs=-20.0))
+
+    assert reports["fa/digits/1.wav"].gain_db == pytest.approx(10.0, abs=0.6)
+    short = AudioSegment.from_wav(prompt_path(dest, "fa", "digits/1", 16000))
+    long = AudioSegment.from_wav(prompt_path(dest, "fa", "common/busy", 16000))
+    assert short.dBFS == pytest.approx(long.dBFS, abs=0.6)
+
+
+@pytest.mark.parametrize("freq", [6000, 5000])
+@needs_ffmpeg
+def test_the_8k_build_rejects_an_out_of_band_tone(tmp_path, freq):
+    """A tone above 4 kHz in a 44.1 kHz source is filtered out of the 8 kHz prompt, not folded into it.
+
+    The 16 kHz prompt, where the tone is in band, is the reference: same gain, same pipeline.
+    pydub's audioop.ratecv let a 6 kHz tone through at 0.094 RMS, under 1 dB down.
+    """
+    src, dest = tmp_path / "drop", tmp_path / "sounds"
+    save_wav(src / "en/common/tone.wav", tone(1000, dbfs=-20.0, freq=freq))
+
+    build(src, dest)
+
+    passed = AudioSegment.from_wav(prompt_path(dest, "en", "common/tone", 16000))
+    aliased = AudioSegment.from_wav(prompt_path(dest, "en", "common/tone", 8000))
+    attenuation = passed.dBFS - aliased.dBFS
+    assert attenuation >= 30.0, f"{freq} Hz only {attenuation:.1f} dB down in the 8 kHz prompt"
+
+
+@needs_ffmpeg
+def test_the_8k_build_keeps_an_in_band_tone(tmp_path):
+    """A 1 kHz tone comes through the 8 kHz build at the level of the 16 kHz one (within 0.5 dB)."""
+    src, dest = tmp_path / "drop", tmp_path / "sounds"
+    save_wav(src / "en/common/tone.wav", tone(1000, dbfs=-20.0, freq=1000))
+
+    build(src, dest)
+
+    levels = [AudioSegment.from_wav(prompt_path(dest, "en", "common/tone", r)).dBFS for r in (8000, 16000)]
+    assert levels[0] == pytest.approx(levels[1], abs=0.5)
+
+
+@needs_ffmpeg
 def test_gain_stops_at_the_peak_limit(tmp_path):
     """When the target would push peaks past peak_dbfs, the gain stops there and the report says so."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
     save_wav(src / "fa/common/error.wav", tone(1000, dbfs=-30.0))
 
-    (report,) = build(src, dest, target_dbfs=-2.0, peak_dbfs=-1.0)
+    (report,) = build(src, dest, loudness_lufs=-2.0, peak_dbtp=-1.0)
 
     assert report.peak_limited
     out = AudioSegment.from_wav(prompt_path(dest, "fa", "common/error", 16000))
@@ -148,6 +203,7 @@ def test_gain_stops_at_the_peak_limit(tmp_path):
     assert out.dBFS == pytest.approx(-4.0, abs=0.5)  # a sine's RMS is 3 dB under its peak
 
 
+@needs_ffmpeg
 def test_corrupt_and_silent_files_are_reported_and_others_built(tmp_path):
     """A corrupt file and a silent file are reported by name; the good file is still built."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -168,6 +224,7 @@ def test_corrupt_and_silent_files_are_reported_and_others_built(tmp_path):
     assert "1 built, 0 unchanged, 0 skipped, 2 error" in format_report(reports.values())
 
 
+@needs_ffmpeg
 def test_misplaced_duplicate_and_unsupported_files(tmp_path):
     """Files outside <language>/<group>/<name>.<ext> or with two sources for one prompt are errors; others skipped."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -186,6 +243,7 @@ def test_misplaced_duplicate_and_unsupported_files(tmp_path):
     assert reports["fa/club/intro.wav"].status == "built"
 
 
+@needs_ffmpeg
 def test_two_formats_of_one_prompt_are_refused(tmp_path):
     """welcome.wav next to welcome.flac is an error for both; neither is built."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -199,6 +257,7 @@ def test_two_formats_of_one_prompt_are_refused(tmp_path):
     assert not prompt_path(dest, "fa", "club/welcome", 8000).exists()
 
 
+@needs_ffmpeg
 def test_rerun_on_unchanged_folder_does_nothing(tmp_path):
     """A second build of the same folder with the same settings writes nothing and reports unchanged."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -216,6 +275,7 @@ def test_rerun_on_unchanged_folder_does_nothing(tmp_path):
     assert (dest / ".build-manifest.json").read_text() == manifest_before
 
 
+@needs_ffmpeg
 def test_changed_source_settings_or_missing_output_rebuild(tmp_path):
     """A changed source, changed settings or a deleted output rebuilds only what is affected."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -233,7 +293,7 @@ def test_changed_source_settings_or_missing_output_rebuild(tmp_path):
         "fa/club/intro.wav": "built",
         "fa/club/welcome.wav": "unchanged",
     }
-    assert {r.status for r in build(src, dest, target_dbfs=-18.0)} == {"built"}
+    assert {r.status for r in build(src, dest, loudness_lufs=-18.0)} == {"built"}
 
 
 def test_build_refuses_a_missing_drop_folder(tmp_path):
@@ -242,6 +302,7 @@ def test_build_refuses_a_missing_drop_folder(tmp_path):
         build(tmp_path / "nowhere", tmp_path / "sounds")
 
 
+@needs_ffmpeg
 def test_check_passes_built_prompts_and_ignores_empty_names(tmp_path):
     """check returns no problems for correctly built prompts; "" (do not play) is ignored."""
     src, dest = tmp_path / "drop", tmp_path / "sounds"
@@ -283,22 +344,66 @@ def test_check_finds_wrong_formats(tmp_path):
         f"{prompt_path(dest, 'en', 'menu/main', 8000)}: 2 channels, expected mono",
         f"{prompt_path(dest, 'en', 'menu/main', 16000)}: 24-bit, expected 16-bit",
         f"{fake}: not a WAV file (no RIFF/WAVE header)",
-        "'no_group' is not a prompt name (group/name, letters, digits, '_' or '-')",
+        "'no_group' is not a prompt name (group/name, each part ASCII letters (a-z, A-Z), digits, '_' or '-')",
     ]
 
 
 @needs_espeak
-def test_tts_renders_a_catalogue(tmp_path):
-    """tts renders each catalogue entry at both rates, skips existing files, and redoes them with overwrite."""
+@needs_ffmpeg
+def test_tts_renders_a_catalogue_and_says_when_all_exist(tmp_path):
+    """tts renders each entry at both rates; a second run renders nothing and says all are there."""
     (tmp_path / "en").mkdir()
     (tmp_path / "en/prompts.toml").write_text('"common/goodbye" = "Goodbye."\n"digits/1" = "one"\n')
 
-    assert tts(tmp_path, "en") == ["common/goodbye", "digits/1"]
+    first = tts(tmp_path, "en")
+    assert first.rendered == ("common/goodbye", "digits/1")
     assert check(tmp_path, "en", ["common/goodbye", "digits/1"]) == []
     assert len(AudioSegment.from_wav(prompt_path(tmp_path, "en", "common/goodbye", 8000))) > 200
 
-    assert tts(tmp_path, "en") == []
-    assert tts(tmp_path, "en", overwrite=True) == ["common/goodbye", "digits/1"]
+    again = tts(tmp_path, "en")
+    assert again.rendered == () and again.present == ("common/goodbye", "digits/1")
+    assert again.describe() == (f"0 prompts rendered: all 2 prompts of {tmp_path}/en/prompts.toml are already "
+                                "there (--overwrite re-renders the placeholders tts made)")
+
+
+@needs_espeak
+@needs_ffmpeg
+def test_tts_overwrite_keeps_a_designers_recording_unless_named(tmp_path):
+    """--overwrite re-renders tts's placeholders but keeps a prompt built from a recording; naming it replaces it."""
+    (tmp_path / "drop/en/common").mkdir(parents=True)
+    (tmp_path / "sounds/en").mkdir(parents=True)
+    (tmp_path / "sounds/en/prompts.toml").write_text('"common/goodbye" = "Goodbye."\n"digits/1" = "one"\n')
+    sounds_dir = tmp_path / "sounds"
+    tts(sounds_dir, "en")
+    save_wav(tmp_path / "drop/en/common/goodbye.wav", tone(1234, freq=1000))
+    build(tmp_path / "drop", sounds_dir)
+    recording = prompt_path(sounds_dir, "en", "common/goodbye", 16000)
+    recorded = recording.read_bytes()
+
+    report = tts(sounds_dir, "en", overwrite=True)
+
+    assert report.rendered == ("digits/1",) and report.kept == ("common/goodbye",)
+    assert recording.read_bytes() == recorded
+    assert "kept 1 recordings that tts did not make: common/goodbye" in report.describe()
+
+    named = tts(sounds_dir, "en", overwrite=True, names=["common/goodbye"])
+    assert named.rendered == ("common/goodbye",)
+    assert recording.read_bytes() != recorded
+    with pytest.raises(SoundsError, match="not in the catalogue: club/nope"):
+        tts(sounds_dir, "en", overwrite=True, names=["club/nope"])
+
+
+@needs_ffmpeg
+def test_a_persian_file_name_is_refused_asking_for_ascii_letters(tmp_path):
+    """A drop file named in Persian is reported naming the part and asking for ASCII letters."""
+    src = tmp_path / "drop"
+    save_wav(src / "fa/club/خوش_آمد.wav", tone(300))
+
+    (report,) = build(src, tmp_path / "sounds")
+
+    assert report.status == "error"
+    assert "ASCII letters (a-z, A-Z), digits, '_' or '-'" in report.message
+    assert "'خوش_آمد' is not" in report.message
 
 
 def test_tts_without_espeak_is_a_clear_error(tmp_path, monkeypatch):

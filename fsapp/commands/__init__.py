@@ -8,8 +8,21 @@ A command with sub-actions dispatches them through an ``ACTIONS`` map.
 
 from __future__ import annotations
 
-from fsapp.commands import analyse, calls, cdr, check, crm, customers, ledger, loadtest, serve, simulate, sounds
+from fsapp.commands import (
+    analyse,
+    calls,
+    cdr,
+    check,
+    crm,
+    customers,
+    init,
+    ledger,
+    loadtest,
+    serve,
+    simulate,
+    sounds,
+)
 
-COMMANDS = (serve, check, crm, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger)
+COMMANDS = (serve, check, init, crm, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger)
 
 BY_NAME = {c.NAME: c for c in COMMANDS}

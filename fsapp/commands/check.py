@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, config_arg, load_config
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, config_arg, config_path, load_config
 
 if TYPE_CHECKING:
     from fsapp.config import Config
@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     for line in warnings(cfg):
         print(line, file=sys.stderr)
     print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
+    from fsapp import site
+
+    for line in site.warnings(cfg, sample=config_path(args) is None):
+        print(line, file=sys.stderr)
     return EXIT_OK
 
 

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         listen = f"{cfg.server.listen_host}:{cfg.server.listen_port}"
         print(f"{cfg.file}:server.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    if cfg.crm.kind == "local" and not app.store.customer_count():
+        from fsapp.site import EMPTY_DIRECTORY
+
+        logmod.get("fsapp").warning("customer_directory_empty", hint=EMPTY_DIRECTORY)
     http = None
     if metrics is not None:
         from fsapp.metrics import health_of, start_http

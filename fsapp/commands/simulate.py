@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
         note = simulate.seed_sample_directory(cfg)
         if note:
             print(note)
+    else:
+        from fsapp import site
+
+        empty = site.empty_directory_note(cfg)
+        if empty:
+            print(f"({empty.split(': warning: ', 1)[1]})\n")
     if args.connect:
         call, row = _against_daemon(cfg, args.connect, script)
     else:

@@ -17,20 +17,23 @@ def _build_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--src", required=True, help="drop folder laid out as <language>/<group>/<name>.<ext>")
     b.add_argument("--dest", default="", help="prompt folder (default: [sounds] dir)")
     b.add_argument("--silence-thresh", type=float, default=-50.0, help="dBFS below which edges are trimmed")
-    b.add_argument("--target-dbfs", type=float, default=-20.0, help="loudness to normalise to")
+    b.add_argument("--loudness", type=float, default=None, metavar="LUFS",
+                   help="EBU R128 loudness to normalise to (default: [sounds] loudness_lufs, -20)")
 
 
 def _tts_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--language", default="", help="fa or en (default: [sounds] language)")
-    t.add_argument("--overwrite", action="store_true", help="replace prompts that already exist")
+    t.add_argument("--overwrite", nargs="*", default=None, metavar="NAME",
+                   help="re-render the placeholders tts made (recordings are kept); "
+                        "with prompt names, replace exactly those, recordings too")
 
 
 def _build(args: argparse.Namespace, cfg: configmod.Config) -> int:
     from fsapp import sounds
 
-    dest = Path(args.dest) if args.dest else cfg.sounds.dir
-    reports = sounds.build(Path(args.src), dest, silence_thresh_dbfs=args.silence_thresh,
-                           target_dbfs=args.target_dbfs)
+    dest = Path(args.dest) if args.dest else _writable(cfg)
+    loudness = cfg.sounds.loudness_lufs if args.loudness is None else args.loudness
+    reports = sounds.build(Path(args.src), dest, silence_thresh_dbfs=args.silence_thresh, loudness_lufs=loudness)
     print(sounds.format_report(reports))
     return EXIT_BAD_INPUT if any(r.status == "error" for r in reports) else EXIT_OK
 
@@ -48,9 +51,18 @@ def _check(args: argparse.Namespace, cfg: configmod.Config) -> int:
 def _tts(args: argparse.Namespace, cfg: configmod.Config) -> int:
     from fsapp import sounds
 
-    made = sounds.tts(cfg.sounds.dir, args.language or cfg.sounds.language, overwrite=args.overwrite)
-    print(f"{len(made)} prompts rendered")
+    report = sounds.tts(_writable(cfg), args.language or cfg.sounds.language, overwrite=args.overwrite is not None,
+                        names=args.overwrite or (), loudness_lufs=cfg.sounds.loudness_lufs)
+    print(report.describe())
     return EXIT_OK
+
+
+def _writable(cfg: configmod.Config) -> Path:
+    """[sounds] dir, unless it is the prompt set installed inside the package."""
+    if cfg.sounds.dir == configmod.INSTALLED_SOUNDS:
+        raise UsageError(f"[sounds] dir is the prompt set installed with fsapp ({cfg.sounds.dir}), not to be "
+                         "written: lay out a site (fsapp init DIR) and use its config, or give --dest")
+    return cfg.sounds.dir
 
 
 ACTIONS = {
