@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fsapp import render
@@ -82,8 +83,13 @@ def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> s
     if fmt == "json":
         return render.to_json([export_row(r) for r in rows])
     if fmt == "csv":
-        return render.to_csv([_csv_row(r) for r in rows], EXPORT_FIELDS)
+        return "".join(csv_stream(rows))
     return to_table(rows, colour=colour)
+
+
+def csv_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The CSV export of ``rows`` (any iterable: a streamed listing), the same as ``rows_out(..., "csv")``."""
+    return render.csv_chunks((_csv_row(r) for r in rows), EXPORT_FIELDS)
 
 
 def _hms(seconds: int | None) -> str:

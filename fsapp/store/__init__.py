@@ -131,12 +131,31 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
     """,
+    # 3: the web console's users and its failed logins (per user and per address)
+    """
+    CREATE TABLE web_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE web_login_failures (
+        key TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
+    """,
 ]
 
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon"
+).split()
+
+# Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
+SORTABLE_CALL_FIELDS = (
+    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
 ).split()
 
 
@@ -271,6 +290,21 @@ class Store:
         sql = f"SELECT * FROM calls{where} ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
         if limit:
             sql += f" LIMIT {int(limit)}"
+        return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
+                   limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
+        """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
+        order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
+        if order not in SORTABLE_CALL_FIELDS:
+            raise ValueError(f"cannot page by {order!r}")
+        where, params = self._call_filter(**filters)
+        way, cmp = ("DESC", "<") if descending else ("ASC", ">")
+        if after:
+            where += (" AND " if where else " WHERE ") + (
+                f"({order}, uuid) {cmp} ((SELECT {order} FROM calls WHERE uuid = ?), ?)")
+            params += [after, after]
+        sql = f"SELECT * FROM calls{where} ORDER BY {order} {way}, uuid {way} LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
 
     def calls_by_day(self, *, limit: int = 0, **filters: Any) -> list[dict[str, Any]]:
@@ -503,6 +537,10 @@ class Store:
         return {"call_uuid": uuid, "module": module, "customer_id": customer, "talk_seconds": talk_seconds,
                 "units": units, "amount": amount, "debt": debt, "created_at": created, "source": source}
 
+    def call_charges(self, uuid: str) -> list[dict[str, Any]]:
+        """The ledger rows of one call, oldest first."""
+        return self.db.query("SELECT * FROM charges WHERE call_uuid = ? ORDER BY id", (uuid,))
+
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
         params: list[Any] = []
@@ -510,6 +548,39 @@ class Store:
             sql += " WHERE customer_id = ?"
             params.append(customer)
         return self.db.query(sql + " ORDER BY id", params)
+
+    # ------------------------------------------------------------ web console users
+
+    def web_user_set(self, name: str, role: str, password_hash: str) -> bool:
+        """Add a user, or change an existing one's role and password; True if it was new."""
+        with self.db.transaction():
+            new = self.db.one("SELECT 1 AS x FROM web_users WHERE name = ?", (name,)) is None
+            self.db.execute(
+                "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash",
+                (name, role, password_hash, now_iso()),
+            )
+        return new
+
+    def web_user(self, name: str) -> dict[str, Any] | None:
+        return self.db.one("SELECT * FROM web_users WHERE name = ?", (name,))
+
+    def web_users(self) -> list[dict[str, Any]]:
+        return self.db.query("SELECT name, role, created_at FROM web_users ORDER BY name")
+
+    def web_login_failed(self, keys: Sequence[str], now: float, window: float) -> None:
+        """Count a failed login against each key (``user:NAME``, ``addr:IP``); forget old ones."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM web_login_failures WHERE at < ?", (now - window,))
+            for key in keys:
+                self.db.execute("INSERT INTO web_login_failures (key, at) VALUES (?, ?)", (key, now))
+
+    def web_login_failures(self, key: str, since: float) -> int:
+        row = self.db.one("SELECT COUNT(*) AS n FROM web_login_failures WHERE key = ? AND at >= ?", (key, since))
+        return int(row["n"]) if row else 0
+
+    def web_login_clear(self, key: str) -> None:
+        self.db.execute("DELETE FROM web_login_failures WHERE key = ?", (key,))
 
     # ------------------------------------------------------------ outbox
 

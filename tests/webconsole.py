@@ -1,0 +1,105 @@
+"""The web console's test journal: calls made over the socket, recorded, and users of each role."""
+
+from __future__ import annotations
+
+import re
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from fsapp import config as configmod
+from fsapp.store import Store
+from fsapp.web.auth import hash_password
+from tests.helpers import SARA, Daemon, seed
+
+PASSWORD = "correct horse battery"
+SARA_PHONE = "09121234567"
+RATE = 50_000
+
+PAID = f"""
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+next = "paid"
+error = "hangup:UNALLOCATED_NUMBER"
+
+[[modules]]
+code = "paid"
+kind = "telephone_bill"
+product_name = "Expert consultation"
+product_code = "EXPERT-MIN"
+invoice_type = "sales-invoice"
+interval_minutes = 1
+amount_per_interval = {RATE}
+send_payment_link = false
+account = "acc-main"
+max_debt = 5000000
+debt_prompt = "bill/debt_exceeded"
+connecting = "bill/connecting"
+ring_seconds = 20
+targets = ["ext:1001", "ext:1002"]
+next = "hangup:NORMAL_CLEARING"
+error = "hangup:CALL_REJECTED"
+"""
+
+
+def extra(rec: Path, web: str = "") -> str:
+    return f'[journal]\nrecord = true\nrecord_dir = "{rec}"\ntoo_long_seconds = 60\n\n[web]\n{web}\n'
+
+
+@dataclass
+class Journal:
+    """The calls: ``answered`` (61 s, charged, too long), ``short`` (answered 20 s), ``missed``, ``stranger``."""
+
+    cfg: configmod.Config
+    store: Store
+    uuids: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def make_journal(cfg: configmod.Config, d: Daemon) -> Journal:
+    seed(d.store, SARA.format(debt=0))
+    j = Journal(cfg, d.store)
+    for name, script in (("answered", {"caller": SARA_PHONE, "bridges": ["answer:61"]}),
+                         ("short", {"caller": SARA_PHONE, "bridges": ["answer:20"]}),
+                         ("missed", {"caller": SARA_PHONE, "bridges": ["busy", "busy"]}),
+                         ("stranger", {"caller": "+989350001111", "direction": "outbound"})):
+        fake, row = d.call(**script)
+        assert row is not None
+        j.uuids[name], j.rows[name] = fake.uuid, row
+        if row["recording"]:
+            write_wav(Path(row["recording"]), seconds=1)  # what FreeSWITCH's record_session leaves
+    return j
+
+
+def write_wav(path: Path, *, seconds: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(range(256)) * (8000 * 2 * seconds // 256))
+
+
+def add_users(store: Store) -> None:
+    for role in ("viewer", "reviewer", "admin"):
+        store.web_user_set(role, role, hash_password(PASSWORD))
+
+
+def csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF field in the page"
+    return m.group(1)
+
+
+def login(client: FlaskClient, name: str, password: str = PASSWORD) -> Any:
+    token = csrf(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"name": name, "password": password, "csrf": token})
+
+
+def row_uuids(html: str) -> list[str]:
+    return re.findall(r'data-uuid="([^"]+)"', html)
