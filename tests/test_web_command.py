@@ -3,11 +3,7 @@ the console served over real HTTP by its own process."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,19 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import ROOT, write_config
-from tests.webconsole import PAID, extra
-
-
-def fsapp(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fsapp", *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import write_config
+from tests.webconsole import PAID, extra, free_port, fsapp, serve
 
 
 @pytest.fixture
@@ -71,17 +56,8 @@ def test_check_names_bad_web_keys(tmp_path: Path) -> None:
 def served(config: Path) -> Iterator[str]:
     assert fsapp("web", "users", "add", "admin", "--role", "admin", "-c", str(config),
                  stdin="admin-password\n").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "web", "-c", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"listening on (http://\S+)", line)
-        assert m, f"no listening line: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve(config) as url:
+        yield url
 
 
 def test_fsapp_web_serves_the_console_over_http(served: str, config: Path) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +19,7 @@ from flask.testing import FlaskClient
 from fsapp import config as configmod
 from fsapp.store import Store
 from fsapp.web.auth import hash_password
-from tests.helpers import SARA, Daemon, seed
+from tests.helpers import ROOT, SARA, Daemon, seed
 
 PASSWORD = "correct horse battery"
 SARA_PHONE = "09121234567"
@@ -103,3 +109,30 @@ def login(client: FlaskClient, name: str, password: str = PASSWORD) -> Any:
 
 def row_uuids(html: str) -> list[str]:
     return re.findall(r'data-uuid="([^"]+)"', html)
+
+
+def fsapp(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(config: Path) -> Iterator[str]:
+    """``fsapp web -c config`` in its own process; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "web", "-c", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (http://\S+)", line)
+        assert m, f"no listening line: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
