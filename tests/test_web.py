@@ -309,3 +309,14 @@ def test_persian_is_rtl_with_persian_digits_and_solar_hijri_dates(app: Flask, jo
     en = c.get("/?lang=en").get_data(as_text=True)
     assert '<html lang="en" dir="ltr">' in en and started[:10] in en and persian not in en
     assert '<html lang="en"' in c.get("/").get_data(as_text=True)  # the switch is remembered
+
+
+def test_statistics_count_the_searched_calls_per_day(app: Flask, journal: Journal) -> None:
+    c = client_as(app, "viewer")
+    html = c.get("/stats").get_data(as_text=True)
+    days = journal.store.calls_by_day()
+    assert re.findall(r'data-date="([^"]+)"', html) == [d["date"] for d in days]
+    assert '<tr class="totals"><th>Total</th><th>4</th><th>2</th><th>1</th><th>0</th><th>1:21</th>' in html
+    c.get("/?status=missed")  # the journal's search carries over
+    html = c.get("/stats").get_data(as_text=True)
+    assert '<tr class="totals"><th>Total</th><th>1</th><th>0</th><th>1</th><th>0</th><th>0:00</th><th>0</th>' in html

@@ -42,6 +42,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "created_at": ("Added", "افزوده شده"), "desc": ("descending", "نزولی"), "sort": ("Sort", "مرتب‌سازی"),
     "no_recording": ("No recording.", "ضبطی نیست."), "rial": ("rial", "ریال"),
     "lang_other": ("فارسی", "English"), "yes": ("yes", "بله"),
+    "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
 }
 
 

@@ -75,7 +75,8 @@ def _try_login(name: str, password: str) -> str:
         log.warning("web_login_refused", user=name, address=request.remote_addr, reason="rate_limited")
         return "too_many"
     user = store.web_user(name)
-    if user is None or not auth.check_password(password, user["password_hash"]):
+    # an unknown name costs the same scrypt as a known one: the answer's time tells nothing
+    if not auth.check_password(password, user["password_hash"] if user else auth.DUMMY_HASH) or user is None:
         store.web_login_failed(keys, now, window)
         log.warning("web_login_failed", user=name, address=request.remote_addr)
         return "bad_login"
@@ -176,6 +177,16 @@ def export() -> Any:
     log.info("web_export", user=g.user["name"], filters={k: v for k, v in filters.items() if v})
     return Response(body(), mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=calls.csv", "Content-Type": "text/csv; charset=utf-8"})
+
+
+@views.route("/stats")
+def stats() -> Any:
+    """Per day of the journal's current search: calls, answered, missed, abandoned, talk, charge."""
+    filters, _sort, _descending, problems = _filters(_search())
+    days = current_store().calls_by_day(**filters)
+    totals = {k: sum(d[k] for d in days) for k in ("calls", "answered", "missed", "abandoned", "talk_seconds",
+                                                   "charge")}
+    return render_template("stats.html", days=days, totals=totals, problems=problems), 400 if problems else 200
 
 
 # ------------------------------------------------------------------ one call
