@@ -19,38 +19,12 @@ from flask.testing import FlaskClient
 from fsapp import config as configmod
 from fsapp.store import Store
 from fsapp.web.auth import hash_password
-from tests.helpers import ROOT, SARA, Daemon, seed
+from tests.helpers import ROOT, SARA, Daemon, paid_line, seed
 
 PASSWORD = "correct horse battery"
 SARA_PHONE = "09121234567"
-RATE = 50_000
 
-PAID = f"""
-[[modules]]
-code = "main"
-kind = "customer_club"
-auth = "phone"
-next = "paid"
-error = "hangup:UNALLOCATED_NUMBER"
-
-[[modules]]
-code = "paid"
-kind = "telephone_bill"
-product_name = "Expert consultation"
-product_code = "EXPERT-MIN"
-invoice_type = "sales-invoice"
-interval_minutes = 1
-amount_per_interval = {RATE}
-send_payment_link = false
-account = "acc-main"
-max_debt = 5000000
-debt_prompt = "bill/debt_exceeded"
-connecting = "bill/connecting"
-ring_seconds = 20
-targets = ["ext:1001", "ext:1002"]
-next = "hangup:NORMAL_CLEARING"
-error = "hangup:CALL_REJECTED"
-"""
+PAID = paid_line(link=False)
 
 
 def extra(rec: Path, web: str = "") -> str:
