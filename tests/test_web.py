@@ -320,3 +320,22 @@ def test_statistics_count_the_searched_calls_per_day(app: Flask, journal: Journa
     c.get("/?status=missed")  # the journal's search carries over
     html = c.get("/stats").get_data(as_text=True)
     assert '<tr class="totals"><th>Total</th><th>1</th><th>0</th><th>1</th><th>0</th><th>0:00</th><th>0</th>' in html
+
+
+def test_the_ledger_page_is_for_admins_newest_first_by_pages(app: Flask, journal: Journal,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client_as(app, "reviewer").get("/ledger").status_code == 403
+    c = client_as(app, "admin")
+    ids = [r["id"] for r in journal.store.charges()]
+    assert len(ids) == 2  # the two answered calls (61 s and 20 s) were charged
+    html = c.get("/ledger").get_data(as_text=True)
+    assert [int(x) for x in re.findall(r'data-id="(\d+)"', html)] == ids[::-1]
+    assert "<td>50,000</td><td>150,000</td>" in html  # the 20 s call, charged after the 61 s one
+    monkeypatch.setattr(views, "PAGE", 1)
+    first = c.get("/ledger").get_data(as_text=True)
+    nxt = re.search(r'id="next-page" href="([^"]+)"', first)
+    assert nxt and re.findall(r'data-id="(\d+)"', first) == [str(ids[1])]
+    assert re.findall(r'data-id="(\d+)"', c.get(nxt.group(1).replace("&amp;", "&")).get_data(as_text=True)) == [
+        str(ids[0])]
+    assert re.findall(r'data-id="(\d+)"', c.get("/ledger?customer=C-9").get_data(as_text=True)) == []
+    assert c.get("/ledger?before=x").status_code == 400

@@ -65,3 +65,17 @@ def test_web_users_and_login_failures(store_url: str) -> None:
     store.web_login_clear("user:bob")
     assert store.web_login_failures("user:bob", since=0.0) == 0
     store.close()
+
+
+def test_recent_charges_page_newest_first(store_url: str) -> None:
+    store = open_store(store_url)
+    for i, customer in enumerate(["A", "B", "A", "A"]):
+        meter = {"call_uuid": f"c{i}", "module": "paid", "customer_id": customer, "interval_minutes": 1,
+                 "amount_per_interval": 10, "opened_at": 0.0, "beat_at": 0.0}
+        assert store.meter_open(meter)
+        assert store.settle(meter, talk_seconds=60, units=1, amount=10 + i, source="call", outbox=[], now=1.0)
+    ids = [r["id"] for r in store.charges()]
+    assert [r["id"] for r in store.recent_charges(limit=2)] == ids[::-1][:2]
+    assert [r["id"] for r in store.recent_charges(limit=2, before=ids[2])] == [ids[1], ids[0]]
+    assert [r["amount"] for r in store.recent_charges(limit=9, customer="A")] == [13, 12, 10]
+    store.close()

@@ -541,6 +541,18 @@ class Store:
         """The ledger rows of one call, oldest first."""
         return self.db.query("SELECT * FROM charges WHERE call_uuid = ? ORDER BY id", (uuid,))
 
+    def recent_charges(self, *, limit: int, customer: str = "", before: int = 0) -> list[dict[str, Any]]:
+        """Ledger rows newest first, ``limit`` of them, only ids below ``before`` when given (keyset)."""
+        where, params = [], []
+        if customer:
+            where.append("customer_id = ?")
+            params.append(customer)
+        if before:
+            where.append("id < ?")
+            params.append(int(before))
+        sql = "SELECT * FROM charges" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.db.query(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
+
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
         params: list[Any] = []

@@ -237,6 +237,20 @@ def _recording_path(recorded: str) -> Path:
 # ------------------------------------------------------------------ admin
 
 
+@views.route("/ledger")
+@need("admin")
+def ledger() -> Any:
+    """The ledger, newest first, a page at a time (keyset on the row id); ``?customer=`` for one customer."""
+    customer = request.args.get("customer", "").strip()
+    before = request.args.get("before", "")
+    if before and not before.isdigit():
+        abort(400, f"before: not a ledger row id: {before!r}")
+    rows = current_store().recent_charges(limit=PAGE + 1, customer=customer, before=int(before or 0))
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    return render_template("ledger.html", rows=rows, customer=customer, next_before=rows[-1]["id"] if more else "")
+
+
 @views.route("/users")
 @need("admin")
 def users() -> Any:
