@@ -74,3 +74,10 @@ def test_fsapp_web_serves_the_console_over_http(served: str, config: Path) -> No
     started = time.monotonic()
     assert s.get(served + "calls.csv", timeout=5).text.startswith("uuid,started_at,")
     assert time.monotonic() - started < 30
+
+
+def test_fsapp_web_refuses_an_unset_secret_variable(tmp_path: Path) -> None:
+    path = write_config(tmp_path, PAID, extra='[web]\nsecret_env = "FSAPP_NO_SUCH_SECRET"\n')
+    proc = fsapp("web", "-c", str(path))
+    assert proc.returncode == 2
+    assert f"{path}:web.secret_env: environment variable FSAPP_NO_SUCH_SECRET must hold at least 16" in proc.stderr

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from fsapp.commands.base import EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
 from fsapp.web.auth import ROLES, hash_password
 
 NAME = "web"
@@ -23,9 +23,12 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_config(args, check_files=False)
     try:
         app = create_app(cfg)
-    except (StorageError, ValueError) as exc:
+    except StorageError as exc:
         print(f"fsapp web: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    except ValueError as exc:  # the session secret's variable is unset or too short
+        print(f"fsapp web: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     host, port = cfg.web.listen_host, cfg.web.listen_port
     server = WSGIServer((host, port), app, log=None)
     server.start()
