@@ -147,7 +147,8 @@ def test_filters(app: Flask, journal: Journal, query: str, names: list[str]) -> 
 def test_a_bad_filter_is_named(app: Flask) -> None:
     c = client_as(app, "viewer")
     r = c.get("/?from=2024-13-45")
-    assert r.status_code == 400 and "from: not a date (YYYY-MM-DD): &#39;2024-13-45&#39;" in r.get_data(as_text=True)
+    assert r.status_code == 400
+    assert "from: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): &#39;2024-13-45&#39;" in r.get_data(as_text=True)
     assert c.get("/?status=lost").status_code == 400
     assert "sort: cannot sort by" in c.get("/?sort=recording").get_data(as_text=True)
 
@@ -339,3 +340,29 @@ def test_the_ledger_page_is_for_admins_newest_first_by_pages(app: Flask, journal
         str(ids[0])]
     assert re.findall(r'data-id="(\d+)"', c.get("/ledger?customer=C-9").get_data(as_text=True)) == []
     assert c.get("/ledger?before=x").status_code == 400
+
+
+def test_a_customer_name_links_to_the_customers_history(app: Flask, journal: Journal) -> None:
+    c = client_as(app, "viewer")
+    links = set(re.findall(r'class="history" href="([^"]+)">Sara Ahmadi<', c.get("/").get_data(as_text=True)))
+    assert len(links) == 1
+    history = c.get(links.pop().replace("&amp;", "&")).get_data(as_text=True)
+    assert sorted(row_uuids(history)) == sorted(journal.uuids[n] for n in ("answered", "short", "missed"))
+
+
+def test_persian_dates_filter_in_solar_hijri(app: Flask, journal: Journal) -> None:
+    import datetime as dt
+
+    import jdatetime
+
+    days = sorted(dt.date.fromisoformat(r["started_at"][:10]) for r in journal.rows.values())  # midnight-proof
+
+    def persian(day: dt.date) -> str:
+        return jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d").translate(
+            str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+
+    c = client_as(app, "viewer", lang="fa")
+    assert len(row_uuids(c.get(f"/?from={persian(days[0])}&to={persian(days[-1])}").get_data(as_text=True))) == 4
+    assert row_uuids(c.get(f"/?to={persian(days[0] - dt.timedelta(days=1))}").get_data(as_text=True)) == []
+    assert row_uuids(c.get(f"/?from={(days[-1] + dt.timedelta(days=1)).isoformat()}").get_data(as_text=True)) == []
+    assert c.get("/?from=1405/13/01").status_code == 400

@@ -8,6 +8,7 @@ import jdatetime
 
 LANGUAGES = ("fa", "en")
 _FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+_TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
 
 LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "title": ("Call console", "کنسول تماس‌ها"),
@@ -69,6 +70,19 @@ def moment(lang: str, iso: str | None) -> tuple[str, str]:
         return when.strftime("%Y-%m-%d"), when.strftime("%H:%M:%S")
     j = jdatetime.datetime.fromgregorian(datetime=when.replace(tzinfo=None))
     return digits(lang, j.strftime("%Y/%m/%d")), digits(lang, j.strftime("%H:%M:%S"))
+
+
+def parse_date(text: str) -> str:
+    """A date a manager typed, as an ISO Gregorian date: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD
+    (a year below 1700; Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
+    s = text.strip().translate(_TO_ASCII)
+    parts = s.replace("/", "-").split("-")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(text)
+    year, month, day = (int(p) for p in parts)
+    if year >= 1700:
+        return dt.date(year, month, day).isoformat()
+    return jdatetime.date(year, month, day).togregorian().isoformat()
 
 
 def duration(lang: str, seconds: int | None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import mimetypes
 import os
@@ -27,7 +26,7 @@ from flask import (
 from fsapp import journal
 from fsapp import log as logmod
 from fsapp.store import SORTABLE_CALL_FIELDS
-from fsapp.web import auth
+from fsapp.web import auth, i18n
 from fsapp.web.context import current_config, current_store
 
 views = Blueprint("views", __name__)
@@ -116,9 +115,9 @@ def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[st
     for key, dest in (("from", "date_from"), ("to", "date_to")):
         if search.get(key):
             try:
-                f[dest] = dt.date.fromisoformat(search[key]).isoformat()
+                f[dest] = i18n.parse_date(search[key])
             except ValueError:
-                problems.append(f"{key}: not a date (YYYY-MM-DD): {search[key]!r}")
+                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
     for key, allowed in (("status", journal.STATUSES), ("direction", ("inbound", "outbound"))):
         if search.get(key):
             if search[key] in allowed:
