@@ -543,15 +543,8 @@ class Store:
 
     def recent_charges(self, *, limit: int, customer: str = "", before: int = 0) -> list[dict[str, Any]]:
         """Ledger rows newest first, ``limit`` of them, only ids below ``before`` when given (keyset)."""
-        where, params = [], []
-        if customer:
-            where.append("customer_id = ?")
-            params.append(customer)
-        if before:
-            where.append("id < ?")
-            params.append(int(before))
-        sql = "SELECT * FROM charges" + (" WHERE " + " AND ".join(where) if where else "")
-        return self.db.query(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)
+        where, params = _where([("customer_id = ?", customer), ("id < ?", int(before))])
+        return self.db.query(f"SELECT * FROM charges{where} ORDER BY id DESC LIMIT {int(limit)}", params)
 
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
@@ -661,6 +654,12 @@ class Store:
         if not row or not row["n"]:
             return 0, 0.0
         return int(row["n"]), max(0.0, now - float(row["oldest"]))
+
+
+def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`` WHERE a AND b`` of the conditions whose value is set (not empty, not 0), and their values."""
+    used = [(sql, value) for sql, value in conditions if value]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used)) if used else "", [value for _, value in used]
 
 
 def _sql_value(v: Any) -> Any:
