@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import subprocess
 import time
 from typing import Any
 
 import gevent
 
-from fsapp import ledger
+from fsapp import ledger, pins
 from fsapp import log as logmod
 from fsapp.config import Config
 from fsapp.hooks import Metrics, NullMetrics
+from fsapp.notify import notify_reviewer
 from fsapp.outbox import OutboxWorker
 from fsapp.store import StorageError, Store, open_store
 
@@ -37,6 +36,9 @@ class App:
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
+        warning = pins.pepper_warning(self.config)
+        if warning:
+            self.log.warning("pin_pepper_missing", reason=warning)
         self._reconcile()
         self._group_commit()
         self.outbox.start()
@@ -83,15 +85,27 @@ class App:
         self.store.set_group_commit(self.config.storage_group_commit_ms / 1000)
 
     def notify_too_long(self, row: dict[str, Any]) -> None:
-        cmd = self.config.journal.notify_command
-        if not cmd:
+        notify_reviewer(self.config.journal.notify_command, row, self.log, reason="too_long")
+
+    def journaled(self, row: dict[str, Any]) -> None:
+        """A finished call's row is in the journal: queue it for the CRM's call log and for analysis."""
+        self.push_call_log(row)
+        self.queue_analysis(row)
+
+    def queue_analysis(self, row: dict[str, Any]) -> None:
+        """Queue a finished call for the analysis workers (a recording, or at least line figures)."""
+        cfg = self.config
+        quality = row.get("quality") or {}
+        recording = row.get("recording", "")
+        if cfg.journal.record_bridged_only and row.get("status") != "answered":
+            recording = ""  # FreeSWITCH wrote no file: nobody was bridged
+        if not cfg.analysis.enabled or row.get("status") == "active" or not (recording or quality):
             return
-        env = {**os.environ, "FSAPP_UUID": row["uuid"], "FSAPP_CALLER": row["caller"],
-               "FSAPP_TALK_SECONDS": str(row["talk_seconds"]), "FSAPP_CUSTOMER_ID": row["customer_id"]}
         try:
-            subprocess.Popen(shlex.split(cmd), env=env, stdin=subprocess.DEVNULL)  # noqa: S603
-        except OSError as exc:
-            self.log.error("notify_failed", command=cmd, reason=str(exc))
+            self.store.analysis_enqueue(row["uuid"], recording, row.get("recording_customer", ""), quality,
+                                        time.time())
+        except StorageError as exc:
+            self.log.error("analysis_queue_failed", uuid=row["uuid"], reason=str(exc))
 
     def push_call_log(self, row: dict[str, Any]) -> None:
         """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
@@ -131,14 +145,14 @@ class App:
 
     def journal_call(self, row: dict[str, Any], log: Any) -> None:
         """Write a call's final row (kept for ``flush_backlog`` if the database refuses it),
-        queue it for the CRM's call log, and run the too-long notice if it was too long."""
+        queue it for the CRM's call log and for analysis, and run the too-long notice if it was too long."""
         try:
             self.store.call_finished(row["uuid"], row, charge_from_ledger=True)
         except StorageError as exc:
             log.error("journal_write_failed", reason=str(exc))
             self.journal_backlog(row)
         else:
-            self.push_call_log(row)
+            self.journaled(row)
         if row["too_long"]:
             self.notify_too_long(row)
 
@@ -155,7 +169,7 @@ class App:
             except Exception:  # noqa: BLE001 - still failing; keep it for the next try
                 break
             self._backlog.pop(0)
-            self.push_call_log(row)
+            self.journaled(row)
             done += 1
         return done
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsapp import callrow, esl, flow
 from fsapp import log as logmod
+from fsapp.analysis.quality import line_quality
 from fsapp.esl import Hangup
 from fsapp.modules import KINDS
 from fsapp.store import StorageError
@@ -283,8 +284,10 @@ class CallIO:
         arg = f"{ext} XML {context}" if context else ext
         self._execute("transfer", arg)
 
-    def record(self, path: str) -> None:
-        self._execute("record_session", path)
+    def record(self, path: str, variables: tuple[str, ...] = ()) -> None:
+        """``record_session``, with the channel variables that shape it set in the same write."""
+        before = (("multiset", " ".join(variables)),) if variables else ()
+        self._execute("record_session", path, before=before)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self._lead:
@@ -327,6 +330,7 @@ class CallContext:
     modules: list[str] = field(default_factory=list)
     charge: int = 0
     recording: str = ""
+    recording_customer: str = ""  # the recording's channel (left | right) that holds the customer
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
     transferred: bool = False
     final: str = ""
@@ -439,8 +443,9 @@ class CallHandler:
         if ctx.recording:
             return
         path = f"{self.cfg.journal.record_dir}/{time.strftime('%Y/%m/%d')}/{ctx.uuid}.wav"
-        ctx.io.record(path)
+        ctx.io.record(path, recording_variables(self.cfg, ctx.direction))
         ctx.recording = path
+        ctx.recording_customer = "left"
 
     def _go(self, ctx: CallContext, dest_text: str, *, storage_failed: bool = False) -> str:
         """Follow destinations until one hands the call to FreeSWITCH or hangs it up."""
@@ -503,6 +508,7 @@ class CallHandler:
         status = callrow.status(ctx, outcome)
         ctx.final_status = status
         row = self._row(ctx, status)
+        row["quality"] = line_quality(self.session.hangup_complete)  # for the analysis queue
         if row["too_long"]:
             ctx.log.warning("call_too_long", talk_seconds=row["talk_seconds"], limit=self.cfg.journal.too_long_seconds)
         self.app.journal_call(row, ctx.log)
@@ -518,3 +524,12 @@ class CallHandler:
     def _row(self, ctx: CallContext, status: str) -> dict[str, Any]:
         return callrow.row(ctx, self.session, status=status, too_long_seconds=self.cfg.journal.too_long_seconds,
                            daemon=self.app.daemon_id)
+
+
+def recording_variables(cfg: Config, direction: str) -> tuple[str, ...]:
+    """Stereo with the customer on the left: FreeSWITCH's left channel is what it read from
+    this (A) leg, which on an agent's outbound call is the agent, so that call swaps them."""
+    out = ["RECORD_STEREO=true", f"RECORD_STEREO_SWAP={'true' if direction == 'outbound' else 'false'}"]
+    if cfg.journal.record_bridged_only:
+        out.append("RECORD_BRIDGE_REQ=true")  # nothing is written until a person is bridged
+    return tuple(out)

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 def status(ctx: CallContext, outcome: str) -> str:
     """The journal status of a call that ended with ``outcome`` (caller_hangup, socket, crash, ...)."""
+    if ctx.answered is not None:  # a person talked: answered, even if the flow then transferred it
+        return "answered"
     if ctx.transferred:
         return "transferred"
-    if ctx.answered is not None:
-        return "answered"
     if ctx.io.attempts:
         return "missed"
     if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
@@ -64,6 +64,7 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
         "auth_result": ctx.auth_result,
         "charge": ctx.charge,
         "recording": ctx.recording,
+        "recording_customer": ctx.recording_customer,
         "hangup_cause": hangup_cause or "",
         "final_destination": ctx.final,
         "entry_module": ctx.modules[0] if ctx.modules else "",

@@ -78,6 +78,31 @@ class JournalConfig:
     record: bool = False
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
+    record_bridged_only: bool = False  # RECORD_BRIDGE_REQ: record only while a person is bridged
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """``[analysis]``: the background analysis of recorded calls, and its flags (0 = flag off)."""
+
+    enabled: bool = True
+    workers: int = 1
+    nice: int = 10
+    poll_seconds: float = 1.0
+    lease_seconds: float = 900.0
+    max_attempts: int = 3
+    recording_dir: str = ""  # how this host sees [journal] record_dir ("" = the same path)
+    vad_mode: int = 3
+    frame_ms: int = 20
+    min_speech_ms: int = 200
+    hangover_ms: int = 700
+    long_silence_seconds: float = 10.0
+    max_overtalk_ratio: float = 0.15
+    min_mos: float = 3.5
+    max_agent_share: float = 0.0
+    max_hold_seconds: float = 0.0
+    transcribe_command: str = ""
+    transcribe_timeout_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -90,9 +115,17 @@ class DialConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
+    """PIN guessing limits: per customer, per caller ID (withheld numbers share one), daemon-wide alarm."""
+
     pin_max_failures: int = 5
     pin_window_seconds: int = 900
     pin_lockout_seconds: int = 1800
+    caller_max_failures: int = 10
+    caller_window_seconds: int = 900
+    caller_lockout_seconds: int = 3600
+    anonymous_max_failures: int = 20
+    alarm_failures: int = 50
+    alarm_window_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -107,6 +140,14 @@ class EntryConfig:
     default: str = ""
     overflow: str = "hangup:NORMAL_TEMPORARY_FAILURE"
     on_storage_failure: str = ""
+
+
+@dataclass(frozen=True)
+class CDRConfig:
+    listen: str = ""  # HOST:PORT for mod_json_cdr's posts; "" = off
+    credentials_env: str = ""  # the environment variable holding mod_json_cdr's cred, user:password
+    max_body_bytes: int = 1 << 20
+    credentials: str = field(default="", repr=False)  # read from credentials_env at load
 
 
 @dataclass(frozen=True)
@@ -132,8 +173,10 @@ class Config:
     billing: BillingConfig
     entry: EntryConfig
     modules: Mapping[str, ModuleConfig]
+    analysis: AnalysisConfig = AnalysisConfig()
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
+    cdr: CDRConfig = field(default_factory=CDRConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
 
@@ -204,6 +247,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def peer_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as connected (an IPv4 peer of an IPv6 socket as IPv4); None if not an address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip
+
+
+def _check_listen(r: _Reader, key: str, value: str) -> None:
+    if value:
+        try:
+            parse_listen(value)
+        except ValueError as exc:
+            r.fail(key, str(exc))
+
+
 def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     p = Path(path) if path else SAMPLE_CONFIG
@@ -230,7 +290,8 @@ def _relative(base: Path, value: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
-SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "web", "modules")
+SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules",
+            "analysis", "cdr", "web")
 
 
 def from_dict(
@@ -260,7 +321,8 @@ def from_dict(
     cfg = Config(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
-        security=security, billing=billing, entry=entry, web=web, modules=MappingProxyType(modules),
+        security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
+        analysis=_analysis(r, data), cdr=_cdr(r, r.table(data, "cdr")), web=web,
     )
     problems.extend(flow.check_graph(cfg, KINDS))
     if check_files and sounds.dir.is_dir():
@@ -285,11 +347,7 @@ def _server(r: _Reader, s: Mapping[str, Any]) -> ServerConfig:
         except ValueError:
             r.fail(f"server.allow[{i}]", f"not an IP address or network: {a!r}")
     metrics_listen = r.get(s, "server", "metrics_listen", str, "")
-    if metrics_listen:
-        try:
-            parse_listen(metrics_listen)
-        except ValueError as exc:
-            r.fail("server.metrics_listen", str(exc))
+    _check_listen(r, "server.metrics_listen", metrics_listen)
     return ServerConfig(
         listen_host=host,
         listen_port=port,
@@ -362,6 +420,7 @@ def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
         record=r.get(j, "journal", "record", bool, False),
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
+        record_bridged_only=r.get(j, "journal", "record_bridged_only", bool, False),
     )
 
 
@@ -382,11 +441,10 @@ def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
 
 def _security(r: _Reader, se: Mapping[str, Any]) -> SecurityConfig:
     r.unknown(se, "security", SecurityConfig.__dataclass_fields__)
-    return SecurityConfig(
-        pin_max_failures=r.get(se, "security", "pin_max_failures", int, 5, minimum=1),
-        pin_window_seconds=r.get(se, "security", "pin_window_seconds", int, 900, minimum=1),
-        pin_lockout_seconds=r.get(se, "security", "pin_lockout_seconds", int, 1800, minimum=1),
-    )
+    return SecurityConfig(**{
+        key: r.get(se, "security", key, int, f.default, minimum=1)
+        for key, f in SecurityConfig.__dataclass_fields__.items()
+    })
 
 
 def _billing(r: _Reader, b: Mapping[str, Any]) -> BillingConfig:
@@ -423,6 +481,54 @@ def _web(r: _Reader, w: Mapping[str, Any]) -> WebConfig:
         language=r.get(w, "web", "language", str, "fa", choices=("fa", "en")),
         login_max_failures=r.get(w, "web", "login_max_failures", int, 5, minimum=1),
         login_window_seconds=r.get(w, "web", "login_window_seconds", int, 900, minimum=1),
+    )
+
+
+_ANALYSIS_LIMITS: dict[str, dict[str, Any]] = {
+    "workers": {"minimum": 1}, "nice": {"minimum": 0}, "poll_seconds": {"minimum": 0.05},
+    "lease_seconds": {"minimum": 5}, "max_attempts": {"minimum": 1}, "vad_mode": {"choices": (0, 1, 2, 3)},
+    "frame_ms": {"choices": (10, 20, 30)}, "min_speech_ms": {"minimum": 0}, "hangover_ms": {"minimum": 0},
+    "long_silence_seconds": {"minimum": 0}, "max_overtalk_ratio": {"minimum": 0}, "min_mos": {"minimum": 0},
+    "max_agent_share": {"minimum": 0}, "max_hold_seconds": {"minimum": 0},
+    "transcribe_timeout_seconds": {"minimum": 1},
+}
+
+
+def _analysis(r: _Reader, data: Mapping[str, Any]) -> AnalysisConfig:
+    a = r.table(data, "analysis")
+    fields = AnalysisConfig.__dataclass_fields__
+    r.unknown(a, "analysis", fields)
+    values = {}
+    for key, f in fields.items():
+        default = getattr(AnalysisConfig, key)
+        typ = float if f.type == "float" else {"bool": bool, "int": int, "str": str}[str(f.type)]
+        values[key] = r.get(a, "analysis", key, typ, default, **_ANALYSIS_LIMITS.get(key, {}))
+    for key in ("max_overtalk_ratio", "max_agent_share"):
+        if values[key] > 1:
+            r.fail(f"analysis.{key}", f"is a share of the call, from 0 to 1 (0 = off), not {values[key]}")
+    if values["transcribe_command"] and values["lease_seconds"] < values["transcribe_timeout_seconds"] + 60:
+        r.fail("analysis.lease_seconds", f"must outlast transcribe_timeout_seconds by a minute "
+               f"({values['transcribe_timeout_seconds']:g} + 60), not {values['lease_seconds']:g}: "
+               "a call whose lease ends mid-analysis is taken by another worker")
+    if values["min_mos"] > 5:
+        r.fail("analysis.min_mos", f"MOS runs from 1 to 5 (0 = off), not {values['min_mos']}")
+    return AnalysisConfig(**values)
+
+
+def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
+    r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes"))
+    listen = r.get(t, "cdr", "listen", str, "")
+    _check_listen(r, "cdr.listen", listen)
+    env = r.get(t, "cdr", "credentials_env", str, "")
+    credentials = os.environ.get(env, "") if env else ""
+    if env and ":" not in credentials:
+        r.fail("cdr.credentials_env", f"environment variable {env} must hold user:password (mod_json_cdr's cred), "
+                                      + ("but is not set" if not credentials else "but has no ':'"))
+    return CDRConfig(
+        listen=listen,
+        credentials_env=env,
+        max_body_bytes=r.get(t, "cdr", "max_body_bytes", int, CDRConfig.max_body_bytes, minimum=1024),
+        credentials=credentials,
     )
 
 

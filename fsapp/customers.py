@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from fsapp import flow, phones, pins
+from fsapp import digits, flow, phones, pins
 from fsapp.render import Column, table_lines, to_csv, to_json, unquote_cell
 
 HEADER = ["id", "number", "name", "type", "phones", "mobile", "pin", "sales", "support", "other", "debt"]
@@ -71,8 +71,11 @@ def validate_row(raw: dict[str, str], region: str) -> tuple[dict[str, Any], list
     row: dict[str, Any] = {k: raw.get(k, "") for k in HEADER}
     if not raw.get("id"):
         errs.append("id: missing")
-    if not raw.get("number"):
+    row["number"] = digits.to_ascii(raw.get("number", ""))
+    if not row["number"]:
         errs.append("number: missing")
+    elif digits.foreign(row["number"]):
+        errs.append(f"number: {digits.foreign(row['number'])!r} is not a digit 0-9 (nor Persian, Arabic-Indic)")
     phone_list = []
     for p in filter(None, (x.strip() for x in raw.get("phones", "").split(";"))):
         n = phones.normalize(p, region)
@@ -88,15 +91,17 @@ def validate_row(raw: dict[str, str], region: str) -> tuple[dict[str, Any], list
         else:
             row["mobile"] = m
     if raw.get("pin"):
-        if not pins.PIN_RE.fullmatch(raw["pin"]):
-            errs.append("pin: must be 4 to 12 digits")  # the value is never echoed
+        try:
+            row["pin"] = pins.parse_pin(raw["pin"])
+        except ValueError as exc:
+            errs.append(f"pin: {exc}")  # the value is never echoed
     for role in ("sales", "support", "other"):
         if raw.get(role) and not flow.EXT_RE.fullmatch(raw[role]):
             errs.append(f"{role}: not an extension: {raw[role]!r}")
     try:
-        row["debt"] = int(raw.get("debt") or 0)
+        row["debt"] = digits.parse_int(raw.get("debt") or "0")
     except ValueError:
-        errs.append(f"debt: must be an integer amount in rial, not {raw.get('debt')!r}")
+        errs.append(f"debt: must be an integer amount in rial (digits 0-9), not {raw.get('debt')!r}")
     return row, errs
 
 

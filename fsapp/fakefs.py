@@ -98,6 +98,7 @@ class Script:
     rtp_in_skipped: int = 0
     rtp_out_packets: int = 0
     recorded_ms: int | None = None
+    recording: str = ""  # a WAV that record_session's file holds once the call is down
 
 
 @dataclass
@@ -192,6 +193,7 @@ class _Channel:
         self._pending: tuple[BridgePlan, str] | None = None  # callcenter's uuid_bridge not begun: (plan, agent)
         self._live_bridge = ""  # the agent of a uuid_bridge that is up and whose talk has not played
         self._record_start_us = 0  # record_session began (its figures are set at hangup)
+        self._record_path = ""  # where record_session writes (script.recording's audio, at hangup)
         self._profiles = 1  # caller profiles: mod_callcenter's bridge to the agent adds one
         self._profile_us = 0  # when the newest one was made
         self._park_due = False  # myevents is on and the socket app has not parked the channel yet
@@ -622,7 +624,20 @@ class FakeFreeSWITCH(_Channel):
         # Completes at once and records on (transcript 10); its figures come at hangup.
         self.steps.append(Step("record_session", arg))
         self._record_start_us = self._record_start_us or self.now_us
+        self._record_path = self._record_path or arg
         self._complete("record_session", arg, app_uuid)
+
+    def _write_recording(self) -> None:
+        """FreeSWITCH closes the file at hangup: ``script.recording``'s audio appears at the path then."""
+        path = self._record_path
+        if not path or not self.script.recording:
+            return
+        import shutil
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.script.recording, path)
+        self.vars["record_file_size"] = str(Path(path).stat().st_size)
 
     def _app_play_and_get_digits(self, arg: str, app_uuid: str) -> None:
         parts = arg.split(" ")
@@ -885,6 +900,7 @@ class FakeFreeSWITCH(_Channel):
         if not by_caller:
             self.vars["sip_hangup_disposition"] = "send_bye"
         self.vars.update(self._rtp_figures())
+        self._write_recording()
         self._event("CHANNEL_HANGUP_COMPLETE", [("Hangup-Cause", cause)],
                     calling="switch_core_state_machine.c", function="switch_core_session_reporting_state")
         if self.lingering_requested:

@@ -30,6 +30,10 @@ class Metrics(Protocol):
 
     def config_reload(self, ok: bool) -> None: ...
 
+    def pin_failure(self, scope: str) -> None: ...
+
+    def pin_alarm(self) -> None: ...
+
 
 class NullMetrics:
     """Metrics hooks that report nowhere; the Prometheus exporter replaces them when enabled."""
@@ -62,4 +66,10 @@ class NullMetrics:
         pass
 
     def config_reload(self, ok: bool) -> None:
+        pass
+
+    def pin_failure(self, scope: str) -> None:
+        pass
+
+    def pin_alarm(self) -> None:
         pass

@@ -12,15 +12,29 @@ STATUSES = ("answered", "missed", "abandoned", "transferred", "completed", "fail
 EXPORT_FIELDS = (
     "uuid started_at answered_at ended_at direction caller called extension status total_seconds "
     "talk_seconds too_long customer_id customer_name customer_type modules auth_method auth_result "
-    "charge recording hangup_cause"
+    "charge recording hangup_cause "
+    # from FreeSWITCH's CDRs ([cdr] listen, fsapp cdr import)
+    "missed_cause ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws "
+    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter"
+).split()
+DIRECTIONS = ("inbound", "outbound", "local")
+MISSED_CAUSES = ("no_answer", "busy", "cancelled", "unregistered", "failed")
+# Each call's analysis, beside its row (empty until a worker has analysed the call).
+ANALYSIS_FIELDS = (
+    "recording_customer analysis_state analysis_flags customer_talk_seconds customer_share agent_talk_seconds "
+    "agent_share silence_seconds silence_ratio longest_silence_seconds long_silences overtalk_seconds "
+    "overtalk_count customer_interruptions agent_interruptions agent_customer_ratio analysis_mos "
+    "analysis_quality_percentage analysis_flaws analysis_jitter_ms analysis_hold_seconds transcript_state"
 ).split()
 
 GROUP_FIELDS = ("date", "calls", "answered", "missed", "abandoned", "talk_seconds", "charge")
 
 TABLE_COLUMNS = [render.Column(name, width) for name, width in (
     ("date", 10), ("time", 8), ("status", 11), ("dir", 3), ("caller", 14), ("called", 10), ("ext", 6),
-    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10),
+    ("total", 6), ("talk", 6), ("long", 4), ("customer", 18), ("type", 9), ("charge", 10), ("cause", 12),
+    ("cust%", 5), ("silence", 7), ("over", 5), ("mos", 4), ("flags", 24),
 )]
+_DIR_CELL = {"inbound": "in", "outbound": "out", "local": "loc"}
 
 # ANSI colours by status (seed 004: rows coloured by status)
 COLOURS = {
@@ -34,9 +48,15 @@ def export_row(r: dict[str, Any]) -> dict[str, Any]:
     return {k: r.get(k) for k in EXPORT_FIELDS}
 
 
+def export_full(r: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields, then the call's analysis."""
+    return {**export_row(r), **{k: r.get(k) for k in ANALYSIS_FIELDS}}
+
+
 def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
-    row = export_row(r)
+    row = export_full(r)
     row["modules"] = ";".join(row["modules"] or [])
+    row["analysis_flags"] = ";".join(row["analysis_flags"] or [])
     row["too_long"] = "true" if row["too_long"] else "false"
     return row
 
@@ -52,11 +72,38 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
     started = r["started_at"] or ""
     return {
         "date": started[:10], "time": started[11:19], "status": r["status"],
-        "dir": "in" if r["direction"] == "inbound" else "out", "caller": r["caller"], "called": r["called"],
+        "dir": _DIR_CELL.get(r["direction"], r["direction"]), "caller": r["caller"], "called": r["called"],
         "ext": r["extension"], "total": _hms(r["total_seconds"]), "talk": _hms(r["talk_seconds"]),
         "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
-        "type": r["customer_type"], "charge": r["charge"],
+        "type": r["customer_type"], "charge": r["charge"], "cause": r.get("missed_cause") or "",
+        "cust%": _pct(r.get("customer_share")), "silence": _seconds(r.get("silence_seconds")),
+        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(_mos(r)),
+        "flags": ",".join(r.get("analysis_flags") or []) or _pending(r.get("analysis_state")),
     }
+
+
+def _mos(r: dict[str, Any]) -> float | None:
+    """The recording analysis's MOS, else the lowest FreeSWITCH measured on the call's legs (its CDR)."""
+    if r.get("analysis_mos") is not None:
+        return float(r["analysis_mos"])
+    measured = [m for m in (r.get("caller_mos"), r.get("callee_mos")) if m is not None]
+    return min(measured) if measured else None
+
+
+def _pct(share: float | None) -> str:
+    return "" if share is None else f"{round(share * 100)}%"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}s"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _pending(state: str | None) -> str:
+    return "" if state in (None, "done", "skipped") else f"({state})"
 
 
 GROUP_COLUMNS = [
@@ -81,7 +128,7 @@ def groups_out(groups: list[dict[str, Any]], fmt: str) -> str:
 
 def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> str:
     if fmt == "json":
-        return render.to_json([export_row(r) for r in rows])
+        return render.to_json([export_full(r) for r in rows])
     if fmt == "csv":
         return "".join(csv_stream(rows))
     return to_table(rows, colour=colour)
@@ -89,7 +136,7 @@ def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False) -> s
 
 def csv_stream(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     """The CSV export of ``rows`` (any iterable: a streamed listing), the same as ``rows_out(..., "csv")``."""
-    return render.csv_chunks((_csv_row(r) for r in rows), EXPORT_FIELDS)
+    return render.csv_chunks((_csv_row(r) for r in rows), EXPORT_FIELDS + ANALYSIS_FIELDS)
 
 
 def _hms(seconds: int | None) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import gevent
 import gevent.pool
 
+from fsapp import pins
 from fsapp.fakefs import FakeFreeSWITCH, Script
 
 # ------------------------------------------------------------------ scenarios
@@ -197,6 +198,7 @@ def start_daemon(scenario: str, *, workdir: Path | None = None, log_level: str =
         customers.save_rows(store, customers.parse_csv(sample.read_text(encoding="utf-8"), source=str(sample)))
         store.close()
     env = {**os.environ, "FSAPP_LOG_LEVEL": log_level}
+    env.setdefault(pins.PEPPER_ENV, os.urandom(32).hex())  # as production runs it: no pin_pepper_missing
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
     proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(cfg)], env=env, text=True,

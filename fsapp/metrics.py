@@ -46,6 +46,7 @@ COMMAND_BUCKETS: tuple[float, ...] = (
 CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
 REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
+PIN_SCOPES: tuple[str, ...] = ("global", "customer", "caller")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
 
@@ -91,6 +92,12 @@ class PrometheusMetrics:
                                  ["reason"], registry=r)
         self._reloads = Counter("fsapp_config_reloads", "SIGHUP reloads by result (ok, rejected).",
                                 ["result"], registry=r)
+        self._pin_failures = Counter("fsapp_pin_failures",
+                                     "PIN failures by scope: global = wrong PINs; customer, caller = attempts "
+                                     "stopped by that lockout.", ["scope"], registry=r)
+        self._pin_alarms = Counter("fsapp_pin_alarms", "Times the wrong PINs of all customers within "
+                                   "[security] alarm_window_seconds reached alarm_failures.", registry=r)
+        self._pin_children = {scope: self._pin_failures.labels(scope) for scope in PIN_SCOPES}
         self._command_children: dict[str, Any] = {}
         self._crm_children: dict[tuple[str, bool], tuple[Any, Any | None]] = {}
         self._call_children: dict[tuple[str, str], Any] = {}
@@ -158,6 +165,14 @@ class PrometheusMetrics:
 
     def config_reload(self, ok: bool) -> None:
         self._reloads.labels("ok" if ok else "rejected").inc()
+
+    def pin_failure(self, scope: str) -> None:
+        child = self._pin_children.get(scope)
+        if child is not None:
+            child.inc()
+
+    def pin_alarm(self) -> None:
+        self._pin_alarms.inc()
 
     # ------------------------------------------------------------ output
 

@@ -23,7 +23,8 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
 from phonenumbers.phonemetadata import PhoneMetadata
 
-_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+from fsapp import digits
+
 _SEPARATORS = re.compile(r"[ \u00a0\-.()/]+")
 _SHAPE = re.compile(r"\+?[0-9]{1,17}")
 _MAX_INPUT = 40
@@ -39,7 +40,7 @@ def normalize(number: str, region: str = "IR") -> str | None:
     """`number` in E.164, or as bare digits for an extension, or None for garbage."""
     if not isinstance(number, str) or len(number) > _MAX_INPUT:
         return None
-    text = _SEPARATORS.sub("", number.strip().translate(_DIGITS))
+    text = _SEPARATORS.sub("", digits.to_ascii(number.strip()))
     if not _SHAPE.fullmatch(text):
         return None
     try:

@@ -21,6 +21,7 @@ from gevent.server import StreamServer
 
 from fsapp.app import App
 from fsapp.call import CallHandler
+from fsapp.config import peer_ip
 
 
 class Server:
@@ -65,13 +66,8 @@ class Server:
         return verdict
 
     def _check(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.allow)
+        ip = peer_ip(host)
+        return ip is not None and any(ip in net for net in self.allow)
 
     def _handle(self, sock: Any, address: tuple[Any, ...]) -> None:
         peer = address[0] if address else ""

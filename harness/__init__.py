@@ -1,5 +1,6 @@
 """What the tests run small and ``bench/`` runs at full scale: an in-process daemon,
-configs from TOML text, the FreeSWITCH wire transcripts, the fault and fuzz scenarios.
+configs from TOML text, the FreeSWITCH wire transcripts, the fault and fuzz scenarios,
+two-channel recordings with speech at known times (``recordings``).
 
 Neither ``tests`` nor ``bench`` is imported from here; both import this.
 """

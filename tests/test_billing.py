@@ -671,6 +671,17 @@ def test_expert_bridges_to_the_customers_responsible_for_the_role(
     assert row["charge"] == 0 and d.store.charges() == []
 
 
+def test_expert_answered_then_transferred_stays_answered(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """A person talked, then the flow hands the call back to the dialplan: answered, not transferred."""
+    d = daemon(make_config(EXPERT.format(role="sales").replace('next = "hangup:NORMAL_CLEARING"',
+                                                                'next = "transfer:9196:public"')))
+    seed(d.store, SARA.format(debt=0))
+    fake, row = d.call(caller=SARA_PHONE, bridges=["answer:42"])
+    assert fake.apps()[-1] == "transfer"
+    assert row is not None and row["final_destination"] == "transfer:9196:public"
+    assert row["status"] == "answered" and row["extension"] == "1001" and row["talk_seconds"] == 42
+
+
 @pytest.mark.parametrize("outcome", ["no-answer", "busy", "unregistered"])
 def test_expert_not_answering_goes_to_error(make_config: MakeConfig, daemon: StartDaemon, outcome: str) -> None:
     """The responsible does not answer or is busy: unavailable prompt, error, journal missed."""

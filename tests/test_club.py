@@ -256,12 +256,14 @@ def test_pin_right_pin_identifies(make_config: ConfigMaker, daemon: DaemonMaker)
 
 
 def test_pin_right_after_wrong_succeeds(make_config: ConfigMaker, daemon: DaemonMaker) -> None:
-    """A wrong PIN plays wrong_pin and asks again; the right PIN then identifies and clears the failure."""
-    d = start(make_config, daemon, "pin")
-    fake, row = d.call(dtmf=["1001", WRONG_PIN, PIN], bridges=["answer:30"])
+    """A wrong PIN plays wrong_pin and asks again; a right PIN then identifies and starts the customer's count again."""
+    d = start(make_config, daemon, "pin", extra=LOCKOUT)
+    fake, row = d.call(dtmf=["1001", WRONG_PIN, WRONG_PIN, PIN], bridges=["answer:30"])
     assert_identified(fake, row, "cus-1", "1001")
-    assert fake.prompts() == [path("club/intro"), path("club/wrong_pin"), path("club/welcome")]
-    assert d.store.db.query("SELECT * FROM pin_failures") == []
+    assert fake.prompts() == [path("club/intro"), *[path("club/wrong_pin")] * 2, path("club/welcome")]
+    fake, row = d.call(dtmf=["1001", WRONG_PIN, WRONG_PIN, WRONG_PIN])
+    assert row is not None and row["auth_result"] == "locked"
+    assert len(asks(fake)) == 4  # locked at this call's third wrong PIN: the two before the right one are forgotten
 
 
 def test_pin_wrong_number_first_then_pin(make_config: ConfigMaker, daemon: DaemonMaker) -> None:
@@ -703,7 +705,8 @@ def test_lockout_holds_across_calls_and_daemons_then_expires(make_config: Config
     fake, row = d.call(dtmf=["1001", PIN], bridges=["answer:10"])
     assert row is not None and row["auth_result"] == "locked"
 
-    d.store.db.execute("UPDATE lockouts SET until = ? WHERE customer_id = ?", (time.time() - 1, "cus-1"))
+    # The lockout runs out now: its end is after every failure it was set for, as a real one's is.
+    d.store.db.execute("UPDATE lockouts SET until = ? WHERE customer_id = ?", (time.time(), "cus-1"))
     fake, row = other.call(dtmf=["1001", PIN], bridges=["answer:10"])
     assert_identified(fake, row, "cus-1", "1001")
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from fsapp import config as configmod
+from fsapp.journal import ANALYSIS_FIELDS
 from fsapp.store import Store, now_iso, open_store
 from tests.helpers import ROOT, Daemon, write_config
 
@@ -30,6 +31,11 @@ SPEC_KEYS = [
     "uuid", "started_at", "answered_at", "ended_at", "direction", "caller", "called", "extension", "status",
     "total_seconds", "talk_seconds", "too_long", "customer_id", "customer_name", "customer_type", "modules",
     "auth_method", "auth_result", "charge", "recording", "hangup_cause",
+]
+# then what FreeSWITCH's CDRs add (README, "Every call of the PBX"): empty or null on a socket-only row
+CDR_KEYS = [
+    "missed_cause", "ring_seconds", "wait_seconds", "hold_seconds", "hangup_by", "caller_mos", "caller_quality",
+    "caller_flaws", "caller_jitter", "callee_mos", "callee_quality", "callee_flaws", "callee_jitter",
 ]
 
 MENU = """
@@ -348,13 +354,14 @@ def _uuids(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
-    """--format json prints one array of objects with exactly the spec's keys, typed (list, bool, int)."""
+    """--format json prints one array of objects with the spec's keys then the CDR's, typed (list, bool, int)."""
     proc = fsapp_calls(journal, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) == len(ROWS)
-    assert all(list(r) == SPEC_KEYS for r in rows)
+    assert all(list(r) == SPEC_KEYS + CDR_KEYS + ANALYSIS_FIELDS for r in rows)  # the spec's, the CDR's, the analysis
     first = rows[0]
+    assert first["missed_cause"] == "" and first["caller_mos"] is None and first["ring_seconds"] == 0
     assert first["uuid"] == "c01" and first["started_at"] == "2024-03-01T09:00:00"
     assert first["modules"] == ["main", "club"]
     assert first["too_long"] is False and first["talk_seconds"] == 120 and first["charge"] == 1200
@@ -363,11 +370,11 @@ def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
 
 
 def test_csv_header_is_the_spec_keys(journal: Path) -> None:
-    """--format csv has the spec's names as header and one line per call."""
+    """--format csv has the spec's names (then the CDR's) as header and one line per call."""
     proc = fsapp_calls(journal, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     reader = csv.DictReader(io.StringIO(proc.stdout))
-    assert reader.fieldnames == SPEC_KEYS
+    assert reader.fieldnames == SPEC_KEYS + CDR_KEYS + ANALYSIS_FIELDS
     rows = list(reader)
     assert [r["uuid"] for r in rows] == [r[0] for r in ROWS]
     assert rows[0]["modules"] == "main;club"

@@ -26,5 +26,10 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"{cfg.file}:{exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    from fsapp import pins
+
+    warning = pins.pepper_warning(cfg)
+    if warning:
+        print(f"{cfg.file}: warning: {warning}", file=sys.stderr)
     print(f"{cfg.file}: ok ({len(cfg.modules)} modules)")
     return EXIT_OK

@@ -72,8 +72,10 @@ def _set_pin(args: argparse.Namespace, cfg: Any, store: Any) -> int:
             raise UsageError("the two PINs differ")
     else:
         pin = sys.stdin.readline().strip()
-    if not pins.PIN_RE.fullmatch(pin):
-        raise UsageError("PIN: must be 4 to 12 digits")
+    try:
+        pin = pins.parse_pin(pin)
+    except ValueError as exc:
+        raise UsageError(f"PIN: {exc}") from None
     if not store.set_pin_hash(args.id, pins.hash_pin(pin)):
         raise UsageError(f"no customer with id {args.id!r}")
     print(f"PIN set for {args.id}")

@@ -60,16 +60,36 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{cfg.file}:server.metrics_listen: {exc}", file=sys.stderr)
             return EXIT_RUNTIME
-    server.on_reload = _reloader(app, path, cfg.file)
+    from fsapp.analysis import service
+
+    # Recorded calls are analysed in worker processes of their own: never in this event loop.
+    workers = service.WorkerPool(path, cfg.analysis.workers, logmod.get("fsapp")) if service.active(cfg) else None
+    if workers is not None:
+        workers.start()
+    cdr = None
+    if cfg.cdr.listen:
+        from fsapp.cdr.endpoint import Listener
+
+        try:
+            cdr = Listener(app)
+        except OSError as exc:
+            print(f"{cfg.file}:cdr.listen: cannot listen on {cfg.cdr.listen}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+    server.on_reload = _reloader(app, path, cfg.file, after=workers.recycle if workers is not None else None)
     try:
         server.serve_forever()
     finally:
+        if cdr is not None:
+            cdr.stop()  # after the drain: the legs of the calls that drained are still taken
+        if workers is not None:
+            workers.stop()
         if http is not None:
             http.stop(timeout=1)
     return EXIT_OK
 
 
-def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
+def _reloader(app: App, path: str | None, file: str,
+              after: Callable[[], None] | None = None) -> Callable[[], None]:
     """SIGHUP: load the config again; a bad one is logged and the running one kept."""
     log = logmod.get("fsapp")
 
@@ -84,5 +104,7 @@ def _reloader(app: App, path: str | None, file: str) -> Callable[[], None]:
             return
         app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
+        if after is not None:
+            after()
 
     return reload

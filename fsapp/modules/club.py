@@ -3,7 +3,8 @@
 ``auth = "phone"``: the caller ID must be a phone registered for a customer
 (national and international forms match). ``"customer_number"``: the caller types
 it (``customer_number_prefix`` is prepended). ``"pin"``: customer number, then the
-phone PIN, with a lockout counted across calls and daemons.
+phone PIN, with lockouts per customer and per caller ID counted across calls and
+daemons (each PIN takes its slot before it is verified) and a daemon-wide alarm.
 Identified -> ``next`` with ``ctx.customer`` set; not -> ``auth_failed``, ``error``.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from fsapp import phones
+from fsapp import digits, phones, pins
 from fsapp.crm import CRMError, Customer
 from fsapp.options import Opt, dest, prompt
 
@@ -138,41 +139,56 @@ def _by_number(ctx: CallContext, m: ModuleConfig) -> Customer:
 
 
 def _check_pin(ctx: CallContext, m: ModuleConfig, customer: Customer) -> None:
-    sec = ctx.cfg.security
-    store = ctx.app.store
+    limits = pins.PinLimits.of(ctx.cfg.security, pins.caller_key(ctx.caller, ctx.cfg.crm.region))
     attempts = m["max_attempts"]
     for attempt in range(1, attempts + 1):
         # Checked before every try, not once: another call or daemon may lock the customer
-        # meanwhile, and its lockout must stop this call's guesses too.
-        if store.locked_until(customer.id, time.time()):
-            _locked(ctx, m, customer)
+        # (or this caller ID) meanwhile, and its lockout must stop this call's guesses too.
+        scope = ctx.app.store.pin_locked(customer.id, limits.caller, time.time())
+        if scope:
+            _locked(ctx, m, customer, scope)
         pin = _ask(ctx, m, m["enter_pin"], m["pin_max_digits"])
-        typed = bool(pin)
-        if typed and store.locked_until(customer.id, time.time()):
-            _locked(ctx, m, customer)
-        ok = typed and pin.isdigit() and ctx.app.crm.verify_pin(customer.id, pin)
-        del pin
-        if ok:
-            store.clear_pin_failures(customer.id)
-            return
-        if typed:
-            # Only a typed PIN is a guess; silence costs an attempt but not toward the lockout.
-            ctx.log.info("club_wrong_pin", module=m.code, attempt=attempt, customer_id=customer.id)
-            locked = store.record_pin_failure(customer.id, time.time(), sec.pin_window_seconds,
-                                              sec.pin_max_failures, sec.pin_lockout_seconds)
-            if locked:
-                _locked(ctx, m, customer)
-        else:
+        if not pin:  # only a typed PIN is a guess; silence costs an attempt but not toward the lockout
             ctx.log.info("club_no_input", module=m.code, attempt=attempt, customer_id=customer.id)
+        elif _try_pin(ctx, m, customer, limits, pin, attempt):
+            return
+        del pin
         if attempt < attempts:
             ctx.io.play(m["wrong_pin"])
     ctx.claimed = customer  # known by number, not authenticated: journaled, never passed on
     raise _fail(ctx, m, "wrong_pin")
 
 
-def _locked(ctx: CallContext, m: ModuleConfig, customer: Customer) -> None:
+def _try_pin(ctx: CallContext, m: ModuleConfig, customer: Customer, limits: pins.PinLimits, pin: str,
+             attempt: int) -> bool:
+    """One typed PIN: its slot is taken before it is verified (see ``Store.pin_reserve``); True if right."""
+    store = ctx.app.store
+    slot, scope = store.pin_reserve(customer.id, limits, time.time())
+    if not slot:
+        _locked(ctx, m, customer, scope)
+    try:
+        ok = digits.only_ascii_digits(pin) and ctx.app.crm.verify_pin(customer.id, pin)
+    except CRMError:
+        store.pin_release(slot)  # no verdict reached the caller: not a guess
+        raise
+    if ok:
+        store.pin_succeeded(slot, customer.id, time.time())
+        return True
+    ctx.log.info("club_wrong_pin", module=m.code, attempt=attempt, customer_id=customer.id)
+    ctx.app.metrics.pin_failure("global")
+    scope, alarm = store.pin_failed(slot, customer.id, limits, time.time())
+    if alarm:
+        ctx.log.error("pin_failure_alarm", failures=limits.alarm_failures, window_seconds=limits.alarm_window)
+        ctx.app.metrics.pin_alarm()
+    if scope:
+        _locked(ctx, m, customer, scope)
+    return False
+
+
+def _locked(ctx: CallContext, m: ModuleConfig, customer: Customer, scope: str) -> None:
     ctx.claimed = customer
     ctx.auth_result = "locked"
-    ctx.log.warning("club_locked", module=m.code, customer_id=customer.id)
+    ctx.log.warning("club_locked", module=m.code, customer_id=customer.id, scope=scope)
+    ctx.app.metrics.pin_failure(scope)
     ctx.io.play(m["locked"] or m["auth_failed"])
     raise _Done(m.error)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fsapp import digits
+from fsapp.pins import Limit, PinLimits
+from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
+from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
@@ -131,7 +136,91 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_at);
     """,
-    # 3: the web console's users and its failed logins (per user and per address)
+    # 3: PIN attempts take their slot before the PIN is verified; failures per caller ID
+    """
+    ALTER TABLE pin_failures ADD COLUMN caller TEXT NOT NULL DEFAULT '';
+    ALTER TABLE pin_failures ADD COLUMN slot TEXT NOT NULL DEFAULT '';
+    ALTER TABLE pin_failures ADD COLUMN pending BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX pin_failures_caller ON pin_failures (caller, at);
+    CREATE INDEX pin_failures_slot ON pin_failures (slot);
+    CREATE INDEX pin_failures_at ON pin_failures (at);
+    CREATE TABLE caller_lockouts (
+        caller TEXT PRIMARY KEY,
+        until DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # 4: which recording channel is the customer; the analysis queue and each call's figures
+    """
+    ALTER TABLE calls ADD COLUMN recording_customer TEXT NOT NULL DEFAULT '';
+    CREATE TABLE call_analysis (
+        call_uuid TEXT PRIMARY KEY,
+        state TEXT NOT NULL DEFAULT 'pending',
+        recording TEXT NOT NULL DEFAULT '',
+        customer_channel TEXT NOT NULL DEFAULT 'left',
+        queued_at DOUBLE PRECISION NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        locked_by TEXT NOT NULL DEFAULT '',
+        locked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        analysed_at DOUBLE PRECISION,
+        error TEXT NOT NULL DEFAULT '',
+        duration_seconds DOUBLE PRECISION,
+        customer_talk_seconds DOUBLE PRECISION,
+        customer_share DOUBLE PRECISION,
+        agent_talk_seconds DOUBLE PRECISION,
+        agent_share DOUBLE PRECISION,
+        silence_seconds DOUBLE PRECISION,
+        silence_ratio DOUBLE PRECISION,
+        longest_silence_seconds DOUBLE PRECISION,
+        long_silences BIGINT,
+        overtalk_seconds DOUBLE PRECISION,
+        overtalk_count BIGINT,
+        customer_interruptions BIGINT,
+        agent_interruptions BIGINT,
+        agent_customer_ratio DOUBLE PRECISION,
+        mos DOUBLE PRECISION,
+        quality_percentage DOUBLE PRECISION,
+        flaws BIGINT,
+        jitter_ms DOUBLE PRECISION,
+        jitter_loss_rate DOUBLE PRECISION,
+        hold_seconds DOUBLE PRECISION,
+        flags TEXT NOT NULL DEFAULT '',
+        segments TEXT NOT NULL DEFAULT '[]',
+        transcript_state TEXT NOT NULL DEFAULT '',
+        transcript TEXT NOT NULL DEFAULT '',
+        transcript_segments TEXT NOT NULL DEFAULT '',
+        transcript_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX call_analysis_due ON call_analysis (state, locked_until);
+    """,
+    # 5: FreeSWITCH's CDRs (mod_json_cdr): every leg as posted, and what they add to a call's row
+    """
+    CREATE TABLE cdr_legs (
+        uuid TEXT PRIMARY KEY,
+        call_uuid TEXT NOT NULL,
+        a_leg BIGINT NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX cdr_legs_call ON cdr_legs (call_uuid);
+    ALTER TABLE calls ADD COLUMN missed_cause TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN ring_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN wait_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hold_seconds BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN hangup_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN caller_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN caller_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN caller_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_mos DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_quality DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN callee_flaws BIGINT;
+    ALTER TABLE calls ADD COLUMN callee_jitter DOUBLE PRECISION;
+    ALTER TABLE calls ADD COLUMN cdr_legs BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN cdr_a_leg BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX calls_extension ON calls (extension, started_at);
+    """,
+    # 6: the web console's users and its failed logins (per user and per address)
     """
     CREATE TABLE web_users (
         name TEXT PRIMARY KEY,
@@ -147,10 +236,14 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
+_LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lockouts", "caller")}
+
 CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
-    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon"
+    "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    + " ".join(CDR_FIELDS)
 ).split()
 
 # Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
@@ -163,7 +256,7 @@ def now_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
 
 
-class Store:
+class Store(AnalysisStore, CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -232,16 +325,18 @@ class Store:
             else:
                 marks.append("?")
                 values.append(_sql_value(row[c]))
+        # What the call's CDR already wrote (fsapp.store.cdr) keeps what only FreeSWITCH knows.
         if "started_at" in row:  # a whole row: one statement, whether or not the start was journaled
+            merged = ", ".join(f"{c} = {socket_value(c, 'excluded.' + c)}" for c in cols)
             self.db.execute(
                 f"INSERT INTO calls (uuid, {', '.join(cols)}) VALUES (?, {', '.join(marks)})"
-                f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+                f" ON CONFLICT (uuid) DO UPDATE SET {merged}",
                 [uuid, *values],
             )
             return
         with self.db.transaction():
             changed = self.db.execute(
-                f"UPDATE calls SET {', '.join(f'{c} = {mark}' for c, mark in zip(cols, marks, strict=True))}"
+                f"UPDATE calls SET {', '.join(f'{c} = {socket_value(c, m)}' for c, m in zip(cols, marks, strict=True))}"
                 " WHERE uuid = ?",
                 [*values, uuid],
             )
@@ -249,12 +344,14 @@ class Store:
                 self.call_started({**row, "uuid": uuid})
 
     def get_call(self, uuid: str) -> dict[str, Any] | None:
-        row = self.db.one("SELECT * FROM calls WHERE uuid = ?", (uuid,))
+        row = self.db.one(f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid = ?", (uuid,))
         return _call_out(row) if row else None
 
     @staticmethod
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
-                     direction: str = "", too_long: bool = False, number: str = "") -> tuple[str, list[Any]]:
+                     direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
+                     text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
+                     max_mos: float | None = None) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -276,9 +373,17 @@ class Store:
         if too_long:
             where.append("too_long = 1")
         if number:
-            pattern = "%" + number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?)")
-            params += [pattern, pattern, number]
+            where.append(_number_match(number, params))
+        if flag:
+            where.append("(',' || call_analysis.flags || ',') LIKE ?")
+            params.append(f"%,{flag},%")
+        for word in text.lower().split():
+            where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
+            params.append(like_pattern(word))
+        cdr_where, cdr_params = cdr_filter(extension=extension, missed_cause=missed_cause, min_mos=min_mos,
+                                           max_mos=max_mos)
+        where += cdr_where
+        params += cdr_params
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def list_calls(self, *, order: str = "started_at", descending: bool = False, limit: int = 0,
@@ -287,7 +392,8 @@ class Store:
         if order not in CALL_FIELDS:
             raise ValueError(f"cannot sort by {order!r}")
         where, params = self._call_filter(**filters)
-        sql = f"SELECT * FROM calls{where} ORDER BY {order} {'DESC' if descending else 'ASC'}, uuid"
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
+               f" ORDER BY calls.{order} {'DESC' if descending else 'ASC'}, calls.uuid")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
@@ -302,9 +408,10 @@ class Store:
         way, cmp = ("DESC", "<") if descending else ("ASC", ">")
         if after:
             where += (" AND " if where else " WHERE ") + (
-                f"({order}, uuid) {cmp} ((SELECT {order} FROM calls WHERE uuid = ?), ?)")
+                f"(calls.{order}, calls.uuid) {cmp} ((SELECT k.{order} FROM calls AS k WHERE k.uuid = ?), ?)")
             params += [after, after]
-        sql = f"SELECT * FROM calls{where} ORDER BY {order} {way}, uuid {way} LIMIT {int(limit)}"
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
+               f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
         return [_call_out(r) for r in self.db.query(sql, params)]
 
     def calls_by_day(self, *, limit: int = 0, **filters: Any) -> list[dict[str, Any]]:
@@ -316,7 +423,7 @@ class Store:
                " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END) AS missed,"
                " SUM(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
                " COALESCE(SUM(talk_seconds), 0) AS talk_seconds, COALESCE(SUM(charge), 0) AS charge"
-               f" FROM calls{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
+               f" FROM {_JOURNAL}{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [{k: (v if k == "date" else int(v)) for k, v in r.items()} for r in self.db.query(sql, params)]
@@ -425,37 +532,110 @@ class Store:
     def set_pin_hash(self, customer_id: str, pin_hash: str) -> bool:
         return self.db.execute("UPDATE customers SET pin_hash = ? WHERE id = ?", (pin_hash, customer_id)) > 0
 
-    # ------------------------------------------------------------ PIN lockout
+    # ------------------------------------------------------------ PIN attempts and lockouts
+    #
+    # An attempt takes its slot (a pending pin_failures row) before its PIN is verified,
+    # under one lock across calls and daemons, and only while every scope it counts in
+    # (its customer, its caller ID) has room: no more PINs than a limit allows are ever
+    # in flight or done within the window. A wrong PIN keeps the slot as a failure, a
+    # right one deletes it, a CRM error gives it back (the caller learnt nothing). A call
+    # killed or a daemon dead mid-verification leaves the slot pending: it counts until
+    # the window forgets it. A lockout row's ``until``, even past, is where its scope's
+    # count starts again (a right PIN sets the customer's to now).
+
+    def pin_reserve(self, customer_id: str, limits: PinLimits, now: float) -> tuple[str, str]:
+        """Take a slot for one PIN attempt: ``(slot, "")``, or ``("", scope)`` when that scope is full or locked."""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - limits.longest_window,))
+            for scope, key, limit in self._pin_scopes(customer_id, limits):
+                table, column = _LOCK_TABLES[scope]
+                until = self._until(table, column, key)
+                if until > now or self._pin_count(column, key, max(now - limit.window, until), True) >= limit.max:
+                    return "", scope
+            slot = uuidlib.uuid4().hex
+            self.db.execute(
+                "INSERT INTO pin_failures (customer_id, caller, at, slot, pending) VALUES (?, ?, ?, ?, 1)",
+                (customer_id, limits.caller, now, slot),
+            )
+        return slot, ""
+
+    def pin_failed(self, slot: str, customer_id: str, limits: PinLimits, now: float) -> tuple[str, bool]:
+        """The slot's PIN was wrong: keep it as a failure. Returns the scope this failure locked ("" if none)
+        and whether the failures of every customer within the alarm window just reached the alarm level."""
+        locked = ""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("UPDATE pin_failures SET pending = 0 WHERE slot = ?", (slot,))
+            for scope, key, limit in self._pin_scopes(customer_id, limits):
+                if self._lock_if_full(scope, key, now, limit) and not locked:
+                    locked = scope
+            row = self.db.one("SELECT COUNT(*) AS n FROM pin_failures WHERE pending = 0 AND at >= ?",
+                              (now - limits.alarm_window,))
+        return locked, bool(row) and int(row["n"]) == limits.alarm_failures
+
+    def pin_succeeded(self, slot: str, customer_id: str, now: float) -> None:
+        """The slot's PIN was right: drop it; the customer's count starts again (its caller ID's does not)."""
+        with self.db.transaction():
+            self.db.lock(PIN_LOCK)
+            self.db.execute("DELETE FROM pin_failures WHERE slot = ?", (slot,))
+            if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
+                self._set_until("customer", customer_id, now)
+
+    def pin_release(self, slot: str) -> None:
+        """Give a slot back unused: the PIN was never verified (the CRM failed)."""
+        self.db.execute("DELETE FROM pin_failures WHERE slot = ?", (slot,))
+
+    def pin_locked(self, customer_id: str, caller: str, now: float) -> str:
+        """Which scope is locked out now: "customer", "caller" or ""."""
+        if self.locked_until(customer_id, now):
+            return "customer"
+        return "caller" if caller and self._until("caller_lockouts", "caller", caller) > now else ""
 
     def record_pin_failure(self, customer_id: str, now: float, window: float, limit: int, lockout: float) -> bool:
-        """Count a wrong PIN; lock the customer when the window holds ``limit``. True if now locked."""
+        """Count one wrong PIN for a customer, outside any slot; lock at ``limit``. True if now locked."""
         with self.db.transaction():
-            self.db.lock("pin:" + customer_id)  # counted right across daemons
-            self.db.execute("DELETE FROM pin_failures WHERE at < ?", (now - window,))
+            self.db.lock(PIN_LOCK)
             self.db.execute("INSERT INTO pin_failures (customer_id, at) VALUES (?, ?)", (customer_id, now))
-            row = self.db.one(
-                "SELECT COUNT(*) AS n FROM pin_failures WHERE customer_id = ? AND at >= ?",
-                (customer_id, now - window),
-            )
-            if row and row["n"] >= limit:
-                self.db.execute(
-                    "INSERT INTO lockouts (customer_id, until) VALUES (?, ?)"
-                    " ON CONFLICT (customer_id) DO UPDATE SET until = excluded.until",
-                    (customer_id, now + lockout),
-                )
-                self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
-                return True
-        return False
+            return self._lock_if_full("customer", customer_id, now, Limit(limit, window, lockout))
 
     def locked_until(self, customer_id: str, now: float) -> float:
         row = self.db.one("SELECT until FROM lockouts WHERE customer_id = ? AND until > ?", (customer_id, now))
         return float(row["until"]) if row else 0.0
 
-    def clear_pin_failures(self, customer_id: str) -> None:
-        # Most right PINs follow no wrong one: a read, then a write only when there is something to clear.
-        if self.db.one("SELECT 1 AS x FROM pin_failures WHERE customer_id = ? LIMIT 1", (customer_id,)):
-            self.db.execute("DELETE FROM pin_failures WHERE customer_id = ?", (customer_id,))
+    @staticmethod
+    def _pin_scopes(customer_id: str, limits: PinLimits) -> list[tuple[str, str, Limit]]:
+        return [("customer", customer_id, limits.customer), ("caller", limits.caller, limits.per_caller)]
 
+    def _lock_if_full(self, scope: str, key: str, now: float, limit: Limit) -> bool:
+        """Lock ``key`` when its failures (slots in flight aside) fill the window; True if this locked it."""
+        table, column = _LOCK_TABLES[scope]
+        until = self._until(table, column, key)
+        if until > now or self._pin_count(column, key, max(now - limit.window, until), False) < limit.max:
+            return False
+        self._set_until(scope, key, now + limit.lockout)
+        return True
+
+    def _pin_count(self, column: str, key: str, since: float, pending: bool) -> int:
+        row = self.db.one(
+            f"SELECT COUNT(*) AS n FROM pin_failures WHERE {column} = ? AND at >= ?"
+            + ("" if pending else " AND pending = 0"),
+            (key, since),
+        )
+        return int(row["n"]) if row else 0
+
+    def _until(self, table: str, column: str, key: str) -> float:
+        row = self.db.one(f"SELECT until FROM {table} WHERE {column} = ?", (key,))
+        return float(row["until"]) if row else 0.0
+
+    def _set_until(self, scope: str, key: str, until: float) -> None:
+        """Lock ``key`` until then; a later lockout already there stays."""
+        table, column = _LOCK_TABLES[scope]
+        self.db.execute(
+            f"INSERT INTO {table} ({column}, until) VALUES (?, ?)"
+            f" ON CONFLICT ({column}) DO UPDATE SET until = GREATEST({table}.until, excluded.until)",
+            (key, until),
+        )
 
     # ------------------------------------------------------------ meters and ledger
 
@@ -656,6 +836,27 @@ class Store:
         return int(row["n"]), max(0.0, now - float(row["oldest"]))
 
 
+def _number_match(number: str, params: list[Any]) -> str:
+    """Caller or called containing ``number``, or extension equal to it: as written, and with
+    Persian and Arabic-Indic digits read as 0-9 (what FreeSWITCH sends). Appends the parameters."""
+    matches = []
+    for form in dict.fromkeys((number, digits.to_ascii(number))):
+        pattern = like_pattern(form)
+        matches.append("caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?")
+        params += [pattern, pattern, form]
+    return "(" + " OR ".join(matches) + ")"
+
+
+# The journal with each call's analysis beside it (none yet: NULLs).
+_JOURNAL = "calls LEFT JOIN call_analysis ON call_analysis.call_uuid = calls.uuid"
+# Its state, error, flags and line figures are named analysis_*: the journal's own columns
+# (and FreeSWITCH's CDR figures, where a site keeps them there) keep the plain names.
+_JOURNAL_COLUMNS = "calls.*, " + ", ".join(
+    f"call_analysis.{c}" if c in FIGURES or c == "transcript_state" else f"call_analysis.{c} AS analysis_{c}"
+    for c in ANALYSIS_COLUMNS
+)
+
+
 def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
     """`` WHERE a AND b`` of the conditions whose value is set (not empty, not 0), and their values."""
     used = [(sql, value) for sql, value in conditions if value]
@@ -675,6 +876,7 @@ def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row["modules"] = json.loads(row.get("modules") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
+    row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
     return row
 
 

@@ -17,6 +17,7 @@ returns is committed, as before. A write into a quiet database goes straight in.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,28 @@ class StorageError(Exception):
     """The database failed (locked too long, disk full, unreachable)."""
 
 
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """Make ``path`` (created if asked, with its folder) unreadable to other users, whatever the umask.
+
+    The database holds PIN hashes and the journal: a new one is 0600 in a 0750 folder; an
+    existing one loses any permission for others (its group's stay, for operators).
+    """
+    if create:
+        try:
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o007:
+            os.chmod(path, mode & 0o770)
+    except OSError:  # not there (no WAL yet), or another user's file: SQLite says what matters
+        pass
+
+
 class SQLiteDB:
     dialect = "sqlite"
     autoid = "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -42,7 +65,7 @@ class SQLiteDB:
     def __init__(self, path: str, busy_timeout_ms: int = 3000) -> None:
         self.path = path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
@@ -53,6 +76,9 @@ class SQLiteDB:
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: {exc}") from exc
+        if path != ":memory:":
+            for side in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be looser
+                _private_file(Path(path + side), create=False)
         self._depth = 0
         self._busy_seconds = busy_timeout_ms / 1000
         self._lock = gevent.lock.RLock()

@@ -1,0 +1,94 @@
+"""Legs into the store, each post answered only once its leg is committed.
+
+Posts arrive together (FreeSWITCH posts from each channel's own thread as it ends):
+a post queues its leg and waits; one writer greenlet commits whatever queued while
+the previous batch was committing, as one transaction (``Store.cdr_add``), then
+wakes each post with its own outcome. A quiet daemon commits a lone leg at once; a
+busy one commits many per transaction, as the store's group commit does for calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+
+from fsapp.cdr import classify
+from fsapp.store import Store, now_iso
+
+MAX_BATCH = 200
+
+
+class _Pending:
+    __slots__ = ("leg", "body", "result")
+
+    def __init__(self, leg: dict[str, Any], body: bytes) -> None:
+        self.leg = leg
+        self.body = body
+        self.result = gevent.event.AsyncResult()
+
+
+class CDRWriter:
+    def __init__(self, store: Store, too_long_seconds: Callable[[], int]) -> None:
+        self.store = store
+        self.too_long_seconds = too_long_seconds
+        self._queue: list[_Pending] = []
+        self._wake = gevent.event.Event()
+        self._greenlet: gevent.Greenlet | None = None
+
+    def add(self, leg: dict[str, Any], body: bytes) -> bool:
+        """Keep one leg; True if new, False for a replay. Raises StorageError when not committed."""
+        if self._greenlet is None:
+            return self.store.cdr_add([(leg, body)], self._compute, now_iso())[0]
+        pending = _Pending(leg, body)
+        self._queue.append(pending)
+        self._wake.set()
+        return bool(pending.result.get())
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._greenlet is None:
+            return
+        self._greenlet.kill()
+        self._greenlet = None
+        self._drain()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            self._write(batch)
+
+    def _compute(self, legs: list[dict[str, Any]]) -> dict[str, Any]:
+        return classify.call_row(legs, too_long_seconds=self.too_long_seconds())
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            added = self.store.cdr_add([(p.leg, p.body) for p in batch], self._compute, now_iso())
+        except Exception as exc:  # noqa: BLE001 - every waiting post gets the outcome
+            if len(batch) == 1:
+                batch[0].result.set_exception(exc)
+                return
+            self._write_each(batch)  # one leg the database refuses must not sink the others
+            return
+        for pending, new in zip(batch, added, strict=True):
+            pending.result.set(new)
+
+    def _write_each(self, batch: list[_Pending]) -> None:
+        for i, pending in enumerate(batch):
+            try:
+                pending.result.set(self.store.cdr_add([(pending.leg, pending.body)], self._compute, now_iso())[0])
+            except Exception as exc:  # noqa: BLE001 - the database is down: the rest fail at once, not one by one
+                for rest in batch[i:]:
+                    rest.result.set_exception(exc)
+                return

@@ -1,0 +1,56 @@
+"""``fsapp cdr import DIR``: FreeSWITCH's CDR files (mod_json_cdr's err-log-dir) into the journal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, add_actions, load_config
+
+NAME = "cdr"
+HELP = "FreeSWITCH's CDRs: import the files mod_json_cdr left on disk"
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="the folder of <uuid>.cdr.json files (err-log-dir, or log-dir)")
+
+
+def _import(args: argparse.Namespace, cfg: Any) -> int:
+    from fsapp.cdr import importer
+    from fsapp.cdr.writer import CDRWriter
+    from fsapp.store import StorageError, open_store
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise UsageError(f"DIR: no such directory: {directory}")
+    try:
+        store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
+        try:
+            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
+            report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
+        finally:
+            store.close()
+    except StorageError as exc:
+        print(f"fsapp cdr import: {cfg.file}:storage.url: {exc} (the files not yet imported stay in {directory})",
+              file=sys.stderr)
+        return EXIT_RUNTIME
+    for name, reason in report.refused:
+        print(f"{directory / name}: refused: {reason} (moved to {importer.REFUSED}/)", file=sys.stderr)
+    print(f"{len(report.imported)} imported, {len(report.already)} already in the journal, "
+          f"{len(report.refused)} refused")
+    return EXIT_BAD_INPUT if report.refused else EXIT_OK
+
+
+ACTIONS = {
+    "import": ("import err-log-dir (or log-dir) files; each is moved aside once done", _import_arguments, _import),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_actions(p, "cdr_command", ACTIONS)
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.cdr_command][2](args, load_config(args, check_files=False))

@@ -1,0 +1,120 @@
+"""A real `fsapp serve` with its CDR listener, and real HTTP posts of mod_json_cdr's bodies."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ROOT, SHARED, write_config
+
+CDR_DIR = SHARED / "cdr"
+SCENARIOS = "abcdefg"
+
+
+def leg_file(scenario: str, leg: str) -> Path:
+    return next(CDR_DIR.glob(f"{scenario}-*.{leg}-leg.json"))
+
+
+def leg_body(scenario: str, leg: str) -> bytes:
+    return leg_file(scenario, leg).read_bytes()
+
+
+def leg_uuid(body: bytes) -> str:
+    return str(json.loads(body)["variables"]["uuid"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """`python -m fsapp serve` in its own process: the ESL server and the [cdr] listener."""
+
+    def __init__(self, tmp: Path, body: str = "", *, cdr: str = "", env: dict[str, str] | None = None,
+                 db_url: str = "", cdr_host: str = "127.0.0.1") -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.esl_port, self.cdr_port = free_port(), free_port()
+        extra = f'[cdr]\nlisten = "{cdr_host}:{self.cdr_port}"\n{cdr}\n'
+        self.config = write_config(tmp, body, extra=extra)
+        text = self.config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{self.esl_port}"')
+        if db_url:
+            text = text.replace(text.split("[storage]\n", 1)[1].split("\n", 1)[0], f'url = "{db_url}"')
+        self.config.write_text(text)
+        self.log = tmp / f"serve-{self.cdr_port}.log"
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env)
+        self._wait_listening()
+
+    @property
+    def esl_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.esl_port)
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"fsapp serve exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.cdr_port), timeout=0.2).close()
+                socket.create_connection(self.esl_address, timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("fsapp serve did not start listening")
+
+    def post(self, body: bytes, *, uuid: str | None = None, content_type: str = "application/json",
+             auth: str = "", headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+        """One POST /cdr?uuid=... as mod_json_cdr makes it; (status, body text, headers)."""
+        uuid = leg_uuid(body) if uuid is None and body.startswith(b"{") else uuid
+        conn = http.client.HTTPConnection("127.0.0.1", self.cdr_port, timeout=30)
+        hdrs = {"Content-Type": content_type, "User-Agent": "freeswitch-json/1.0", "Accept": "*/*", **(headers or {})}
+        if auth:
+            hdrs["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        conn.request("POST", f"/cdr?uuid={uuid}" if uuid else "/cdr", body=body, headers=hdrs)
+        resp = conn.getresponse()
+        out = (resp.status, resp.read().decode(), dict(resp.getheaders()))
+        conn.close()
+        return out
+
+    def post_scenario(self, scenario: str, order: str = "ba") -> None:
+        for leg in order:
+            status, text, _ = self.post(leg_body(scenario, leg))
+            assert status == 200, text
+
+    def calls(self, *args: str) -> list[dict[str, Any]]:
+        proc = self.cli("calls", "--format", "json", *args)
+        assert proc.returncode == 0, proc.stderr
+        return list(json.loads(proc.stdout))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command, rest = args[0], args[1:]
+        if command == "cdr":
+            command, rest = "cdr", (rest[0], "-c", str(self.config), *rest[1:])
+        else:
+            rest = ("-c", str(self.config), *rest)
+        return subprocess.run([sys.executable, "-m", "fsapp", command, *rest], capture_output=True, text=True,
+                              env=self.env, timeout=60)
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
