@@ -33,6 +33,7 @@ class App:
         self._settles: list[tuple[dict[str, Any], int]] = []  # charges the database refused
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
+        self._storage_problem = ""
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
@@ -67,11 +68,19 @@ class App:
     def _maintain(self) -> None:
         while True:
             gevent.sleep(self.config.billing.meter_heartbeat_seconds)
+            self._check_storage()
             self._reconcile()
             if self._settles:
                 self.flush_settles()
             if self._backlog:
                 self.flush_backlog()
+
+    def _check_storage(self) -> None:
+        """Log (once per new problem) a database that is gone, replaced or failing its writes."""
+        _ok, why = self.store.health()
+        if why and why != self._storage_problem:
+            self.log.error("storage_unhealthy", reason=why)
+        self._storage_problem = why
 
     def reconfigure(self, config: Config) -> None:
         """New calls use ``config``; live calls keep the one they started with."""
@@ -111,10 +120,11 @@ class App:
         """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
         if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
             return
-        from fsapp.journal import export_row
+        from fsapp.journal import Clock, export_row
 
+        record = export_row(row, Clock.of(self.config.journal))  # times with the site's offset
         try:
-            self.store.outbox_add("call_log", f"{row['uuid']}-call", export_row(row), time.time())
+            self.store.outbox_add("call_log", f"{row['uuid']}-call", record, time.time())
         except StorageError as exc:
             self.log.error("call_log_queue_failed", uuid=row["uuid"], reason=str(exc))
             return

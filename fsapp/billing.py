@@ -6,6 +6,14 @@ down as FreeSWITCH's own ``billsec`` is; any started interval is charged whole.
 
 from __future__ import annotations
 
+# The largest amount (rial) a debt, a limit or a charge may be: the ledger keeps amounts
+# in BIGINT columns and the CRM receives them as JSON numbers, which many readers hold in a
+# double; 10**15 is below 2**53, so every amount up to it is exact in both.
+MAX_RIAL = 10**15
+# A charge is units * amount_per_interval, and a talk lasts at most [server]
+# call_timeout_seconds (at most a day): 1440 one-minute units of this stay under MAX_RIAL.
+MAX_AMOUNT_PER_INTERVAL = 10**12
+
 
 def talk_seconds(start_us: int, end_us: int) -> int:
     """Whole seconds between two FreeSWITCH timestamps (microseconds); 0 if not ordered."""

@@ -332,6 +332,7 @@ class CallContext:
     recording: str = ""
     recording_customer: str = ""  # the recording's channel (left | right) that holds the customer
     error_reason: str = ""  # why a module went to error (CRM down, ...), if an error did
+    rejected: str = ""  # why the daemon turned the call away ("max_calls"), if it did
     transferred: bool = False
     final: str = ""
     final_status: str = ""
@@ -352,9 +353,20 @@ class CallHandler:
         self.sock = sock
         self.overflow = overflow
         self._answer = ""  # Event-UUID of the answer sent with the setup
+        self._connected = False
         self.session = esl.Session(
             sock, command_timeout=self.cfg.server.command_timeout_seconds, on_command=app.metrics.command
         )
+
+    def connect(self, timeout: float) -> esl.ESLError | None:
+        """The connect exchange within ``timeout``; the error (logged) when the peer did not complete it."""
+        try:
+            self.session.connect(timeout)
+        except esl.ESLError as exc:
+            self.app.log.warning("call_setup_failed", reason=str(exc), stage="connect")
+            return exc
+        self._connected = True
+        return None
 
     def run(self) -> None:
         s = self.session
@@ -363,7 +375,8 @@ class CallHandler:
         outcome = "failed"
         try:
             try:
-                s.connect()
+                if not self._connected:
+                    s.connect()
                 # The answer goes out with the event subscription: one round trip for both.
                 self._answer = s.setup(None if self.overflow else ("answer", ""))
             except esl.ESLError as exc:
@@ -400,6 +413,8 @@ class CallHandler:
             if ctx is not None:
                 self._journal(ctx, outcome)
                 self.app.metrics.call_ended(ctx.modules[0] if ctx.modules else "", ctx.final_status)
+                for attempt in ctx.io.attempts:
+                    self.app.metrics.bridge(attempt.outcome, attempt.talk_seconds)
 
     def _context(self) -> CallContext:
         ch = self.session.channel
@@ -425,7 +440,8 @@ class CallHandler:
     def _drive(self, ctx: CallContext) -> str:
         cfg = self.cfg
         if self.overflow:
-            ctx.log.warning("call_overflow", destination=cfg.entry.overflow)
+            ctx.log.warning("call_overflow", destination=cfg.entry.overflow, cause="max_calls")
+            ctx.rejected = "max_calls"
             return self._go(ctx, cfg.entry.overflow)
         self.session.wait_execute(self._answer, "answer")
         if cfg.journal.record:

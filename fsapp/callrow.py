@@ -24,6 +24,8 @@ def status(ctx: CallContext, outcome: str) -> str:
         return "transferred"
     if ctx.io.attempts:
         return "missed"
+    if ctx.rejected:
+        return "rejected"  # turned away (above max_calls) before any person was rung
     if outcome == "crash" or (ctx.error_reason and outcome != "caller_hangup"):
         return "failed"
     if outcome in ("caller_hangup", "socket"):
@@ -97,7 +99,11 @@ def _times(s: esl.Session, *, active: bool) -> tuple[float, float | None, int]:
 
 
 def talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
-    """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs."""
+    """Bridged talk from FreeSWITCH's timestamps: BRIDGE..UNBRIDGE spans, else bridge..end epochs.
+
+    Whole seconds rounded down, the rule billing charges by (``fsapp.billing.talk_seconds``)
+    and FreeSWITCH's own billsec: 60.6 s of talk is 60 s in the journal and one minute billed.
+    """
     total_us = 0
     for span in s.bridges:
         if not span.start_us:
@@ -109,4 +115,4 @@ def talk_seconds(s: esl.Session, done: esl.Event | None) -> int:
         bridge_us, end_us = esl.epoch_us(done.var("bridge_uepoch")), esl.epoch_us(done.var("end_uepoch"))
         if bridge_us and end_us > bridge_us:
             total_us = end_us - bridge_us
-    return int(round(total_us / 1e6))
+    return total_us // 1_000_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -12,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fsapp import flow
+from fsapp import flow, instants
 from fsapp.modules import KINDS
 from fsapp.options import ModuleConfig, Opt
 from fsapp.store import sqlite_path
@@ -40,6 +41,7 @@ class ServerConfig:
     backlog: int = 4096
     command_timeout_seconds: float = 10.0
     call_timeout_seconds: float = 4 * 3600.0
+    connect_timeout_seconds: float = 2.0  # FreeSWITCH answers connect in milliseconds
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,13 @@ class JournalConfig:
     record_dir: str = "/var/lib/freeswitch/recordings/fsapp"
     notify_command: str = ""
     record_bridged_only: bool = False  # RECORD_BRIDGE_REQ: record only while a person is bridged
+    timezone: str = ""  # IANA name; "" is the host's zone
+    calendar: str = "gregorian"  # or "jalali": a Solar Hijri date beside the Gregorian one
+
+    @property
+    def zone(self) -> Any:
+        """The ``tzinfo`` times are shown in (None: the host's zone)."""
+        return instants.zone(self.timezone)
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,16 @@ class Config:
 # ------------------------------------------------------------------ loading
 
 
+# The ceiling of a number key that names none of its own: what a C int holds
+# (socket and pool sizes are passed to C), and a day for a float of seconds.
+INT_CEILING = 2**31 - 1
+FLOAT_CEILING = 86400.0
+# Characters FreeSWITCH reads as argument syntax in an app's argument: a space splits
+# play_and_get_digits' and record_session's arguments, '!' splits a file_string,
+# quotes and backslashes are unquoted, '{' '}' '$' are channel variable syntax.
+PATH_UNSAFE = frozenset(" \t\n\r'\"\\!{}$")
+
+
 class _Reader:
     """Reads typed keys from one TOML table, collecting problems."""
 
@@ -209,6 +228,7 @@ class _Reader:
         default: Any,
         *,
         minimum: float | None = None,
+        maximum: float | None = None,
         choices: Iterable[Any] = (),
     ) -> Any:
         full = f"{section}.{key}" if section else key
@@ -226,16 +246,43 @@ class _Reader:
         if choices and value not in choices:
             self.fail(full, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
             return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self._number(full, value, default, minimum, maximum)
+        return value
+
+    def _number(self, full: str, value: float, default: Any, minimum: float | None,
+                maximum: float | None) -> Any:
+        """A number within its bounds (its own, else INT_CEILING or FLOAT_CEILING); finite."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(full, f"must be a finite number, not {value}")
+            return default
+        if maximum is None:
+            maximum = FLOAT_CEILING if isinstance(value, float) else INT_CEILING
         if minimum is not None and value < minimum:
             self.fail(full, f"must be at least {minimum}, not {value}")
             return default
+        if value > maximum:
+            self.fail(full, f"must be at most {_plain(maximum)}, not {value}")
+            return default
         return value
+
+    def path(self, full: str, value: str) -> None:
+        """A path FreeSWITCH gets inside an app argument: refused if it holds argument syntax."""
+        bad = sorted(set(value) & PATH_UNSAFE)
+        if bad:
+            self.fail(full, f"{value!r} holds {' '.join(repr(c) for c in bad)}, which FreeSWITCH reads as "
+                            f"argument syntax; use a path without them (a symlink, or [sounds] fs_dir)")
 
     def unknown(self, data: Mapping[str, Any], section: str, known: Iterable[str]) -> None:
         known = set(known)
         for key in data:
             if key not in known:
                 self.fail(f"{section}.{key}" if section else key, "unknown key")
+
+
+def _plain(n: float) -> str:
+    """A bound as people write it: 1000000000000, not 1e12."""
+    return str(int(n)) if float(n).is_integer() else str(n)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -273,7 +320,7 @@ def load(path: str | os.PathLike[str] | None = None, *, check_files: bool = True
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # an editor's byte-order mark is no error
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
     if path:
@@ -352,12 +399,16 @@ def _server(r: _Reader, s: Mapping[str, Any]) -> ServerConfig:
         listen_host=host,
         listen_port=port,
         allow=tuple(str(a) for a in allow),
-        max_calls=r.get(s, "server", "max_calls", int, 5000, minimum=1),
-        drain_seconds=r.get(s, "server", "drain_seconds", float, 30.0, minimum=0),
+        max_calls=r.get(s, "server", "max_calls", int, 5000, minimum=1, maximum=100_000),
+        drain_seconds=r.get(s, "server", "drain_seconds", float, 30.0, minimum=0, maximum=3600),
         metrics_listen=metrics_listen,
-        backlog=r.get(s, "server", "backlog", int, 4096, minimum=16),
-        command_timeout_seconds=r.get(s, "server", "command_timeout_seconds", float, 10.0, minimum=0.1),
-        call_timeout_seconds=r.get(s, "server", "call_timeout_seconds", float, 14400.0, minimum=1),
+        backlog=r.get(s, "server", "backlog", int, 4096, minimum=16, maximum=65535),
+        command_timeout_seconds=r.get(s, "server", "command_timeout_seconds", float, 10.0, minimum=0.1,
+                                      maximum=3600),
+        call_timeout_seconds=r.get(s, "server", "call_timeout_seconds", float, 14400.0, minimum=1,
+                                   maximum=86400),
+        connect_timeout_seconds=r.get(s, "server", "connect_timeout_seconds", float, 2.0, minimum=0.1,
+                                      maximum=60),
     )
 
 
@@ -365,11 +416,9 @@ def _storage(r: _Reader, st: Mapping[str, Any], base: Path) -> tuple[str, int, f
     """``[storage]``: the URL (a relative sqlite: path made absolute), pool size, group commit window."""
     r.unknown(st, "storage", ("url", "pool_size", "group_commit_ms"))
     storage_url = r.get(st, "storage", "url", str, "sqlite:fsapp.db")
-    pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1)
-    group_commit_ms = r.get(st, "storage", "group_commit_ms", float, 2.0, minimum=0)
-    if group_commit_ms > 100:
-        r.fail("storage.group_commit_ms",
-               f"must be at most 100 (a call's writes each wait up to it), not {group_commit_ms}")
+    pool_size = r.get(st, "storage", "pool_size", int, 20, minimum=1, maximum=1000)
+    # At most 100: a call's writes each wait up to it.
+    group_commit_ms = r.get(st, "storage", "group_commit_ms", float, 2.0, minimum=0, maximum=100)
     if storage_url.startswith("sqlite:"):
         # sqlite:///var/lib/fsapp/fsapp.db is absolute; sqlite:fsapp.db is relative to this file.
         storage_url = "sqlite://" + str(sqlite_path(storage_url, base))
@@ -385,10 +434,11 @@ def _crm(r: _Reader, c: Mapping[str, Any]) -> CRMConfig:
         kind=r.get(c, "crm", "kind", str, "local", choices=("local", "http", "payamgostar")),
         url=r.get(c, "crm", "url", str, ""),
         token_env=r.get(c, "crm", "token_env", str, ""),
-        timeout_seconds=r.get(c, "crm", "timeout_seconds", float, 3.0, minimum=0.1),
-        connect_timeout_seconds=r.get(c, "crm", "connect_timeout_seconds", float, 1.0, minimum=0.1),
-        breaker_threshold=r.get(c, "crm", "breaker_threshold", int, 5, minimum=1),
-        breaker_cooldown_seconds=r.get(c, "crm", "breaker_cooldown_seconds", float, 30.0, minimum=0),
+        timeout_seconds=r.get(c, "crm", "timeout_seconds", float, 3.0, minimum=0.1, maximum=300),
+        connect_timeout_seconds=r.get(c, "crm", "connect_timeout_seconds", float, 1.0, minimum=0.1, maximum=300),
+        breaker_threshold=r.get(c, "crm", "breaker_threshold", int, 5, minimum=1, maximum=10_000),
+        breaker_cooldown_seconds=r.get(c, "crm", "breaker_cooldown_seconds", float, 30.0, minimum=0,
+                                       maximum=86400),
         region=r.get(c, "crm", "region", str, "IR"),
         extra=MappingProxyType({k: v for k, v in c.items() if k not in known_crm}),
     )
@@ -410,18 +460,32 @@ def _sounds(r: _Reader, so: Mapping[str, Any], base: Path, check_files: bool) ->
     )
     if check_files and not sounds.dir.is_dir():
         r.fail("sounds.dir", f"no such directory: {sounds.dir}")
+    r.path("sounds.fs_dir" if sounds.fs_dir else "sounds.dir", sounds.fs_dir or str(sounds.dir))
     return sounds
 
 
 def _journal(r: _Reader, j: Mapping[str, Any]) -> JournalConfig:
     r.unknown(j, "journal", JournalConfig.__dataclass_fields__)
-    return JournalConfig(
-        too_long_seconds=r.get(j, "journal", "too_long_seconds", int, 600, minimum=1),
+    journal = JournalConfig(
+        too_long_seconds=r.get(j, "journal", "too_long_seconds", int, 600, minimum=1, maximum=86400),
         record=r.get(j, "journal", "record", bool, False),
         record_dir=r.get(j, "journal", "record_dir", str, JournalConfig.record_dir),
         notify_command=r.get(j, "journal", "notify_command", str, ""),
         record_bridged_only=r.get(j, "journal", "record_bridged_only", bool, False),
+        timezone=_timezone(r, r.get(j, "journal", "timezone", str, "")),
+        calendar=r.get(j, "journal", "calendar", str, "gregorian", choices=instants.CALENDARS),
     )
+    r.path("journal.record_dir", journal.record_dir)
+    return journal
+
+
+def _timezone(r: _Reader, name: str) -> str:
+    try:
+        instants.zone(name)
+    except ValueError as exc:
+        r.fail("journal.timezone", str(exc))
+        return ""
+    return name
 
 
 def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
@@ -429,7 +493,7 @@ def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
     dial = DialConfig(
         extension=r.get(d, "dial", "extension", str, DialConfig.extension),
         queue=r.get(d, "dial", "queue", str, DialConfig.queue),
-        ring_seconds=r.get(d, "dial", "ring_seconds", int, 30, minimum=1),
+        ring_seconds=r.get(d, "dial", "ring_seconds", int, 30, minimum=1, maximum=3600),
         fallback=r.get(d, "dial", "fallback", str, DialConfig.fallback),
     )
     if "{ext}" not in dial.extension:
@@ -439,10 +503,14 @@ def _dial(r: _Reader, d: Mapping[str, Any]) -> DialConfig:
     return dial
 
 
+YEAR = 366 * 86400
+
+
 def _security(r: _Reader, se: Mapping[str, Any]) -> SecurityConfig:
     r.unknown(se, "security", SecurityConfig.__dataclass_fields__)
     return SecurityConfig(**{
-        key: r.get(se, "security", key, int, f.default, minimum=1)
+        key: r.get(se, "security", key, int, f.default, minimum=1,
+                   maximum=YEAR if key.endswith("_seconds") else 1_000_000)
         for key, f in SecurityConfig.__dataclass_fields__.items()
     })
 
@@ -450,9 +518,12 @@ def _security(r: _Reader, se: Mapping[str, Any]) -> SecurityConfig:
 def _billing(r: _Reader, b: Mapping[str, Any]) -> BillingConfig:
     r.unknown(b, "billing", BillingConfig.__dataclass_fields__)
     return BillingConfig(
-        meter_heartbeat_seconds=r.get(b, "billing", "meter_heartbeat_seconds", float, 15.0, minimum=1),
-        outbox_retry_seconds=r.get(b, "billing", "outbox_retry_seconds", float, 5.0, minimum=0.05),
-        outbox_max_retry_seconds=r.get(b, "billing", "outbox_max_retry_seconds", float, 600.0, minimum=1),
+        # A kill -9 loses at most one heartbeat of talk: an hour is the most that may be at stake.
+        meter_heartbeat_seconds=r.get(b, "billing", "meter_heartbeat_seconds", float, 15.0, minimum=1,
+                                      maximum=3600),
+        outbox_retry_seconds=r.get(b, "billing", "outbox_retry_seconds", float, 5.0, minimum=0.05, maximum=3600),
+        outbox_max_retry_seconds=r.get(b, "billing", "outbox_max_retry_seconds", float, 600.0, minimum=1,
+                                       maximum=86400),
     )
 
 
@@ -572,12 +643,12 @@ def _module(r: _Reader, where: str, m: Any, seen: Mapping[str, ModuleConfig]) ->
             r.fail(f"{where}.{key}", "missing destination")
     return ModuleConfig(
         code=code,
-        name=str(m.get("name", code)),
+        name=r.get(m, where, "name", str, code),
         kind=kind,
-        enabled=bool(m.get("enabled", True)),
+        enabled=r.get(m, where, "enabled", bool, True),
         next=str(m.get("next", "")),
         error=str(m.get("error", "")),
-        record=bool(m.get("record", False)),
+        record=r.get(m, where, "record", bool, False),
         options=MappingProxyType(opts),
         where=where,
     )
@@ -600,7 +671,8 @@ def _option(r: _Reader, where: str, m: Mapping[str, Any], key: str, opt: Opt) ->
             r.fail(full, "must be a list of destinations")
             return []
     else:
-        return r.get(m, where, key, opt.type, opt.default, minimum=opt.minimum, choices=opt.choices)
+        return r.get(m, where, key, opt.type, opt.default, minimum=opt.minimum, maximum=opt.maximum,
+                     choices=opt.choices)
     return value
 
 

@@ -530,9 +530,9 @@ class Session:
 
     # --------------------------------------------------------------- commands
 
-    def connect(self) -> Event:
-        """Send ``connect``; the reply carries the channel's data."""
-        reply = self._command("connect\n\n")
+    def connect(self, timeout: float | None = None) -> Event:
+        """Send ``connect``; the reply carries the channel's data (within ``timeout``, else the command's)."""
+        reply = self._command("connect\n\n", timeout)
         if reply.content_type != "command/reply":
             raise ProtocolError("connect was not answered by a command/reply")
         self.channel = Event(reply.headers)

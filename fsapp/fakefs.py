@@ -47,6 +47,20 @@ def fs_encode(value: str) -> str:
     return _LONE_PERCENT.sub("%25", out) if "%" in value else out
 
 
+MAX_TALK_SECONDS = 86400.0
+
+
+def _talk_seconds(plan: str, text: str) -> float:
+    """The SECONDS of ``answer:SECONDS``: a finite number from 0 to a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"bridge plan {plan!r}: {text!r} is not a number of seconds") from None
+    if not 0 <= seconds <= MAX_TALK_SECONDS:  # also false for nan
+        raise ValueError(f"bridge plan {plan!r}: talk seconds must be 0 to {MAX_TALK_SECONDS:g}, not {text}")
+    return seconds
+
+
 @dataclass
 class BridgePlan:
     """How one bridge (or callcenter) attempt goes."""
@@ -61,7 +75,7 @@ class BridgePlan:
         parts = text.split(":")
         kind = parts[0]
         if kind == "answer":
-            seconds = float(parts[1]) if len(parts) > 1 and parts[1] else 5.0
+            seconds = _talk_seconds(text, parts[1]) if len(parts) > 1 and parts[1] else 5.0
             flags = set(parts[2:])
             unknown = flags - {"caller", "hold"}
             if unknown:

@@ -16,6 +16,8 @@ class Metrics(Protocol):
 
     def module_result(self, code: str, result: str) -> None: ...
 
+    def bridge(self, outcome: str, talk_seconds: float) -> None: ...
+
     def crm(self, operation: str, seconds: float, ok: bool) -> None: ...
 
     def rejected(self, reason: str) -> None: ...
@@ -45,6 +47,9 @@ class NullMetrics:
         pass
 
     def module_result(self, code: str, result: str) -> None:
+        pass
+
+    def bridge(self, outcome: str, talk_seconds: float) -> None:
         pass
 
     def crm(self, operation: str, seconds: float, ok: bool) -> None:

@@ -1,7 +1,12 @@
 """structlog, configured once: JSON lines off a TTY, console rendering on one.
 
 Secrets never reach a log line: a processor blanks PIN and token fields and
-masks long digit runs (card-like numbers) in every string value.
+masks long digit runs (card-like numbers) in every string value, unless the run is
+a phone number (a caller ID such as ``00989121234567`` stays readable).
+
+Under journald (``JOURNAL_STREAM`` names stderr) each line starts with its syslog
+priority (``<3>`` error, ``<4>`` warning, ``<6>`` info, ``<7>`` debug), which journald
+takes off and files: ``journalctl -p err`` then finds the errors.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import json as jsonlib
 import logging
+import os
 import re
 import sys
 import time
@@ -18,23 +24,31 @@ from typing import Any
 import orjson
 import structlog
 
+from fsapp import phones
+
 SECRET_KEYS = frozenset({"pin", "password", "token", "authorization", "secret", "api_key", "new_pin"})
 _CARD_RE = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 
 
 _secret_key: dict[str, bool] = {}
-_clean: set[str] = set()  # long strings seen with nothing to mask (a call's uuid is on every line)
+_masked: dict[str, str] = {}  # long strings seen, as logged (a call's uuid and caller are on every line)
 
 
 def _mask(value: str) -> str:
-    if value in _clean:
-        return value
-    if _CARD_RE.search(value):
-        return _CARD_RE.sub(lambda m: m.group(0)[:4] + "*" * (len(m.group(0)) - 4), value)
-    if len(_clean) >= 4096:
-        _clean.clear()
-    _clean.add(value)
-    return value
+    masked = _masked.get(value)
+    if masked is None:
+        masked = _CARD_RE.sub(_mask_card, value) if _CARD_RE.search(value) else value
+        if len(_masked) >= 4096:
+            _masked.clear()
+        _masked[value] = masked
+    return masked
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    if (phones.normalize(digits) or "").startswith("+"):  # a valid phone number, not a card
+        return digits
+    return digits[:4] + "*" * (len(digits) - 4)
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -112,6 +126,28 @@ def render_json(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> st
         return jsonlib.dumps(event, ensure_ascii=False, separators=(",", ":"), default=repr)
 
 
+# syslog priorities (RFC 5424) of structlog's method names
+_PRIORITY = {"debug": "<7>", "info": "<6>", "warning": "<4>", "warn": "<4>", "error": "<3>",
+             "exception": "<3>", "critical": "<2>", "fatal": "<2>"}
+
+
+def render_journald(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+    """A JSON line behind its syslog priority, for journald's ``SyslogLevelPrefix``."""
+    return _PRIORITY.get(name, "<6>") + render_json(logger, name, event)
+
+
+def to_journald(stream: Any) -> bool:
+    """Whether ``stream`` is the journald stream systemd names in ``JOURNAL_STREAM`` (device:inode)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
 _buffered: BufferedLogger | None = None
 
 
@@ -127,7 +163,9 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
     stream = stream or sys.stderr
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
-    renderer: Any = render_json if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = structlog.dev.ConsoleRenderer()
+    if json:
+        renderer = render_journald if to_journald(stream) else render_json
     structlog.configure(
         processors=[
             stamp,

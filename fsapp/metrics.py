@@ -14,14 +14,16 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
 import time
 from collections.abc import Callable, Iterable
+from importlib import metadata
 from typing import Any
 
 import gevent.lock
 import gevent.pool
 from gevent.pywsgi import WSGIServer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -30,9 +32,11 @@ from fsapp import log as logmod
 from fsapp.config import parse_listen
 
 __all__ = [
+    "BRIDGE_OUTCOMES",
     "COMMAND_BUCKETS",
     "CRM_BUCKETS",
     "PrometheusMetrics",
+    "TALK_BUCKETS",
     "health_of",
     "start_http",
 ]
@@ -45,7 +49,11 @@ COMMAND_BUCKETS: tuple[float, ...] = (
 # 5 ms .. 10 s: HTTP round trips to a CRM, up to and past its configured timeout.
 CRM_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
-REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining")
+# 5 s .. 4 h: bridged talk, from a hang-up at hello to a long support call.
+TALK_BUCKETS: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
+BRIDGE_OUTCOMES: tuple[str, ...] = ("answered", "no_answer", "busy", "unregistered", "failed")
+
+REJECT_REASONS: tuple[str, ...] = ("allow", "overflow", "draining", "idle")
 PIN_SCOPES: tuple[str, ...] = ("global", "customer", "caller")
 _LABELLED_COMMANDS = frozenset({"execute", "api", "bgapi"})
 
@@ -88,10 +96,17 @@ class PrometheusMetrics:
         self._charges = Counter("fsapp_charges", "Charges taken (ledger rows).", registry=r)
         self._charged = Counter("fsapp_charged_rial", "Rial charged, summed.", registry=r)
         self._rejected = Counter("fsapp_connections_rejected",
-                                 "Connections refused (allow, draining) or sent to [entry] overflow (overflow).",
+                                 "Connections refused (allow, draining, idle: no connect exchange in "
+                                 "connect_timeout_seconds) or sent to [entry] overflow (overflow).",
                                  ["reason"], registry=r)
         self._reloads = Counter("fsapp_config_reloads", "SIGHUP reloads by result (ok, rejected).",
                                 ["result"], registry=r)
+        Info("fsapp_build", "The running fsapp: its version and Python's.", registry=r).info(
+            {"version": _version(), "python": platform.python_version()})
+        bridges = Counter("fsapp_bridges", "Bridge and queue attempts by outcome.", ["outcome"], registry=r)
+        self._bridge_children = {o: bridges.labels(o) for o in BRIDGE_OUTCOMES}
+        self._talk = Histogram("fsapp_talk_duration_seconds", "Bridged talk time of answered attempts.",
+                               buckets=TALK_BUCKETS, registry=r)
         self._pin_failures = Counter("fsapp_pin_failures",
                                      "PIN failures by scope: global = wrong PINs; customer, caller = attempts "
                                      "stopped by that lockout.", ["scope"], registry=r)
@@ -131,6 +146,11 @@ class PrometheusMetrics:
         if child is None:
             child = self._module_children[key] = self._modules.labels(code, result)
         child.inc()
+
+    def bridge(self, outcome: str, talk_seconds: float) -> None:
+        self._bridge_children.get(outcome, self._bridge_children["failed"]).inc()
+        if outcome == "answered":
+            self._talk.observe(talk_seconds)
 
     def crm(self, operation: str, seconds: float, ok: bool) -> None:
         key = (operation, ok)
@@ -198,6 +218,13 @@ class PrometheusMetrics:
         return child
 
 
+def _version() -> str:
+    try:
+        return metadata.version("fsapp")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 class _WithoutCreated(Collector):
     """A view of a registry without the ``<counter/histogram>_created`` samples."""
 
@@ -220,7 +247,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
               clock: Callable[[], float] = time.monotonic) -> Callable[[], dict[str, Any]]:
     """A ``/healthz`` callable for a ``fsapp.server.Server``; it never raises.
 
-    The storage is pinged on every request (a ``SELECT 1``); the CRM ping is shared by
+    The storage is checked on every request (a ``SELECT 1``, the file still the one opened,
+    no write failed in the last ``WRITE_FAILURE_SECONDS``); the CRM ping is shared by
     concurrent requests and its result kept for ``crm_cache_seconds``, so a scrape storm
     costs the CRM at most one request per period. A reload that replaces the CRM
     invalidates the cached result.
@@ -247,7 +275,8 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
 
     def storage_ok() -> bool:
         try:
-            return bool(server.app.store.ping())
+            ok, _why = server.app.store.health()
+            return ok
         except Exception:  # noqa: BLE001 - a closed or broken database is unhealthy
             return False
 

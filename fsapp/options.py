@@ -21,6 +21,7 @@ class Opt:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     required: bool = False
+    maximum: float | None = None
 
 
 def prompt(default: str = "") -> Opt:

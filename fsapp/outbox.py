@@ -15,8 +15,15 @@ from typing import Any
 import gevent
 import gevent.event
 
-from fsapp.crm import CRMError
+from fsapp.crm import RECORDED, CRMError
 from fsapp.store import StorageError
+
+
+def state(row: dict[str, Any]) -> str:
+    """``pending``; ``delivered`` (the CRM took it); ``recorded`` (kept, never sent anywhere)."""
+    if not row["delivered_at"]:
+        return "pending"
+    return "recorded" if str(row["result"]).startswith(RECORDED) else "delivered"
 
 
 class OutboxWorker:
@@ -95,7 +102,11 @@ class OutboxWorker:
         """
         marks = [(row["id"], result, at) for row, result, at in delivered]
         self.app.store.outbox_delivered_many(self.app.daemon_id, marks)
-        for row, _result, _at in delivered:
+        for row, result, _at in delivered:
+            if result.startswith(RECORDED):
+                self.log.info("outbox_recorded", kind=row["kind"], key=row["idempotency_key"],
+                              reason=result[len(RECORDED):])
+                continue
             self.log.info("outbox_delivered", kind=row["kind"], key=row["idempotency_key"],
                           attempts=row["attempts"] + 1)
 
@@ -111,7 +122,7 @@ class OutboxWorker:
                 result = crm.send_payment_link(payload, key) or "sent"
             elif kind == "call_log":
                 push = getattr(crm, "push_call", None)
-                result = push(payload, key) if push is not None else "not supported"
+                result = push(payload, key) if push is not None else f"{RECORDED}the CRM takes no call log"
             else:
                 raise CRMError(f"unknown outbox kind {kind!r}")
         except CRMError as exc:

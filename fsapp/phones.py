@@ -60,6 +60,17 @@ def normalize(number: str, region: str = "IR") -> str | None:
     return text
 
 
+def search_key(number: str, region: str = "IR") -> str:
+    """What a journal search looks for: a phone number's national significant number (in
+    ``09121234567``, ``+989121234567`` and ``00989121234567`` alike), else the digits typed
+    (Persian digits read as ASCII), else the text as given."""
+    key = normalize(number, region)
+    if key is None:
+        return number.strip()
+    parsed = _parse_e164(key)
+    return phonenumbers.national_significant_number(parsed) if parsed is not None else key
+
+
 def is_mobile(number: str, region: str = "IR") -> bool:
     """Whether `number`, in any written form, is a valid mobile number of `region`."""
     parsed = _parse_e164(normalize(number, region))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from wcwidth import wcswidth, wcwidth
 
 FORMATS = ("table", "csv", "json")
+BOM = "\ufeff"
 ELLIPSIS = "…"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # C0/C1 controls, DEL, and the bidirectional overrides and isolates; ZWNJ/ZWJ stay (Persian needs them)
@@ -133,3 +136,19 @@ def render(rows: list[dict[str, Any]], columns: Sequence[Column], fmt: str, *, s
     if fmt == "csv":
         return to_csv(rows, [c.key for c in columns])
     return "\n".join(table_lines(rows, columns, sep=sep)) + "\n"
+
+
+def write(out: Any, text: str, fmt: str, *, bom: bool | None = None) -> None:
+    """``text`` to ``out``. CSV starts with a UTF-8 byte-order mark when ``bom`` is True, or,
+    when it is None, when ``out`` is a regular file (``> calls.csv``): without one Excel
+    reads UTF-8 as the local code page and shows Persian as mojibake. A pipe gets none."""
+    if fmt == "csv" and (bom if bom is not None else _regular_file(out)):
+        text = BOM + text
+    out.write(text)
+
+
+def _regular_file(out: Any) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False

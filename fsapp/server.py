@@ -1,6 +1,9 @@
 """``fsapp serve``: gevent's StreamServer, one greenlet per call.
 
 - peers outside ``[server] allow`` are closed before a byte is read, and logged;
+- a peer that has not finished the connect exchange within ``connect_timeout_seconds``
+  is closed (``fsapp_connections_rejected{reason="idle"}``); until it has, it is no call
+  and does not count toward ``max_calls``;
 - above ``max_calls`` a call is still taken, and sent to ``[entry] overflow``;
 - SIGTERM/SIGINT stop accepting, let live calls finish up to ``drain_seconds``,
   then the process exits 0.
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket as pysocket
 from collections.abc import Callable
@@ -19,6 +23,7 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
+from fsapp import esl, sdnotify
 from fsapp.app import App
 from fsapp.call import CallHandler
 from fsapp.config import peer_ip
@@ -82,21 +87,25 @@ class Server:
             sock.close()
             return
         sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
-        overflow = len(self.calls) >= self.app.config.server.max_calls
-        if overflow:
+        handler = CallHandler(self.app, sock)
+        failed = handler.connect(self.app.config.server.connect_timeout_seconds)
+        if failed is not None:  # logged; not a call, never counted toward max_calls
+            if isinstance(failed, esl.Timeout):
+                self.app.metrics.rejected("idle")
+            _close(sock)
+            return
+        handler.overflow = len(self.calls) >= self.app.config.server.max_calls
+        if handler.overflow:
             self.app.metrics.rejected("overflow")
         me = gevent.getcurrent()
         self.calls.add(me)
         self.app.metrics.live(len(self.calls))
         try:
-            CallHandler(self.app, sock, overflow=overflow).run()
+            handler.run()
         finally:
             self.calls.discard(me)
             self.app.metrics.live(len(self.calls))
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _close(sock)
 
     def start(self) -> None:
         self.app.start()
@@ -111,6 +120,7 @@ class Server:
         self.draining = True
         self.app.metrics.draining(True)
         timeout = self.app.config.server.drain_seconds if timeout is None else timeout
+        sdnotify.notify("STOPPING=1", f"STATUS=draining {len(self.calls)} live calls")
         self.log.info("server_draining", live_calls=len(self.calls), drain_seconds=timeout)
         self.stream.close()
         left = gevent.joinall(list(self.calls), timeout=timeout)
@@ -137,6 +147,16 @@ class Server:
         if self.on_reload is not None:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
         self.start()
+        host, port = self.address
+        # Type=notify: systemd reports the unit started only now, with the port bound.
+        sdnotify.notify("READY=1", f"STATUS=accepting calls on {host}:{port}", f"MAINPID={os.getpid()}")
         self.stopped.wait()
         flusher.kill()
         logmod.flush()
+
+
+def _close(sock: Any) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -13,8 +13,8 @@ from fsapp import customers
 from fsapp.store import Store
 from harness import ROOT, SHARED, SOUNDS, Daemon, write_config
 
-__all__ = ["HEADER", "PG_ENV", "RATE", "ROOT", "SARA", "SHARED", "SOUNDS", "Daemon", "MakeConfig", "StartDaemon",
-           "balance_flow", "paid_line", "raw_server", "seed", "write_config"]
+__all__ = ["HEADER", "HANGUP_MENU", "PG_ENV", "RATE", "ROOT", "SARA", "SHARED", "SOUNDS", "Daemon", "MakeConfig",
+           "StartDaemon", "balance_flow", "paid_line", "raw_server", "seed", "write_config"]
 
 Handler = Callable[[socket.socket, threading.Event], None]
 
@@ -61,6 +61,17 @@ MakeConfig = Callable[..., configmod.Config]
 StartDaemon = Callable[[configmod.Config], Daemon]
 
 PG_ENV = "FSAPP_TEST_PG_URL"
+
+# The least flow a daemon runs: one menu whose every way out hangs up.
+HANGUP_MENU = """
+[[modules]]
+code = "main"
+kind = "menu"
+prompt = "menu/main"
+options = { "1" = "hangup" }
+next = "hangup"
+error = "hangup"
+"""
 
 HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
 SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"

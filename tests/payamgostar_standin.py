@@ -8,7 +8,7 @@ documented shape are refused with 400 (REST) or 415/500 (SOAP), so the tests che
 adapter's requests as well as its reading of the answers.
 
 Knobs: `token_lifetime` (seconds a new token lives), `fail_next(n)` (the next n requests
-answer 500), `delay` (seconds before each answer), `down()`/`up()` (stop listening, so
+answer 500), `delay` (seconds before each answer), `login_delay` (before a login's), `down()`/`up()` (stop listening, so
 connections are refused, and start again on the same port), `revoke_tokens()` (every
 issued token now answers 401), `refuse_invoice_find` (invoice find answers 400) and
 `payment_link_success`.
@@ -70,6 +70,7 @@ class PayamgostarStandIn:
         self.password = password
         self.token_lifetime = token_lifetime
         self.delay = 0.0
+        self.login_delay = 0.0  # seconds before a login is answered
         self.refuse_invoice_find = False
         self.payment_link_success = True
         self.identities: dict[str, dict[str, Any]] = {}
@@ -232,6 +233,8 @@ class PayamgostarStandIn:
         return route(body)
 
     def _login(self, body: Any) -> Response:
+        if self.login_delay:
+            self._stopping.wait(self.login_delay)
         if not isinstance(body, dict) or not all(
             isinstance(body.get(key), str) and body[key] for key in ("username", "password", "deviceId")
         ) or not isinstance(body.get("platformType"), int):

@@ -172,6 +172,39 @@ def test_payment_link_goes_to_the_mobile_on_file(make_config: MakeConfig, daemon
     assert d.store.charges() == []  # a balance is read, never charged
 
 
+def _fsapp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fsapp", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_local_crm_records_the_link_and_says_so(make_config: MakeConfig, daemon: StartDaemon) -> None:
+    """The local CRM sends nothing: the outbox row is `recorded`, not `delivered`, and `fsapp check` warns."""
+    cfg = make_config(balance_flow(link=True))
+    d = daemon(cfg)
+    seed(d.store, SARA.format(debt=1_250_000))
+    d.call(caller=SARA_PHONE)
+    deadline = time.monotonic() + 10
+    while d.store.outbox_rows(pending_only=True) and time.monotonic() < deadline:
+        d.app.outbox.run_once()
+    listing = _fsapp("ledger", "outbox", "-c", str(cfg.file), "--format", "json")
+    assert listing.returncode == 0, listing.stderr
+    [link] = json.loads(listing.stdout)
+    assert link["kind"] == "payment_link" and link["state"] == "recorded"
+    check = _fsapp("check", "-c", str(cfg.file))
+    assert check.returncode == 0, check.stderr
+    assert f"{cfg.file}:modules[1].send_payment_link: warning: the local CRM sends nothing" in check.stderr
+
+
+def test_check_is_quiet_about_links_a_real_crm_sends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning is the local CRM's: with an HTTP CRM, `fsapp check` says nothing of the link."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", TOKEN)
+    crm = '[crm]\nkind = "http"\nurl = "http://127.0.0.1:9/api"\ntoken_env = "FSAPP_TEST_CRM_TOKEN"\n'
+    path = write_config(tmp_path, balance_flow(link=True), extra=crm)
+    check = _fsapp("check", "-c", str(path))
+    assert check.returncode == 0, check.stderr
+    assert "send_payment_link" not in check.stderr
+
+
 @pytest.mark.parametrize("debt", [0, -300_000])
 def test_no_payment_link_without_debt(make_config: MakeConfig, daemon: StartDaemon, debt: int) -> None:
     """Nothing owed: no mobile asked for, no link queued, error."""
@@ -724,6 +757,6 @@ def test_sample_config_serves_a_caller_who_is_not_a_customer(tmp_path: Path) -> 
     view = fsapp_cli("ledger", "outbox", "--format", "json", cwd=tmp_path)
     [row] = json.loads(view.stdout)
     assert {k: row[k] for k in ("kind", "state", "amount", "invoice_type", "invoice_search_field")} == {
-        "kind": "payment_link", "state": "delivered", "amount": 500_000, "invoice_type": "invoice",
+        "kind": "payment_link", "state": "recorded", "amount": 500_000, "invoice_type": "invoice",
         "invoice_search_field": "Number",
-    }
+    }  # the sample's local CRM sends nothing: the outbox says so

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import zoneinfo
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import structlog.testing
 
+from fsapp import journal
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CRMError, Customer
 from fsapp.crm.payamgostar import PayamgostarCRM
@@ -347,6 +350,20 @@ def test_push_call_writes_the_call_log(
     assert person["channelResponseIndex"] == response
     assert person.get("recordedFileName", "") == row["recording"]
     assert (len(call["channels"]) == 1) == (row["direction"] == "outbound")
+
+
+def test_push_call_sends_times_with_their_offset(crm: PayamgostarCRM, pg: PayamgostarStandIn) -> None:
+    """The record the daemon queues (journal.export_row, Tehran) keeps +03:30; a naive one is the host's time."""
+    stored = {**call_row(), "started_at": "2026-11-30T21:00:00Z", "answered_at": None,
+              "ended_at": "2026-11-30T21:03:00Z"}
+    record = journal.export_row(stored, journal.Clock(zoneinfo.ZoneInfo("Asia/Tehran")))
+    crm.push_call({**record, "status": "missed", "recording": ""}, "k-tz")
+    naive = call_row(started_at="2026-12-01T09:08:37", answered_at="", ended_at="2026-12-01T09:09:00")
+    crm.push_call({**naive, "uuid": "5f0c2f5e-1d7a-4a53-9c39-0a5f4c1e2b78", "status": "missed"}, "k-naive")
+    first, second = pg.calls.values()
+    assert first["startDate"] == "2026-12-01T00:30:00+03:30" and first["endDate"] == "2026-12-01T00:33:00+03:30"
+    host = dt.datetime.fromisoformat("2026-12-01T09:08:37").astimezone()
+    assert second["startDate"] == host.isoformat()
 
 
 def test_push_call_resumes_after_a_partial_failure(crm: PayamgostarCRM, pg: PayamgostarStandIn) -> None:

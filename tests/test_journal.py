@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -327,7 +328,7 @@ def _fill(store: Store) -> None:
         start = time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%S"))
         total = talk + 20
         store.call_finished(uuid, {
-            "uuid": uuid, "started_at": started,
+            "uuid": uuid, "started_at": now_iso(start),
             "answered_at": now_iso(start + 15) if status == "answered" else None,
             "ended_at": now_iso(start + total), "direction": direction, "caller": caller, "called": called,
             "extension": ext, "status": status, "total_seconds": total, "talk_seconds": talk,
@@ -362,7 +363,8 @@ def test_json_is_one_array_with_exactly_the_spec_keys(journal: Path) -> None:
     assert all(list(r) == SPEC_KEYS + CDR_KEYS + ANALYSIS_FIELDS for r in rows)  # the spec's, the CDR's, the analysis
     first = rows[0]
     assert first["missed_cause"] == "" and first["caller_mos"] is None and first["ring_seconds"] == 0
-    assert first["uuid"] == "c01" and first["started_at"] == "2024-03-01T09:00:00"
+    assert first["uuid"] == "c01" and first["started_at"].startswith("2024-03-01T09:00:00")  # the host's zone
+    assert dt.datetime.fromisoformat(first["started_at"]).utcoffset() is not None  # with its offset
     assert first["modules"] == ["main", "club"]
     assert first["too_long"] is False and first["talk_seconds"] == 120 and first["charge"] == 1200
     assert rows[1]["answered_at"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -170,7 +171,7 @@ def test_rejections_start_at_zero_and_count_overflow(make_config, metered):
     assert value(s, "fsapp_connections_rejected_total", reason="overflow") == 1
     assert value(s, "fsapp_connections_rejected_total", reason="allow") == 0
     assert value(s, "fsapp_calls_total", entry="main", status="answered") == 1
-    assert value(s, "fsapp_calls_total", entry="", status="completed") == 1
+    assert value(s, "fsapp_calls_total", entry="", status="rejected") == 1
 
 
 def _with_max_calls(cfg: configmod.Config, n: int) -> dict[str, Any]:
@@ -385,3 +386,27 @@ def test_registry_is_private():
     a.live(5)
     assert value(parse(b.render()[0].decode()), "fsapp_live_calls") == 0
     assert REGISTRY.get_sample_value("fsapp_live_calls") is None
+
+
+def test_build_info_bridge_outcomes_and_talk_time_reaching_hours(make_config, metered):
+    """fsapp_build_info carries the version; bridges count by outcome from 0; talk lands in hour-wide buckets."""
+    from importlib import metadata
+
+    m = metered(make_config(MENU))
+    s = m.samples()
+    assert value(s, "fsapp_build_info", version=metadata.version("fsapp"), python=platform.python_version()) == 1
+    for outcome in ("answered", "no_answer", "busy", "unregistered", "failed"):
+        assert (("fsapp_bridges_total", frozenset({("outcome", outcome)})) in s), outcome
+    m.call(dtmf=["1"], bridges=["answer:2"])
+    m.call(dtmf=["1"], bridges=["busy"])
+    m.call(dtmf=["2", "1"], bridges=["unregistered"])
+    m.call(dtmf=["1"], bridges=["no-answer"])
+    s = m.samples()
+    counts = {o: value(s, "fsapp_bridges_total", outcome=o)
+              for o in ("answered", "no_answer", "busy", "unregistered", "failed")}
+    assert counts == {"answered": 1, "no_answer": 1, "busy": 1, "unregistered": 1, "failed": 0}
+    assert value(s, "fsapp_talk_duration_seconds_count") == 1
+    assert 1.5 <= value(s, "fsapp_talk_duration_seconds_sum") <= 3.5
+    assert value(s, "fsapp_talk_duration_seconds_bucket", le="1.0") == 0  # no bucket under 5 s
+    assert value(s, "fsapp_talk_duration_seconds_bucket", le="5.0") == 1
+    assert value(s, "fsapp_talk_duration_seconds_bucket", le="14400.0") == 1  # the top bucket is 4 hours

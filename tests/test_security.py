@@ -446,6 +446,20 @@ def test_no_pin_token_or_card_number_in_any_log_line(make_config: Callable[..., 
     assert CARD[:4] + "*" * 12 in text  # the caller is there, masked
 
 
+@pytest.mark.parametrize("caller", ["00989121234567", "+989121234567", "989121234567"])
+def test_a_phone_number_caller_is_logged_whole_and_a_card_beside_it_masked(
+        make_config: Callable[..., configmod.Config], daemon: Callable[..., Daemon], json_log: io.StringIO,
+        caller: str) -> None:
+    """Every line of the call carries the caller ID as sent; a card number in the caller name is still masked."""
+    d = daemon(make_config(MENU))
+    fake, row = d.call(caller=caller, caller_name=f"card {CARD}", dtmf=["9"])
+    assert row is not None
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("uuid") == fake.uuid and "caller" in line]
+    assert mine and {line["caller"] for line in mine} == {caller}
+    assert CARD not in json_log.getvalue()
+
+
 # ------------------------------------------------------------------ the token and the command line
 
 

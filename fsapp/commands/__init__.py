@@ -8,8 +8,8 @@ A command with sub-actions dispatches them through an ``ACTIONS`` map.
 
 from __future__ import annotations
 
-from fsapp.commands import analyse, calls, cdr, check, customers, ledger, loadtest, serve, simulate, sounds, web
+from fsapp.commands import analyse, calls, cdr, check, crm, customers, ledger, loadtest, serve, simulate, sounds, web
 
-COMMANDS = (serve, check, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger, web)
+COMMANDS = (serve, check, crm, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger, web)
 
 BY_NAME = {c.NAME: c for c in COMMANDS}

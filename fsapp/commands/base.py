@@ -23,6 +23,15 @@ def config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="config file (default: fsapp.toml if present, else the shipped sample)")
 
 
+def format_arg(p: argparse.ArgumentParser) -> None:
+    """``--format`` of a listing, and ``--bom``/``--no-bom`` for its CSV."""
+    from fsapp import render
+
+    p.add_argument("--format", default="table", choices=render.FORMATS)
+    p.add_argument("--bom", action=argparse.BooleanOptionalAction, default=None,
+                   help="CSV: start with a UTF-8 byte-order mark, for Excel (default: only when writing to a file)")
+
+
 def config_path(args: argparse.Namespace) -> str | None:
     if args.config:
         return args.config

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fsapp import customers, pins, render
-from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, UsageError, add_actions, open_store
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, UsageError, add_actions, format_arg, open_store
 
 NAME = "customers"
 HELP = "manage the embedded customer directory"
@@ -33,21 +33,25 @@ def _set_pin_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def _list_arguments(ls: argparse.ArgumentParser) -> None:
-    ls.add_argument("--format", default="table", choices=render.FORMATS)
+    format_arg(ls)
 
 
 def _import(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
+        text = Path(args.file).read_text(encoding="utf-8-sig")  # a BOM (Excel, --bom) is no part of the header
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{args.file}: cannot read as UTF-8: {exc}") from None
     try:
-        rows = customers.parse_csv(text, source=args.file, region=cfg.crm.region)
+        items = customers.read_csv(text, source=args.file, region=cfg.crm.region)
+        conflicts = customers.directory_conflicts(store, items)
+        if conflicts:
+            raise customers.ImportError_([f"{args.file}:{line}: {msg}" for line, msg in conflicts])
     except customers.ImportError_ as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         print(f"{args.file}: nothing imported ({len(exc.problems)} problems)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    rows = [row for _line, row in items]
     customers.save_rows(store, rows)
     print(f"{args.file}: {len(rows)} customers imported")
     return EXIT_OK
@@ -58,8 +62,9 @@ def _add(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     raw["phones"] = ";".join(args.phone)
     raw["pin"] = ""
     row, errs = customers.validate_row(raw, cfg.crm.region)
+    errs += [msg for _line, msg in customers.directory_conflicts(store, [(0, row)])]
     if errs:
-        raise UsageError("; ".join("--" + e for e in errs))
+        raise UsageError("; ".join("--" + e.replace("phones:", "phone:", 1) for e in errs))
     customers.save_rows(store, [row])
     print(f"customer {row['id']} saved")
     return EXIT_OK
@@ -83,7 +88,11 @@ def _set_pin(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
 
 def _list(args: argparse.Namespace, cfg: Any, store: Any) -> int:
-    sys.stdout.write(customers.listing_out(customers.listing(store), args.format))
+    rows = customers.listing(store)
+    render.write(sys.stdout, customers.listing_out(rows, args.format), args.format, bom=args.bom)
+    for phone, ids in customers.shared_phones(rows).items():
+        print(f"warning: phone {phone} is held by {', '.join(ids)}: caller ID identifies only {ids[0]}",
+              file=sys.stderr)
     return EXIT_OK
 
 

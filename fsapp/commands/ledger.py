@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any
 
-from fsapp import ledger, render
-from fsapp.commands.base import EXIT_OK, config_arg, open_store
+from fsapp import ledger, outbox, render
+from fsapp.commands.base import EXIT_OK, config_arg, format_arg, open_store
 
 NAME = "ledger"
 HELP = "charges, debts and the CRM outbox; reconcile meters"
@@ -22,7 +22,8 @@ PAYLOAD_FIELDS = ("amount", "invoice_type", "invoice_search_field")
 def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     rows = [{**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
             for r in store.charges(args.customer)]
-    sys.stdout.write(render.render(rows, [render.Column(f) for f in CHARGE_FIELDS], args.format))
+    render.write(sys.stdout, render.render(rows, [render.Column(f) for f in CHARGE_FIELDS], args.format), args.format,
+                 bom=args.bom)
     if args.format == "table":
         total = sum(r["amount"] for r in rows)
         pending, _age = store.outbox_stats(time.time())
@@ -32,10 +33,11 @@ def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
 
 def _outbox(args: argparse.Namespace, cfg: Any, store: Any) -> int:
     view = [{"id": r["id"], "kind": r["kind"], "key": r["idempotency_key"],
-             "state": "delivered" if r["delivered_at"] else "pending", "attempts": r["attempts"],
+             "state": outbox.state(r), "attempts": r["attempts"],
              "last_error": r["last_error"], **{k: r["payload"].get(k, "") for k in PAYLOAD_FIELDS}}
             for r in store.outbox_rows()]
-    sys.stdout.write(render.render(view, [render.Column(f) for f in OUTBOX_FIELDS], args.format))
+    render.write(sys.stdout, render.render(view, [render.Column(f) for f in OUTBOX_FIELDS], args.format), args.format,
+                 bom=args.bom)
     return EXIT_OK
 
 
@@ -54,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config_arg(p)
     p.add_argument("action", nargs="?", default="charges", choices=tuple(ACTIONS))
     p.add_argument("--customer", default="")
-    p.add_argument("--format", default="table", choices=render.FORMATS)
+    format_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,11 +35,17 @@ def run(args: argparse.Namespace) -> int:
         from fsapp.metrics import PrometheusMetrics
 
         metrics = PrometheusMetrics()
+    problem = _first_run(cfg)
+    if problem:
+        print(f"{cfg.file}:storage.url: {problem}", file=sys.stderr)
+        return EXIT_RUNTIME
     try:
         app = App(cfg, metrics=metrics)
+        app.store.check_writable()
     except StorageError as exc:
         msg = str(exc)
-        print(msg if msg.startswith("storage.url") else f"{cfg.file}:storage.url: {msg}", file=sys.stderr)
+        print(msg if msg.startswith("storage.url") else f"{cfg.file}:storage.url: cannot write: {msg}",
+              file=sys.stderr)
         return EXIT_RUNTIME
     except ValueError as exc:  # a CRM section that cannot work (missing token variable, ...)
         print(f"{cfg.file}:{exc}", file=sys.stderr)
@@ -86,6 +92,27 @@ def run(args: argparse.Namespace) -> int:
         if http is not None:
             http.stop(timeout=1)
     return EXIT_OK
+
+
+def _first_run(cfg: configmod.Config) -> str:
+    """Why serve must not open the SQLite database, or ''; a new one is created only on a first run.
+
+    A first run is a database file that does not exist in a folder that does: serve
+    creates it and logs ``storage_created``. A missing folder is refused (a mount not
+    there yet, a typo), so an empty directory and journal never appear in its place.
+    """
+    if not cfg.storage_url.startswith("sqlite:"):
+        return ""
+    from fsapp.store import sqlite_path
+
+    path = sqlite_path(cfg.storage_url)
+    if path.exists():
+        return ""
+    if not path.parent.is_dir():
+        return f"no database at {path}, and no folder {path.parent} to create it in"
+    logmod.get("fsapp").warning("storage_created", path=str(path),
+                                note="no database file was there: a new, empty one (first run)")
+    return ""
 
 
 def _reloader(app: App, path: str | None, file: str,

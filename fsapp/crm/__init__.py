@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 ROLES = ("sales", "support", "other")
+# An outbox result that starts so was kept, not sent (the local CRM has no SMS gateway).
+RECORDED = "recorded: "
 
 _TEXT_FIELDS = ("name", "type", "mobile")
 

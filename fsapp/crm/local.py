@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fsapp import phones, pins
-from fsapp.crm import CRMError, Customer
+from fsapp.crm import RECORDED, CRMError, Customer
 from fsapp.store import StorageError, Store
 
 T = TypeVar("T")
@@ -79,8 +78,8 @@ class LocalCRM:
         return idempotency_key
 
     def send_payment_link(self, link: dict[str, Any], idempotency_key: str) -> str:
-        # No SMS gateway in the embedded directory: the outbox row's result records the request.
-        return json.dumps({"sent": True, "mobile": link.get("mobile", "")})
+        """Nothing is sent (no SMS gateway here): the outbox row is marked ``recorded``, not delivered."""
+        return f"{RECORDED}the local CRM sends no payment link (mobile {link.get('mobile', '')})"
 
     def ping(self) -> bool:
         return self.store.ping()

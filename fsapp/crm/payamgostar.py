@@ -28,7 +28,6 @@ import hmac
 import json
 import os
 import re
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -37,12 +36,13 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+import gevent.lock
 import phonenumbers
 import requests
 import structlog
 from requests.auth import AuthBase
 
-from fsapp import phones
+from fsapp import instants, phones
 from fsapp.crm import CRMError, Customer
 from fsapp.crm.http import HttpCRM, OnResult, _encode, _idempotency, _section_values
 
@@ -211,7 +211,9 @@ class PayamgostarCRM(HttpCRM):
         self.region = region
         self._token = ""
         self._token_expires: float | None = None
-        self._token_lock = threading.Lock()
+        # gevent's: the daemon patches sockets, not threads, so a plain threading.Lock held
+        # across the login's requests would block the whole event loop in acquire().
+        self._token_lock = gevent.lock.Semaphore()
         self._extensions: dict[str, tuple[str, float]] = {}
         self._done: OrderedDict[str, str] = OrderedDict()
         self._call_progress: OrderedDict[str, dict[str, int]] = OrderedDict()
@@ -1027,8 +1029,8 @@ def _call_record(op: str, record: Mapping[str, object]) -> dict[str, str]:
         value = text(key, required)
         if not value:
             return ""
-        try:
-            return datetime.fromisoformat(value).isoformat()
+        try:  # with its offset; a naive time (queued before the journal kept UTC) is the host's
+            return instants.parse(value).isoformat()  # type: ignore[union-attr]
         except ValueError:
             raise CRMError(f"call record: {key} is not an ISO 8601 time", operation=op) from None
 

@@ -12,7 +12,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from fsapp import phones
+from fsapp import billing, phones
 from fsapp.crm import CRMError
 from fsapp.options import Opt, prompt
 
@@ -30,11 +30,11 @@ SCHEMA = {
     "require_mobile": Opt(bool, False),
     "send_payment_link": Opt(bool, False),
     "invoice_type": Opt(str, "invoice"),
-    "invoice_amount": Opt(int, 0, minimum=0),
+    "invoice_amount": Opt(int, 0, minimum=0, maximum=billing.MAX_RIAL),  # then MAX_INVOICE_AMOUNT, below
     "invoice_search_field": Opt(str, ""),
     "account": Opt(str, ""),
-    "max_attempts": Opt(int, 3, minimum=1),
-    "timeout_ms": Opt(int, 8000, minimum=500),
+    "max_attempts": Opt(int, 3, minimum=1, maximum=100),
+    "timeout_ms": Opt(int, 8000, minimum=500, maximum=300_000),
     "confirm_digit": Opt(str, "1"),
     "intro": prompt(),
     "balance_is": prompt(),

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 SCHEMA = {
     "role": Opt(str, "sales", choices=("sales", "support", "other")),
-    "ring_seconds": Opt(int, 25, minimum=1),
+    "ring_seconds": Opt(int, 25, minimum=1, maximum=3600),
     "connecting": prompt(),
     "unavailable": prompt(),
 }

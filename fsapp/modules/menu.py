@@ -16,8 +16,8 @@ SCHEMA = {
     "prompt": prompt(),
     "invalid_prompt": prompt(),
     "options": Opt(dict, {}, "destmap"),
-    "timeout_ms": Opt(int, 5000, minimum=500),
-    "max_attempts": Opt(int, 3, minimum=1),
+    "timeout_ms": Opt(int, 5000, minimum=500, maximum=300_000),
+    "max_attempts": Opt(int, 3, minimum=1, maximum=100),
 }
 
 OPTION_RE = re.compile(r"[0-9*#]{1,8}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import time
 import uuid as uuidlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fsapp import digits
+from fsapp import digits, instants
 from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
@@ -21,7 +22,25 @@ from fsapp.store.sqlite import SQLiteDB, StorageError
 
 __all__ = ["Store", "StorageError", "open_store"]
 
-MIGRATIONS: list[str] = [
+
+def _times_to_utc(db: Any) -> None:
+    """Naive journal and ledger times (the host's local time, as written before) become UTC.
+
+    Assumes what the daemon did: ``time.localtime`` of the host that wrote them, which is
+    the host running this (DST and all, as its zone database knows it). Rows already in
+    UTC (ending in ``Z``) are left alone, and so is text that is no time at all.
+    """
+
+    utc = instants.stored
+    for row in db.query("SELECT uuid, started_at, answered_at, ended_at FROM calls WHERE started_at NOT LIKE ?"
+                        " OR answered_at NOT LIKE ? OR ended_at NOT LIKE ?", ("%Z",) * 3):
+        db.execute("UPDATE calls SET started_at = ?, answered_at = ?, ended_at = ? WHERE uuid = ?",
+                   (utc(row["started_at"]), utc(row["answered_at"]), utc(row["ended_at"]), row["uuid"]))
+    for row in db.query("SELECT id, created_at FROM charges WHERE created_at NOT LIKE ?", ("%Z",)):
+        db.execute("UPDATE charges SET created_at = ? WHERE id = ?", (utc(row["created_at"]), row["id"]))
+
+
+MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: the call journal, the customer directory, PIN failures
     """
     CREATE TABLE calls (
@@ -220,7 +239,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN cdr_a_leg BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX calls_extension ON calls (extension, started_at);
     """,
-    # 6: the web console's users and its failed logins (per user and per address)
+    # 6: journal and ledger times in UTC ("...Z"), from the host's naive local time
+    _times_to_utc,
+    # 7: the web console's users and its failed logins (per user and per address)
     """
     CREATE TABLE web_users (
         name TEXT PRIMARY KEY,
@@ -253,14 +274,65 @@ SORTABLE_CALL_FIELDS = (
 
 
 def now_iso(ts: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() if ts is None else ts))
+    """What the journal and the ledger store for an instant: UTC, ``2026-12-01T05:38:37Z``."""
+    return instants.utc_iso(ts)
+
+
+# How long a failed write keeps the storage unhealthy after later writes succeed again.
+WRITE_FAILURE_SECONDS = 30.0
+
+
+class _Watched:
+    """A backend that remembers its writes' last failure (for ``/healthz``); the rest passes through."""
+
+    _OWN = frozenset({"_db", "failing", "failed_at", "failure"})
+
+    def __init__(self, db: Any) -> None:
+        object.__setattr__(self, "_db", db)
+        self.failing = False  # the last write failed
+        self.failed_at = 0.0  # monotonic time of the last failure
+        self.failure = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._db, name, value)
+
+    def _failed(self, exc: StorageError) -> None:
+        self.failing, self.failed_at, self.failure = True, time.monotonic(), str(exc)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            n = self._db.execute(sql, params)
+        except StorageError as exc:
+            self._failed(exc)
+            raise
+        self.failing = False
+        return n
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self._db.transaction():
+                yield
+        except StorageError as exc:
+            self._failed(exc)
+            raise
+
+
+class _Probe(Exception):
+    """Rolls the write probe back."""
 
 
 class Store(AnalysisStore, CDRStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
-        self.db = db
+        self.db = _Watched(db)
 
     # ------------------------------------------------------------ schema
 
@@ -271,6 +343,9 @@ class Store(AnalysisStore, CDRStore):
             row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
             current = int(row["v"]) if row and row["v"] is not None else 0
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+                if callable(sql):  # a data migration: statements that depend on the rows
+                    sql(self.db)
+                    sql = ""
                 for statement in sql.replace("{ID}", self.db.autoid).split(";"):
                     if statement.strip():
                         self.db.execute(statement)
@@ -279,6 +354,27 @@ class Store(AnalysisStore, CDRStore):
 
     def ping(self) -> bool:
         return self.db.ping()
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, why not): the database answers, is still the file it opened, and its writes succeed."""
+        problem = getattr(self.db, "problem", lambda: "")()
+        if problem:
+            return False, problem
+        if not self.db.ping():
+            return False, "the database does not answer"
+        w = self.db
+        if w.failing or time.monotonic() - w.failed_at < WRITE_FAILURE_SECONDS and w.failed_at:
+            return False, f"a write failed: {w.failure}"
+        return True, ""
+
+    def check_writable(self) -> None:
+        """Raise StorageError unless the database takes a write (a read-only one opens and reads fine)."""
+        try:
+            with self.db.transaction():
+                self.db.execute("UPDATE schema_version SET version = version")
+                raise _Probe
+        except _Probe:
+            pass
 
     def transaction(self) -> Any:
         """A context: the store calls made inside it commit together, or not at all."""
@@ -414,16 +510,18 @@ class Store(AnalysisStore, CDRStore):
                f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
         return [_call_out(r) for r in self.db.query(sql, params)]
 
-    def calls_by_day(self, *, limit: int = 0, **filters: Any) -> list[dict[str, Any]]:
-        """Per day (of ``started_at``) of the matching calls: how many, answered, missed,
-        abandoned, talk seconds and charge; oldest day first. Counted by the database."""
+    def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
+        """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,
+        13 the hour...) of the matching calls: how many, answered, missed, abandoned, talk
+        seconds and charge; oldest first. Counted by the database."""
         where, params = self._call_filter(**filters)
-        sql = ("SELECT COALESCE(substr(started_at, 1, 10), '') AS date, COUNT(*) AS calls,"
+        day = f"COALESCE(substr(started_at, 1, {int(width)}), '')"
+        sql = (f"SELECT {day} AS date, COUNT(*) AS calls,"
                " SUM(CASE WHEN status = 'answered' THEN 1 ELSE 0 END) AS answered,"
                " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END) AS missed,"
                " SUM(CASE WHEN status = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
                " COALESCE(SUM(talk_seconds), 0) AS talk_seconds, COALESCE(SUM(charge), 0) AS charge"
-               f" FROM {_JOURNAL}{where} GROUP BY COALESCE(substr(started_at, 1, 10), '') ORDER BY date")
+               f" FROM {_JOURNAL}{where} GROUP BY {day} ORDER BY date")
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [{k: (v if k == "date" else int(v)) for k, v in r.items()} for r in self.db.query(sql, params)]

@@ -79,6 +79,7 @@ class SQLiteDB:
         if path != ":memory:":
             for side in ("-wal", "-shm"):  # SQLite gives them the database's mode; older ones may be looser
                 _private_file(Path(path + side), create=False)
+        self._identity = _identity(path)
         self._depth = 0
         self._busy_seconds = busy_timeout_ms / 1000
         self._lock = gevent.lock.RLock()
@@ -222,9 +223,35 @@ class SQLiteDB:
         except StorageError:
             return False
 
+    def problem(self) -> str:
+        """'' while the file at ``path`` is the one opened; else what happened to it.
+
+        A database deleted or replaced under the daemon still answers (the process
+        holds the old file open) while every write goes where nobody will read it.
+        """
+        if self._identity is None:
+            return ""
+        now = _identity(self.path)
+        if now is None:
+            return f"{self.path}: the database file is gone (deleted while open)"
+        if now != self._identity:
+            return f"{self.path}: the database file was replaced while open"
+        return ""
+
     def close(self) -> None:
         self.flush()
         self.conn.close()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None for ':memory:' or no file."""
+    if path == ":memory:":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class _Write:

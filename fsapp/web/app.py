@@ -71,6 +71,7 @@ def _template_globals() -> dict[str, Any]:
     return {
         "lang": lang, "dir": "rtl" if lang == "fa" else "ltr", "csrf_token": csrf_token,
         "t": lambda key: i18n.label(lang, key), "num": lambda v: i18n.digits(lang, v),
-        "moment": lambda iso: i18n.moment(lang, iso), "dur": lambda s: i18n.duration(lang, s),
+        "moment": lambda iso: i18n.moment(lang, iso, current_config().journal.zone),
+        "dur": lambda s: i18n.duration(lang, s),
         "user": g.get("user"), "may": lambda needed: bool(g.get("user")) and auth.may(g.user["role"], needed),
     }

@@ -6,6 +6,8 @@ import datetime as dt
 
 import jdatetime
 
+from fsapp import instants
+
 LANGUAGES = ("fa", "en")
 _FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 _TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
@@ -32,7 +34,8 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "inbound": ("incoming", "ورودی"), "outbound": ("outgoing", "خروجی"),
     "answered": ("answered", "پاسخ داده"), "missed": ("missed", "بی‌پاسخ"), "abandoned": ("abandoned", "رها شده"),
     "transferred": ("transferred", "منتقل شده"), "completed": ("completed", "پایان یافته"),
-    "failed": ("failed", "ناموفق"), "active": ("active", "در جریان"),
+    "failed": ("failed", "ناموفق"), "active": ("active", "در جریان"), "rejected": ("rejected", "رد شده"),
+    "local": ("internal", "داخلی به داخلی"),
     "call": ("Call", "تماس"), "modules": ("Modules passed", "ماژول‌های پیموده"),
     "identification": ("Identification", "شناسایی"), "auth_method": ("Method", "روش"),
     "auth_result": ("Result", "نتیجه"), "ledger": ("Ledger", "دفتر حساب"), "module": ("Module", "ماژول"),
@@ -58,31 +61,25 @@ def digits(lang: str, value: object) -> str:
     return s.translate(_FA_DIGITS).replace(",", "٬") if lang == "fa" else s
 
 
-def moment(lang: str, iso: str | None) -> tuple[str, str]:
-    """A journal time (ISO 8601) as (date, time): Solar Hijri with Persian digits for fa."""
+def moment(lang: str, iso: str | None, tz: dt.tzinfo | None = None) -> tuple[str, str]:
+    """A journal time (stored ISO 8601) in ``tz`` as (date, time): Solar Hijri with Persian digits for fa."""
     if not iso:
         return "", ""
     try:
-        when = dt.datetime.fromisoformat(iso)
+        when = instants.local(iso, tz)
     except ValueError:
         return iso, ""
+    assert when is not None
     if lang != "fa":
         return when.strftime("%Y-%m-%d"), when.strftime("%H:%M:%S")
     j = jdatetime.datetime.fromgregorian(datetime=when.replace(tzinfo=None))
     return digits(lang, j.strftime("%Y/%m/%d")), digits(lang, j.strftime("%H:%M:%S"))
 
 
-def parse_date(text: str) -> str:
-    """A date a manager typed, as an ISO Gregorian date: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD
-    (a year below 1700; Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
-    s = text.strip().translate(_TO_ASCII)
-    parts = s.replace("/", "-").split("-")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(text)
-    year, month, day = (int(p) for p in parts)
-    if year >= 1700:
-        return dt.date(year, month, day).isoformat()
-    return jdatetime.date(year, month, day).togregorian().isoformat()
+def parse_date(text: str) -> dt.date:
+    """A day a manager typed: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD (a year below 1700;
+    Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
+    return instants.day_of(text.strip().translate(_TO_ASCII).replace("/", "-"))
 
 
 def duration(lang: str, seconds: int | None) -> str:

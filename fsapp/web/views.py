@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import mimetypes
 import os
@@ -23,7 +24,7 @@ from flask import (
     url_for,
 )
 
-from fsapp import journal
+from fsapp import instants, journal, phones
 from fsapp import log as logmod
 from fsapp.store import SORTABLE_CALL_FIELDS
 from fsapp.web import auth, i18n
@@ -112,20 +113,21 @@ def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[st
     """The store's filters, sort column and direction from a search; the problems with it."""
     problems: list[str] = []
     f: dict[str, Any] = {}
-    for key, dest in (("from", "date_from"), ("to", "date_to")):
+    tz = current_config().journal.zone
+    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
         if search.get(key):
             try:
-                f[dest] = i18n.parse_date(search[key])
-            except ValueError:
+                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
+            except (ValueError, OverflowError):
                 problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
-    for key, allowed in (("status", journal.STATUSES), ("direction", ("inbound", "outbound"))):
+    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS)):
         if search.get(key):
             if search[key] in allowed:
                 f[key] = search[key]
             else:
                 problems.append(f"{key}: unknown {key} {search[key]!r}")
     f["customer"] = search.get("customer", "").strip()
-    f["number"] = search.get("number", "").strip()
+    f["number"] = phones.search_key(search.get("number", "").strip(), current_config().crm.region)
     f["too_long"] = bool(search.get("too_long"))
     sort = search.get("sort") or "started_at"
     if sort not in SORTABLE_CALL_FIELDS:
@@ -146,7 +148,8 @@ def calls() -> Any:
     next_after = rows[-1]["uuid"] if more else ""
     return render_template("calls.html", rows=rows, search=search, sort=sort, descending=descending,
                            problems=problems, next_after=next_after, columns=COLUMNS,
-                           sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES), 400 if problems else 200
+                           sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
+                           directions=journal.DIRECTIONS), 400 if problems else 200
 
 
 @views.route("/calls.csv")
