@@ -170,6 +170,16 @@ class CDRConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8090
+    secret_env: str = ""  # the env var holding the session secret; "" = a generated file by the database
+    language: str = "fa"
+    login_max_failures: int = 5
+    login_window_seconds: int = 900
+
+
+@dataclass(frozen=True)
 class Config:
     file: str
     server: ServerConfig
@@ -186,6 +196,7 @@ class Config:
     storage_pool_size: int = 20
     storage_group_commit_ms: float = 2.0
     cdr: CDRConfig = field(default_factory=CDRConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # ------------------------------------------------------------------ loading
@@ -334,7 +345,7 @@ def _relative(base: Path, value: str) -> Path:
 
 
 SECTIONS = ("server", "storage", "crm", "sounds", "journal", "dial", "security", "billing", "entry", "modules",
-            "analysis", "cdr")
+            "analysis", "cdr", "web")
 
 
 def from_dict(
@@ -359,12 +370,13 @@ def from_dict(
     security = _security(r, r.table(data, "security"))
     billing = _billing(r, r.table(data, "billing"))
     entry = _entry(r, r.table(data, "entry"))
+    web = _web(r, r.table(data, "web"))
     modules = _modules(r, data.get("modules", []))
     cfg = Config(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
         security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
-        analysis=_analysis(r, data), cdr=_cdr(r, r.table(data, "cdr")),
+        analysis=_analysis(r, data), cdr=_cdr(r, r.table(data, "cdr")), web=web,
     )
     problems.extend(flow.check_graph(cfg, KINDS))
     if check_files and sounds.dir.is_dir():
@@ -532,6 +544,25 @@ def _entry(r: _Reader, e: Mapping[str, Any]) -> EntryConfig:
         default=r.get(e, "entry", "default", str, ""),
         overflow=r.get(e, "entry", "overflow", str, EntryConfig.overflow),
         on_storage_failure=r.get(e, "entry", "on_storage_failure", str, ""),
+    )
+
+
+def _web(r: _Reader, w: Mapping[str, Any]) -> WebConfig:
+    """``[web]``: the managers' console (``fsapp web``)."""
+    r.unknown(w, "web", WebConfig.__dataclass_fields__.keys() - {"listen_host", "listen_port"} | {"listen"})
+    host, port = WebConfig.listen_host, WebConfig.listen_port
+    try:
+        host, port = parse_listen(r.get(w, "web", "listen", str, "127.0.0.1:8090"))
+    except ValueError as exc:
+        r.fail("web.listen", str(exc))
+    secret_env = r.get(w, "web", "secret_env", str, "")
+    if secret_env and not secret_env.replace("_", "").isalnum():
+        r.fail("web.secret_env", f"must be an environment variable name, not {secret_env!r}")
+    return WebConfig(
+        listen_host=host, listen_port=port, secret_env=secret_env,
+        language=r.get(w, "web", "language", str, "fa", choices=("fa", "en")),
+        login_max_failures=r.get(w, "web", "login_max_failures", int, 5, minimum=1),
+        login_window_seconds=r.get(w, "web", "login_window_seconds", int, 900, minimum=1),
     )
 
 

@@ -8,7 +8,7 @@ Solar Hijri date (``jalali_date``; the table's date column is then Jalali).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,8 +204,13 @@ def rows_out(rows: list[dict[str, Any]], fmt: str, *, colour: bool = False, cloc
     if fmt == "json":
         return render.to_json([export_full(r, clock) for r in rows])
     if fmt == "csv":
-        return render.to_csv([_csv_row(r, clock) for r in rows], export_fields(clock) + ANALYSIS_FIELDS)
+        return "".join(csv_stream(rows, clock))
     return to_table(rows, colour=colour, clock=clock)
+
+
+def csv_stream(rows: Iterable[dict[str, Any]], clock: Clock = Clock()) -> Iterator[str]:
+    """The CSV export of ``rows`` (any iterable: a streamed listing), the same as ``rows_out(..., "csv")``."""
+    return render.csv_chunks((_csv_row(r, clock) for r in rows), export_fields(clock) + ANALYSIS_FIELDS)
 
 
 def _hms(seconds: int | None) -> str:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,13 +103,26 @@ def unquote_cell(s: str) -> str:
     return s[1:] if s.startswith("'") and s[1:].startswith(FORMULA_START) else s
 
 
-def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
+def csv_chunks(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> Iterator[str]:
+    """The CSV text piece by piece (the header, then one line per row), for a streamed export."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow({k: safe_cell(r.get(k)) for k in fields})
-    return buf.getvalue()
+        yield _take(buf)
+    yield _take(buf)
+
+
+def _take(buf: io.StringIO) -> str:
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text
+
+
+def to_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
+    return "".join(csv_chunks(rows, fields))
 
 
 def to_json(rows: Any) -> str:

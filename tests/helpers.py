@@ -13,8 +13,8 @@ from fsapp import customers
 from fsapp.store import Store
 from harness import ROOT, SHARED, SOUNDS, Daemon, write_config
 
-__all__ = ["HEADER", "HANGUP_MENU", "PG_ENV", "ROOT", "SARA", "SHARED", "SOUNDS", "Daemon", "MakeConfig", "StartDaemon",
-           "balance_flow", "raw_server", "seed", "write_config"]
+__all__ = ["HEADER", "HANGUP_MENU", "PG_ENV", "RATE", "ROOT", "SARA", "SHARED", "SOUNDS", "Daemon", "MakeConfig",
+           "StartDaemon", "balance_flow", "paid_line", "raw_server", "seed", "write_config"]
 
 Handler = Callable[[socket.socket, threading.Event], None]
 
@@ -77,17 +77,50 @@ HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
 SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"
 
 
-def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False, amount: int = 0,
-                 search_field: str = "") -> str:
-    """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
+RATE = 50_000  # rial per started minute in PAID
+
+
+def club_then(code: str) -> str:
+    """The entry module: a club identifying callers by caller ID, going on to ``code``."""
     return f"""
 [[modules]]
 code = "main"
 kind = "customer_club"
 auth = "phone"
-next = "balance"
+next = "{code}"
 error = "hangup:UNALLOCATED_NUMBER"
+"""
 
+
+def paid_line(*, link: bool = True, interval: int = 1, amount: int = RATE, max_debt: int = 5_000_000,
+              targets: str = '["ext:1001", "ext:1002"]') -> str:
+    """A club identifying callers by caller ID, then the paid line; error and next are distinct hangups."""
+    return club_then("paid") + f"""
+[[modules]]
+code = "paid"
+name = "Paid expert line"
+kind = "telephone_bill"
+product_name = "Expert consultation"
+product_code = "EXPERT-MIN"
+invoice_type = "sales-invoice"
+interval_minutes = {interval}
+amount_per_interval = {amount}
+send_payment_link = {str(link).lower()}
+account = "acc-main"
+max_debt = {max_debt}
+debt_prompt = "bill/debt_exceeded"
+connecting = "bill/connecting"
+ring_seconds = 20
+targets = {targets}
+next = "hangup:NORMAL_CLEARING"
+error = "hangup:CALL_REJECTED"
+"""
+
+
+def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False, amount: int = 0,
+                 search_field: str = "") -> str:
+    """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
+    return club_then("balance") + f"""
 [[modules]]
 code = "balance"
 name = "Balance and payment link"

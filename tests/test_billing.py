@@ -22,7 +22,7 @@ from fsapp.config import Config
 from fsapp.fakefs import FakeFreeSWITCH, Script, run_call
 from fsapp.simulate import wait_idle
 from fsapp.store import StorageError, Store, open_store
-from tests.helpers import ROOT, SOUNDS, Daemon, write_config
+from tests.helpers import RATE, ROOT, SOUNDS, Daemon, paid_line, write_config
 
 MakeConfig = Callable[..., Config]
 StartDaemon = Callable[[Config], Daemon]
@@ -32,41 +32,6 @@ HEADER = "id,number,name,type,phones,mobile,pin,sales,support,other,debt"
 SARA = "C-1001,C-1001,Sara Ahmadi,VIP,09121234567,09121234567,1234,1001,1002,1003,{debt}"
 SARA_PHONE = "09121234567"
 SARA_MOBILE = "+989121234567"
-RATE = 50_000  # rial per started minute in PAID
-
-
-def paid_line(*, link: bool = True, interval: int = 1, amount: int = RATE, max_debt: int = 5_000_000,
-              targets: str = '["ext:1001", "ext:1002"]') -> str:
-    """A club identifying callers by caller ID, then the paid line; error and next are distinct hangups."""
-    return f"""
-[[modules]]
-code = "main"
-kind = "customer_club"
-auth = "phone"
-next = "paid"
-error = "hangup:UNALLOCATED_NUMBER"
-
-[[modules]]
-code = "paid"
-name = "Paid expert line"
-kind = "telephone_bill"
-product_name = "Expert consultation"
-product_code = "EXPERT-MIN"
-invoice_type = "sales-invoice"
-interval_minutes = {interval}
-amount_per_interval = {amount}
-send_payment_link = {str(link).lower()}
-account = "acc-main"
-max_debt = {max_debt}
-debt_prompt = "bill/debt_exceeded"
-connecting = "bill/connecting"
-ring_seconds = 20
-targets = {targets}
-next = "hangup:NORMAL_CLEARING"
-error = "hangup:CALL_REJECTED"
-"""
-
-
 def seed(store: Store, *lines: str) -> None:
     """Fill the local directory from CSV lines, as `fsapp customers import` would."""
     customers.save_rows(store, customers.parse_csv("\n".join([HEADER, *lines]) + "\n"))

@@ -21,8 +21,9 @@ from fsapp.commands import (
     serve,
     simulate,
     sounds,
+    web,
 )
 
-COMMANDS = (serve, check, init, crm, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger)
+COMMANDS = (serve, check, init, crm, simulate, sounds, calls, cdr, analyse, loadtest, customers, ledger, web)
 
 BY_NAME = {c.NAME: c for c in COMMANDS}

@@ -250,6 +250,20 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
         WHERE m.call_uuid = charges.call_uuid AND m.module = charges.module), 0) WHERE module NOT LIKE '%#%';
     CREATE UNIQUE INDEX charges_talk ON charges (call_uuid, code, bridge_us) WHERE bridge_us > 0;
     """,
+    # 8: the web console's users and its failed logins (per user and per address)
+    """
+    CREATE TABLE web_users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE web_login_failures (
+        key TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
+    """,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -260,6 +274,11 @@ CALL_FIELDS = (
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
     + " ".join(CDR_FIELDS)
+).split()
+
+# Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
+SORTABLE_CALL_FIELDS = (
+    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
 ).split()
 
 
@@ -483,6 +502,22 @@ class Store(AnalysisStore, CDRStore):
                f" ORDER BY calls.{order} {'DESC' if descending else 'ASC'}, calls.uuid")
         if limit:
             sql += f" LIMIT {int(limit)}"
+        return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
+                   limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
+        """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
+        order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
+        if order not in SORTABLE_CALL_FIELDS:
+            raise ValueError(f"cannot page by {order!r}")
+        where, params = self._call_filter(**filters)
+        way, cmp = ("DESC", "<") if descending else ("ASC", ">")
+        if after:
+            where += (" AND " if where else " WHERE ") + (
+                f"(calls.{order}, calls.uuid) {cmp} ((SELECT k.{order} FROM calls AS k WHERE k.uuid = ?), ?)")
+            params += [after, after]
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
+               f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
         return [_call_out(r) for r in self.db.query(sql, params)]
 
     def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
@@ -797,6 +832,15 @@ class Store(AnalysisStore, CDRStore):
         return {"call_uuid": uuid, "module": module, "customer_id": customer, "talk_seconds": talk_seconds,
                 "units": units, "amount": amount, "debt": debt, "created_at": created, "source": source}
 
+    def call_charges(self, uuid: str) -> list[dict[str, Any]]:
+        """The ledger rows of one call, oldest first."""
+        return self.db.query("SELECT * FROM charges WHERE call_uuid = ? ORDER BY id", (uuid,))
+
+    def recent_charges(self, *, limit: int, customer: str = "", before: int = 0) -> list[dict[str, Any]]:
+        """Ledger rows newest first, ``limit`` of them, only ids below ``before`` when given (keyset)."""
+        where, params = _where([("customer_id = ?", customer), ("id < ?", int(before))])
+        return self.db.query(f"SELECT * FROM charges{where} ORDER BY id DESC LIMIT {int(limit)}", params)
+
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
         params: list[Any] = []
@@ -804,6 +848,39 @@ class Store(AnalysisStore, CDRStore):
             sql += " WHERE customer_id = ?"
             params.append(customer)
         return self.db.query(sql + " ORDER BY id", params)
+
+    # ------------------------------------------------------------ web console users
+
+    def web_user_set(self, name: str, role: str, password_hash: str) -> bool:
+        """Add a user, or change an existing one's role and password; True if it was new."""
+        with self.db.transaction():
+            new = self.db.one("SELECT 1 AS x FROM web_users WHERE name = ?", (name,)) is None
+            self.db.execute(
+                "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash",
+                (name, role, password_hash, now_iso()),
+            )
+        return new
+
+    def web_user(self, name: str) -> dict[str, Any] | None:
+        return self.db.one("SELECT * FROM web_users WHERE name = ?", (name,))
+
+    def web_users(self) -> list[dict[str, Any]]:
+        return self.db.query("SELECT name, role, created_at FROM web_users ORDER BY name")
+
+    def web_login_failed(self, keys: Sequence[str], now: float, window: float) -> None:
+        """Count a failed login against each key (``user:NAME``, ``addr:IP``); forget old ones."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM web_login_failures WHERE at < ?", (now - window,))
+            for key in keys:
+                self.db.execute("INSERT INTO web_login_failures (key, at) VALUES (?, ?)", (key, now))
+
+    def web_login_failures(self, key: str, since: float) -> int:
+        row = self.db.one("SELECT COUNT(*) AS n FROM web_login_failures WHERE key = ? AND at >= ?", (key, since))
+        return int(row["n"]) if row else 0
+
+    def web_login_clear(self, key: str) -> None:
+        self.db.execute("DELETE FROM web_login_failures WHERE key = ?", (key,))
 
     # ------------------------------------------------------------ outbox
 
@@ -893,6 +970,12 @@ _JOURNAL_COLUMNS = "calls.*, " + ", ".join(
     f"call_analysis.{c}" if c in FIGURES or c == "transcript_state" else f"call_analysis.{c} AS analysis_{c}"
     for c in ANALYSIS_COLUMNS
 )
+
+
+def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`` WHERE a AND b`` of the conditions whose value is set (not empty, not 0), and their values."""
+    used = [(sql, value) for sql, value in conditions if value]
+    return (" WHERE " + " AND ".join(sql for sql, _ in used)) if used else "", [value for _, value in used]
 
 
 def _sql_value(v: Any) -> Any:

@@ -1,0 +1,92 @@
+"""``fsapp web``: the managers' web console (gevent WSGI), and ``fsapp web users add``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
+from fsapp.web.auth import ROLES, hash_password
+
+NAME = "web"
+HELP = "the managers' web console: journal, calls, recordings in a browser"
+GEVENT = True
+
+def _serve(args: argparse.Namespace) -> int:
+    from gevent.pywsgi import WSGIServer
+
+    from fsapp import log as logmod
+    from fsapp.store import StorageError
+    from fsapp.web.app import create_app
+
+    cfg = load_config(args, check_files=False)
+    try:
+        app = create_app(cfg)
+    except StorageError as exc:
+        print(f"fsapp web: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ValueError as exc:  # the session secret's variable is unset or too short
+        print(f"fsapp web: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host, port = cfg.web.listen_host, cfg.web.listen_port
+    server = WSGIServer((host, port), app, log=None)
+    server.start()
+    logmod.get("fsapp.web").info("web_listening", address=f"http://{host}:{server.server_port}/")
+    print(f"fsapp web: listening on http://{host}:{server.server_port}/", flush=True)
+    server.serve_forever()
+    return EXIT_OK
+
+
+def _password() -> str:
+    """From the terminal (asked twice, not echoed), else one line of standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise UsageError("users add: the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _users_add(args: argparse.Namespace) -> int:
+
+    name = args.name.strip()
+    if not name or len(name) > 64 or any(c.isspace() or not c.isprintable() for c in name):
+        raise UsageError(f"users add: NAME must be 1-64 printable characters without spaces, not {args.name!r}")
+    password = _password()
+    if len(password) < 8:
+        raise UsageError("users add: the password must be at least 8 characters")
+    _cfg, store = open_store(args)
+    new = store.web_user_set(name, args.role, hash_password(password))
+    print(f"{name}: {'added' if new else 'updated'} as {args.role}")
+    return EXIT_OK
+
+
+def _users_list(args: argparse.Namespace) -> int:
+    _cfg, store = open_store(args)
+    for u in store.web_users():
+        print(f"{u['name']}\t{u['role']}\t{u['created_at']}")
+    return EXIT_OK
+
+
+ACTIONS = {"add": _users_add, "list": _users_list}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    config_arg(p)
+    sub = p.add_subparsers(dest="web_action", metavar="ACTION")
+    users = sub.add_parser("users", help="console users: add NAME --role ROLE, list")
+    users.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    users_sub = users.add_subparsers(dest="users_action", required=True, metavar="ACTION")
+    add = users_sub.add_parser("add", help="add a user or change one's role and password")
+    add.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=ROLES)
+    listing = users_sub.add_parser("list", help="list the users")
+    listing.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.web_action == "users":
+        return ACTIONS[args.users_action](args)
+    return _serve(args)

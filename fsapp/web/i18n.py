@@ -1,0 +1,88 @@
+"""Persian first: labels in Persian and English, Persian digits, Solar Hijri dates (jdatetime)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jdatetime
+
+from fsapp import instants
+
+LANGUAGES = ("fa", "en")
+_FA_DIGITS = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+_TO_ASCII = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+
+LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
+    "title": ("Call console", "کنسول تماس‌ها"),
+    "journal": ("Journal", "گزارش تماس‌ها"),
+    "users": ("Users", "کاربران"),
+    "logout": ("Log out", "خروج"),
+    "login": ("Log in", "ورود"),
+    "name": ("User name", "نام کاربری"),
+    "password": ("Password", "گذرواژه"),
+    "bad_login": ("Wrong user name or password.", "نام کاربری یا گذرواژه نادرست است."),
+    "too_many": ("Too many failed logins; try again later.", "تلاش‌های ناموفق بسیار؛ بعداً دوباره بکوشید."),
+    "date": ("Date", "تاریخ"), "time": ("Time", "ساعت"), "status": ("Status", "وضعیت"),
+    "direction": ("Direction", "جهت"), "caller": ("Caller", "تماس‌گیرنده"), "called": ("Called", "مقصد"),
+    "extension": ("Ext.", "داخلی"), "total_seconds": ("Total", "کل"), "talk_seconds": ("Talk", "مکالمه"),
+    "too_long": ("Too long", "طولانی"), "customer_name": ("Customer", "مشتری"),
+    "customer_type": ("Type", "نوع"), "charge": ("Charge", "هزینه"), "started_at": ("Start", "شروع"),
+    "from": ("From", "از"), "to": ("To", "تا"), "customer": ("Customer id", "شناسه مشتری"),
+    "number": ("Number", "شماره"), "any": ("any", "همه"), "filter": ("Filter", "جستجو"),
+    "reset": ("Clear", "پاک کردن"), "csv": ("CSV export", "خروجی CSV"), "bom": ("with BOM (Excel)", "با BOM (اکسل)"),
+    "next": ("Next page", "صفحه بعد"), "first": ("First page", "صفحه اول"), "no_calls": ("No calls.", "تماسی نیست."),
+    "inbound": ("incoming", "ورودی"), "outbound": ("outgoing", "خروجی"),
+    "answered": ("answered", "پاسخ داده"), "missed": ("missed", "بی‌پاسخ"), "abandoned": ("abandoned", "رها شده"),
+    "transferred": ("transferred", "منتقل شده"), "completed": ("completed", "پایان یافته"),
+    "failed": ("failed", "ناموفق"), "active": ("active", "در جریان"), "rejected": ("rejected", "رد شده"),
+    "local": ("internal", "داخلی به داخلی"),
+    "call": ("Call", "تماس"), "modules": ("Modules passed", "ماژول‌های پیموده"),
+    "identification": ("Identification", "شناسایی"), "auth_method": ("Method", "روش"),
+    "auth_result": ("Result", "نتیجه"), "ledger": ("Ledger", "دفتر حساب"), "module": ("Module", "ماژول"),
+    "units": ("Units", "واحد"), "amount": ("Amount", "مبلغ"), "debt_after": ("Debt after", "بدهی پس از آن"),
+    "recording": ("Recording", "ضبط مکالمه"), "download": ("Download", "دریافت"),
+    "downloaded": ("downloaded", "دریافت شده"), "hangup_cause": ("Hangup cause", "علت قطع"),
+    "ended_at": ("End", "پایان"), "answered_at": ("Answered", "پاسخ"), "role": ("Role", "نقش"),
+    "created_at": ("Added", "افزوده شده"), "desc": ("descending", "نزولی"), "sort": ("Sort", "مرتب‌سازی"),
+    "no_recording": ("No recording.", "ضبطی نیست."), "rial": ("rial", "ریال"),
+    "lang_other": ("فارسی", "English"), "yes": ("yes", "بله"),
+    "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
+}
+
+
+def label(lang: str, key: str) -> str:
+    en, fa = LABELS.get(key, (key, key))
+    return fa if lang == "fa" else en
+
+
+def digits(lang: str, value: object) -> str:
+    """Numbers as the language writes them: Persian digits for fa; integers with separators."""
+    s = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return s.translate(_FA_DIGITS).replace(",", "٬") if lang == "fa" else s
+
+
+def moment(lang: str, iso: str | None, tz: dt.tzinfo | None = None) -> tuple[str, str]:
+    """A journal time (stored ISO 8601) in ``tz`` as (date, time): Solar Hijri with Persian digits for fa."""
+    if not iso:
+        return "", ""
+    try:
+        when = instants.local(iso, tz)
+    except ValueError:
+        return iso, ""
+    assert when is not None
+    if lang != "fa":
+        return when.strftime("%Y-%m-%d"), when.strftime("%H:%M:%S")
+    j = jdatetime.datetime.fromgregorian(datetime=when.replace(tzinfo=None))
+    return digits(lang, j.strftime("%Y/%m/%d")), digits(lang, j.strftime("%H:%M:%S"))
+
+
+def parse_date(text: str) -> dt.date:
+    """A day a manager typed: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD (a year below 1700;
+    Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
+    return instants.day_of(text.strip().translate(_TO_ASCII).replace("/", "-"))
+
+
+def duration(lang: str, seconds: int | None) -> str:
+    s = int(seconds or 0)
+    text = f"{s // 3600}:{s % 3600 // 60:02}:{s % 60:02}" if s >= 3600 else f"{s // 60}:{s % 60:02}"
+    return digits(lang, text)

@@ -1,0 +1,266 @@
+"""The console's pages: login, the journal (filters, sort, keyset pages, CSV), a call, its recording."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import mimetypes
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+
+from fsapp import instants, journal, phones
+from fsapp import log as logmod
+from fsapp.store import SORTABLE_CALL_FIELDS
+from fsapp.web import auth, i18n
+from fsapp.web.context import current_config, current_store
+
+views = Blueprint("views", __name__)
+log = logmod.get("fsapp.web")
+
+PAGE = 50
+EXPORT_PAGE = 500
+FILTER_KEYS = ("from", "to", "status", "direction", "customer", "number", "too_long", "sort", "desc")
+COLUMNS = ("started_at", "status", "direction", "caller", "called", "extension", "total_seconds",
+           "talk_seconds", "too_long", "customer_name", "customer_type", "charge")
+
+
+def need(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The view answers 403 to a user whose role is below ``role``."""
+    def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not auth.may(g.user["role"], role):
+                abort(403, f"this needs the {role} role")
+            return view(*args, **kwargs)
+        return guarded
+    return wrap
+
+
+# ------------------------------------------------------------------ login
+
+
+@views.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = ""
+    if request.method == "POST":
+        error = _try_login(request.form.get("name", ""), request.form.get("password", ""))
+        if not error:
+            return redirect(url_for("views.calls"))
+    status = 429 if error == "too_many" else 401 if error else 200
+    return render_template("login.html", error=error), status
+
+
+def _try_login(name: str, password: str) -> str:
+    """'' when logged in, else the label key of why not; counts failures per user and per address."""
+    cfg, store, now = current_config(), current_store(), time.time()
+    window = cfg.web.login_window_seconds
+    keys = [f"user:{name}", f"addr:{request.remote_addr or ''}"]
+    if any(store.web_login_failures(k, now - window) >= cfg.web.login_max_failures for k in keys):
+        log.warning("web_login_refused", user=name, address=request.remote_addr, reason="rate_limited")
+        return "too_many"
+    user = store.web_user(name)
+    # an unknown name costs the same scrypt as a known one: the answer's time tells nothing
+    if not auth.check_password(password, user["password_hash"] if user else auth.DUMMY_HASH) or user is None:
+        store.web_login_failed(keys, now, window)
+        log.warning("web_login_failed", user=name, address=request.remote_addr)
+        return "bad_login"
+    store.web_login_clear(keys[0])
+    lang = session.get("lang")
+    session.clear()
+    session.update(user=name, csrf=auth.new_token(), **({"lang": lang} if lang else {}))
+    log.info("web_login", user=name, address=request.remote_addr)
+    return ""
+
+
+@views.route("/logout", methods=["POST"])
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("views.login"))
+
+
+# ------------------------------------------------------------------ journal
+
+
+def _search() -> dict[str, str]:
+    """The search in the query string; none given: the last one remembered in the session."""
+    if request.args.get("reset"):
+        session.pop("search", None)
+        return {}
+    given = {k: request.args[k] for k in FILTER_KEYS if request.args.get(k)}
+    if given or request.args.get("search"):
+        session["search"] = given
+        return given
+    return dict(session.get("search", {}))
+
+
+def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[str]]:
+    """The store's filters, sort column and direction from a search; the problems with it."""
+    problems: list[str] = []
+    f: dict[str, Any] = {}
+    tz = current_config().journal.zone
+    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
+        if search.get(key):
+            try:
+                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
+            except (ValueError, OverflowError):
+                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
+    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS)):
+        if search.get(key):
+            if search[key] in allowed:
+                f[key] = search[key]
+            else:
+                problems.append(f"{key}: unknown {key} {search[key]!r}")
+    f["customer"] = search.get("customer", "").strip()
+    f["number"] = phones.search_key(search.get("number", "").strip(), current_config().crm.region)
+    f["too_long"] = bool(search.get("too_long"))
+    sort = search.get("sort") or "started_at"
+    if sort not in SORTABLE_CALL_FIELDS:
+        problems.append(f"sort: cannot sort by {sort!r}")
+        sort = "started_at"
+    descending = search.get("desc", "1" if "sort" not in search else "") == "1"
+    return f, sort, descending, problems
+
+
+@views.route("/")
+def calls() -> Any:
+    search = _search()
+    filters, sort, descending, problems = _filters(search)
+    rows = current_store().page_calls(order=sort, descending=descending, after=request.args.get("after", ""),
+                                      limit=PAGE + 1, **filters)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    next_after = rows[-1]["uuid"] if more else ""
+    return render_template("calls.html", rows=rows, search=search, sort=sort, descending=descending,
+                           problems=problems, next_after=next_after, columns=COLUMNS,
+                           sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
+                           directions=journal.DIRECTIONS), 400 if problems else 200
+
+
+@views.route("/calls.csv")
+def export() -> Any:
+    """Exactly the filtered rows, streamed page by page through the renderer's CSV rules."""
+    filters, sort, descending, problems = _filters({k: request.args[k] for k in FILTER_KEYS if k in request.args})
+    if problems:
+        abort(400, "; ".join(problems))
+    store = current_store()
+
+    def rows() -> Iterator[dict[str, Any]]:
+        after = ""
+        while True:
+            page = store.page_calls(order=sort, descending=descending, after=after, limit=EXPORT_PAGE, **filters)
+            yield from page
+            if len(page) < EXPORT_PAGE:
+                return
+            after = page[-1]["uuid"]
+
+    def body() -> Iterator[bytes]:
+        if request_bom:
+            yield "\ufeff".encode()
+        for chunk in journal.csv_stream(rows()):
+            yield chunk.encode()
+
+    request_bom = request.args.get("bom") == "1"
+    log.info("web_export", user=g.user["name"], filters={k: v for k, v in filters.items() if v})
+    return Response(body(), mimetype="text/csv", headers={
+        "Content-Disposition": "attachment; filename=calls.csv", "Content-Type": "text/csv; charset=utf-8"})
+
+
+@views.route("/stats")
+def stats() -> Any:
+    """Per day of the journal's current search: calls, answered, missed, abandoned, talk, charge."""
+    filters, _sort, _descending, problems = _filters(_search())
+    days = current_store().calls_by_day(**filters)
+    totals = {k: sum(d[k] for d in days) for k in ("calls", "answered", "missed", "abandoned", "talk_seconds",
+                                                   "charge")}
+    return render_template("stats.html", days=days, totals=totals, problems=problems), 400 if problems else 200
+
+
+# ------------------------------------------------------------------ one call
+
+
+def _call_or_404(uuid: str) -> dict[str, Any]:
+    row = current_store().get_call(uuid)
+    if row is None:
+        abort(404, f"no call with uuid {uuid!r}")
+    return row
+
+
+@views.route("/call/<uuid>")
+def call(uuid: str) -> Any:
+    row = _call_or_404(uuid)
+    return render_template("call.html", row=row, charges=current_store().call_charges(uuid))
+
+
+@views.route("/call/<uuid>/recording")
+@need("reviewer")
+def recording(uuid: str) -> Any:
+    """The recording, with range requests (206); ``?download=1`` as an attachment, which sets the mark."""
+    row = _call_or_404(uuid)
+    path = _recording_path(row["recording"])
+    download = request.args.get("download") == "1"
+    response = send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                         conditional=True, as_attachment=download, download_name=path.name)
+    if download:
+        current_store().mark_downloaded(uuid)
+        log.info("web_recording_downloaded", user=g.user["name"], uuid=uuid, address=request.remote_addr)
+    return response
+
+
+def _recording_path(recorded: str) -> Path:
+    """The recording's file, only from under ``[journal] record_dir`` (symlinks resolved)."""
+    if not recorded:
+        abort(404, "this call has no recording")
+    root = Path(os.path.realpath(current_config().journal.record_dir))
+    path = Path(os.path.realpath(recorded))
+    if not path.is_relative_to(root):
+        log.warning("web_recording_refused", user=g.user["name"], path=recorded)
+        abort(403, "the recording is outside the recordings folder")
+    if not path.is_file():
+        abort(404, "the recording file is missing")
+    return path
+
+
+# ------------------------------------------------------------------ admin
+
+
+@views.route("/ledger")
+@need("admin")
+def ledger() -> Any:
+    """The ledger, newest first, a page at a time (keyset on the row id); ``?customer=`` for one customer."""
+    customer = request.args.get("customer", "").strip()
+    before = request.args.get("before", "")
+    if before and not before.isdigit():
+        abort(400, f"before: not a ledger row id: {before!r}")
+    rows = current_store().recent_charges(limit=PAGE + 1, customer=customer, before=int(before or 0))
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    return render_template("ledger.html", rows=rows, customer=customer, next_before=rows[-1]["id"] if more else "")
+
+
+@views.route("/users")
+@need("admin")
+def users() -> Any:
+    return render_template("users.html", users=current_store().web_users())
+
+
+@views.app_errorhandler(400)
+@views.app_errorhandler(403)
+@views.app_errorhandler(404)
+def error(exc: Any) -> Any:
+    return render_template("error.html", code=exc.code, message=exc.description), exc.code
