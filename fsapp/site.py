@@ -45,12 +45,17 @@ class Layout:
 # -- laying out a site -----------------------------------------------------------------
 
 
-def _replace_line(text: str, start: str, line: str) -> str:
-    """``text`` with its one line starting ``start`` replaced by ``line``, keeping its comment."""
+def _replace_line(text: str, section: str, start: str, line: str) -> str:
+    """``text`` with the one line starting ``start`` in ``[section]`` replaced by ``line``, keeping its comment."""
     lines = text.splitlines(keepends=True)
-    found = [i for i, old in enumerate(lines) if old.startswith(start)]
+    found, current = [], ""
+    for i, old in enumerate(lines):
+        if old.startswith("["):
+            current = old[1:old.index("]")] if "]" in old else ""
+        elif current == section and old.startswith(start):
+            found.append(i)
     if len(found) != 1:
-        raise AssertionError(f"the sample config has {len(found)} lines starting {start!r}")
+        raise AssertionError(f"the sample config has {len(found)} lines starting {start!r} in [{section}]")
     old = lines[found[0]]
     comment = old[old.index("#"):].rstrip("\n") if "#" in old else ""
     lines[found[0]] = (f"{line:<36}{comment}".rstrip() if comment else line) + "\n"
@@ -64,9 +69,10 @@ def _toml_string(value: str) -> str:
 def config_text(sounds_dir: str, language: str, storage_url: str) -> str:
     """The shipped sample with this site's prompt folder, language and database."""
     text = configmod.SAMPLE_CONFIG.read_text(encoding="utf-8")
-    text = _replace_line(text, "dir = ", f"dir = {_toml_string(sounds_dir)}")
-    text = _replace_line(text, "language = ", f"language = {_toml_string(language)}")
-    text = _replace_line(text, "url = ", f"url = {_toml_string(storage_url)}")
+    text = _replace_line(text, "sounds", "dir = ", f"dir = {_toml_string(sounds_dir)}")
+    text = _replace_line(text, "sounds", "language = ", f"language = {_toml_string(language)}")
+    text = _replace_line(text, "web", "language = ", f"language = {_toml_string(language)}")
+    text = _replace_line(text, "storage", "url = ", f"url = {_toml_string(storage_url)}")
     header = ("# fsapp site configuration, laid out by `fsapp init` from the shipped sample.\n"
               "# Check it after every change: fsapp check -c THIS_FILE\n")
     return header + text.split("\n\n", 1)[1]

@@ -237,7 +237,7 @@ def locked_site(tmp_path: Path, mode: int) -> Path:
     assert done.returncode == 0, done.stderr
     config = tmp_path / "etc/site/fsapp.toml"
     config.write_text(config.read_text(encoding="utf-8").replace(
-        'language = "fa"', 'language = "fa"\nfs_user = "nobody"'), encoding="utf-8")
+        'language = "fa"', 'language = "fa"\nfs_user = "nobody"', 1), encoding="utf-8")
     os.chmod(tmp_path / "etc", mode)
     return config
 
@@ -277,7 +277,7 @@ def test_check_cannot_tell_without_the_freeswitch_user(tmp_path):
     assert done.returncode == 0, done.stderr
     config = tmp_path / "site/fsapp.toml"
     config.write_text(config.read_text(encoding="utf-8").replace(
-        'language = "fa"', 'language = "fa"\nfs_user = "no-such-user-here"'), encoding="utf-8")
+        'language = "fa"', 'language = "fa"\nfs_user = "no-such-user-here"', 1), encoding="utf-8")
     os.chmod(tmp_path / "site", 0o700)
     done = fsapp("check", "-c", str(config), cwd=tmp_path)
     assert (done.returncode, site_warnings(done.stderr)) == (0, [])
