@@ -9,7 +9,7 @@ from typing import Any
 
 import gevent
 
-from fsapp import ledger, pins
+from fsapp import ledger
 from fsapp import log as logmod
 from fsapp.config import Config
 from fsapp.hooks import Metrics, NullMetrics
@@ -48,9 +48,6 @@ class App:
 
     def start(self) -> None:
         """Background work: settle meters dead daemons left, deliver the outbox."""
-        warning = pins.pepper_warning(self.config)
-        if warning:
-            self.log.warning("pin_pepper_missing", reason=warning)
         self._reconcile()
         self._group_commit()
         self.outbox.start()

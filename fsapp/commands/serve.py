@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from fsapp import config as configmod
 from fsapp import log as logmod
+from fsapp import pins
 from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, config_arg, config_path
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         listen = f"{cfg.server.listen_host}:{cfg.server.listen_port}"
         print(f"{cfg.file}:server.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    warning = pins.pepper_warning(cfg)
+    if warning:  # a production concern: serve says it, a simulated call does not
+        app.log.warning("pin_pepper_missing", reason=warning)
     if cfg.crm.kind == "local" and not app.store.customer_count():
         from fsapp.site import EMPTY_DIRECTORY
 
