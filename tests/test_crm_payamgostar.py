@@ -15,7 +15,7 @@ from fsapp import journal
 from fsapp.config import CRMConfig
 from fsapp.crm import CRM, CRMError, Customer
 from fsapp.crm.payamgostar import PayamgostarCRM
-from tests.helpers import balance_flow
+from tests.helpers import HANGUP_MENU, balance_flow
 from tests.payamgostar_standin import PayamgostarStandIn, _soap_fault
 
 TIMEOUT = 1.0
@@ -589,15 +589,7 @@ def test_from_config_accepts_a_loaded_fsapp_toml(make_config: Callable[..., Any]
                                                  sara: str) -> None:
     """A [crm] table of kind payamgostar loads through fsapp's config reader unchanged."""
     crm = crm_table(pg, 'pin_field = "PhonePin"', 'invoice_type = "SaleInv"')
-    cfg = make_config(crm + """
-        [[modules]]
-        code = "main"
-        kind = "menu"
-        prompt = "menu/main"
-        options = { "1" = "hangup" }
-        next = "hangup"
-        error = "hangup"
-    """)
+    cfg = make_config(crm + HANGUP_MENU)
     client = PayamgostarCRM.from_config(cfg.crm, environ={"PG_PASSWORD": pg.password})
     assert (client.pin_field, client.telephony_key, client.invoice_type) == ("PhonePin", TS_KEY, "SaleInv")
     assert client.find_by_phone("+989121234567") is not None
