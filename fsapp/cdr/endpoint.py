@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,8 @@ class CDREndpoint:
 
 
 def _query_uuid(query: str) -> str:
+    if query.startswith("uuid=") and "&" not in query and "%" not in query and "+" not in query:
+        return query[5:]  # mod_json_cdr's own ?uuid=<uuid>, without the general parser
     return parse_qs(query).get("uuid", [""])[0] if query else ""
 
 
@@ -100,6 +103,7 @@ def _basic(header: str) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def _loopback(host: str) -> bool:
     ip = peer_ip(host)
     return ip is not None and ip.is_loopback
