@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from fsapp import log as logmod
 from fsapp.cdr import http, legs
+from fsapp.cdr.aftercall import AfterCall
 from fsapp.cdr.http import Request, Response
 from fsapp.cdr.writer import CDRWriter
 from fsapp.config import CDRConfig, parse_listen, peer_ip
@@ -121,7 +122,7 @@ class Listener:
     """The daemon's CDR listener and its writer, started and stopped together."""
 
     def __init__(self, app: Any) -> None:
-        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds)
+        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds, AfterCall(app))
         self.endpoint = CDREndpoint(self.writer, lambda: app.config.cdr)
         self.writer.start()
         try:

@@ -18,7 +18,9 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _import(args: argparse.Namespace, cfg: Any) -> int:
+    from fsapp.app import App
     from fsapp.cdr import importer
+    from fsapp.cdr.aftercall import AfterCall
     from fsapp.cdr.writer import CDRWriter
     from fsapp.store import StorageError, open_store
 
@@ -28,7 +30,8 @@ def _import(args: argparse.Namespace, cfg: Any) -> int:
     try:
         store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
         try:
-            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
+            # a CDR-only call gets its after-call work (the daemon's outbox delivers its call log)
+            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds, AfterCall(App(cfg, store=store)))
             report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
         finally:
             store.close()
