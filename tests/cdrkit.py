@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,20 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def post_together(jobs: list[tuple[ServeProcess, bytes]]) -> list[int]:
+    """Post every ``(daemon, body)`` at once, each from its own thread; the statuses."""
+    results: list[int] = []
+    barrier = threading.Barrier(len(jobs))
+
+    def post(d: ServeProcess, body: bytes) -> None:
+        barrier.wait()  # every leg at once: both legs of a call reach the daemons together
+        results.append(d.post(body)[0])
+
+    threads = [threading.Thread(target=post, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -22,7 +22,7 @@ from fsapp import customers
 from fsapp.fakefs import Script, run_call
 from fsapp.journal import ANALYSIS_FIELDS
 from fsapp.store import open_store
-from tests.cdrkit import CDR_DIR, SCENARIOS, ServeProcess, leg_body, leg_uuid
+from tests.cdrkit import CDR_DIR, SCENARIOS, ServeProcess, leg_body, leg_uuid, post_together
 from tests.helpers import ROOT, write_config
 
 CLUB = """
@@ -462,22 +462,10 @@ def test_several_daemons_on_one_database_write_one_row_per_call(tmp_path: Path, 
     daemons = [_started(tmp_path / f"d{n}", db_url=store_url) for n in range(2)]
     try:
         calls = [_numbered_call(i) for i in range(40)]
-        results: list[int] = []
         jobs = [(daemons[i % 2], a) for i, (a, _b) in enumerate(calls)]
         jobs += [(daemons[(i + 1) % 2], b) for i, (_a, b) in enumerate(calls)]
         jobs += [(daemons[i % 2], b) for i, (_a, b) in enumerate(calls[:10])]  # replays, to the other daemon
-        barrier = threading.Barrier(len(jobs))
-
-        def post(d: ServeProcess, body: bytes) -> None:
-            barrier.wait()  # every leg at once: both legs of a call reach the two daemons together
-            results.append(d.post(body)[0])
-
-        threads = [threading.Thread(target=post, args=job) for job in jobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert results == [200] * len(jobs)
+        assert post_together(jobs) == [200] * len(jobs)
         rows = daemons[0].calls()
         assert len(rows) == 40
         assert {(r["status"], r["talk_seconds"], r["extension"], r["callee_mos"]) for r in rows} == {

@@ -5,7 +5,6 @@ the CRM's call log (a Payamgostar stand-in) and the metrics each show exactly on
 from __future__ import annotations
 
 import re
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 
 from fsapp.crm.payamgostar import CALL_OUTGOING
 from fsapp.store import open_store
-from tests.cdrkit import ServeProcess, free_port, leg_body
+from tests.cdrkit import ServeProcess, free_port, leg_body, leg_uuid, post_together
 from tests.payamgostar_standin import PayamgostarStandIn
 from tests.test_cdr import CLUB, EXPECTED, _db_url, _seed_c1, _socket_call_a
 
@@ -81,19 +80,7 @@ def test_cdr_only_calls_get_the_after_call_work_once_across_daemons_and_replays(
             order = "ab" if i else "ba"  # out of order too
             jobs += [(daemons[i % 2], leg_body(s, leg)) for leg in order]
             jobs += [(daemons[(i + 1) % 2], leg_body(s, leg)) for leg in order]  # replays
-        results: list[int] = []
-        barrier = threading.Barrier(len(jobs))
-
-        def post(d: ServeProcess, body: bytes) -> None:
-            barrier.wait()
-            results.append(d.post(body)[0])
-
-        threads = [threading.Thread(target=post, args=job) for job in jobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert results == [200] * len(jobs)
+        assert post_together(jobs) == [200] * len(jobs)
         uuids = {EXPECTED[s]["uuid"] for s in CDR_ONLY}
         _eventually(lambda: len(standin.calls) >= 1 and len(_notes(tmp_path)) >= 2)
         time.sleep(1.0)  # time for a second (wrong) delivery or notice to show
@@ -161,5 +148,31 @@ def test_a_cdr_only_call_that_was_not_answered_is_counted_but_not_queued_or_noti
         finally:
             store.close()
         assert _notes(tmp_path) == []
+    finally:
+        d.stop()
+
+
+def test_fsapp_cdr_import_gives_an_imported_call_its_after_call_work_once(tmp_path: Path) -> None:
+    """The legs FreeSWITCH could not post, imported from its err-log-dir, twice (a second copy of the files)."""
+    d = _daemon(tmp_path, _body(tmp_path))
+    uuid = EXPECTED["f"]["uuid"]
+    try:
+        for attempt in range(2):
+            folder = tmp_path / f"json_cdr_err{attempt}"
+            folder.mkdir()
+            for leg in "ab":
+                body = leg_body("f", leg)
+                (folder / f"{leg_uuid(body)}.cdr.json").write_bytes(body)
+            proc = d.cli("cdr", "import", str(folder))
+            assert proc.returncode == 0, proc.stderr
+        _eventually(lambda: len(_notes(tmp_path)) >= 1)
+        time.sleep(1.0)
+        assert _notes(tmp_path) == [f"too_long {uuid} 10"]
+        store = open_store(_db_url(d))
+        try:
+            queued = store.analysis_get(uuid)
+            assert queued is not None and queued["customer_channel"] == "right"
+        finally:
+            store.close()
     finally:
         d.stop()
