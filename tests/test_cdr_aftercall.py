@@ -5,6 +5,8 @@ the CRM's call log (a Payamgostar stand-in) and the metrics each show exactly on
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -174,5 +176,24 @@ def test_fsapp_cdr_import_gives_an_imported_call_its_after_call_work_once(tmp_pa
             assert queued is not None and queued["customer_channel"] == "right"
         finally:
             store.close()
+    finally:
+        d.stop()
+
+
+def test_fsapp_cdr_import_names_a_crm_it_cannot_build_and_imports_nothing(
+        tmp_path: Path, standin: PayamgostarStandIn) -> None:
+    """Run by hand without the CRM's password variable (the daemon has it): exit 2 naming it, files left."""
+    d = _daemon(tmp_path, _body(tmp_path, _crm(standin)), env={"FSAPP_TEST_PG_PASSWORD": standin.password})
+    try:
+        folder = tmp_path / "json_cdr_err"
+        folder.mkdir()
+        body = leg_body("f", "a")
+        (folder / f"{leg_uuid(body)}.cdr.json").write_bytes(body)
+        env = {k: v for k, v in d.env.items() if k != "FSAPP_TEST_PG_PASSWORD"}
+        proc = subprocess.run([sys.executable, "-m", "fsapp", "cdr", "import", "-c", str(d.config), str(folder)],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 2 and "FSAPP_TEST_PG_PASSWORD" in proc.stderr, proc.stderr
+        assert [p.name for p in folder.iterdir()] == [f"{leg_uuid(body)}.cdr.json"]
+        assert d.calls() == []
     finally:
         d.stop()
