@@ -267,6 +267,17 @@ def test_create_invoice_posts_a_sales_invoice(crm: PayamgostarCRM, pg: Payamgost
     assert pg.logins == 1
 
 
+def test_create_invoice_carries_the_invoice_search_field_in_its_description(
+    crm: PayamgostarCRM, pg: PayamgostarStandIn, sara: str
+) -> None:
+    """The published invoice model has no member for the module's search field: it follows the call in the text."""
+    crm.create_invoice({**invoice(sara), "invoice_search_field": "InvoiceNumber"}, "k-desc")
+    crm.create_invoice(invoice(sara), "k-plain")
+    assert [i["description"] for i in pg.invoices] == [
+        f"call {CALL_UUID}, talk 185 s; invoice_search_field=InvoiceNumber", f"call {CALL_UUID}, talk 185 s",
+    ]
+
+
 def test_create_invoice_is_not_repeated_for_the_same_key(pg: PayamgostarStandIn, sara: str) -> None:
     """A retry (even from a new daemon) finds the invoice by refId instead of making another."""
     first = make_crm(pg).create_invoice(invoice(sara), "k-1")

@@ -408,7 +408,7 @@ class PayamgostarCRM(HttpCRM):
             "identityId": _guid(op, invoice.get("customer_id")),
             "refId": idempotency_key,
             "subject": str(invoice.get("product_name") or "fsapp"),
-            "description": f"call {call_uuid}, talk {talk} s" if call_uuid else "fsapp",
+            "description": _invoice_description(call_uuid, talk, invoice),
             "details": [{
                 "productCode": str(invoice.get("product_code") or ""),
                 "productName": str(invoice.get("product_name") or ""),
@@ -969,9 +969,18 @@ def _guid(op: str, value: object) -> str:
 
 def _link_description(key: str, link: Mapping[str, object]) -> str:
     """`fsapp <key>`, then the module's invoice type and search field: PaymentLinkInfo has no members for them."""
-    parts = [f"fsapp {key}"]
-    for name in ("invoice_type", "invoice_search_field"):
-        value = str(link.get(name) or "").strip()
+    return _described(f"fsapp {key}", link, ("invoice_type", "invoice_search_field"))
+
+
+def _invoice_description(call_uuid: str, talk: object, invoice: Mapping[str, object]) -> str:
+    """The call and its talk, then the module's search field: the published invoice model has no member for it."""
+    return _described(f"call {call_uuid}, talk {talk} s" if call_uuid else "fsapp", invoice, ("invoice_search_field",))
+
+
+def _described(head: str, values: Mapping[str, object], names: tuple[str, ...]) -> str:
+    parts = [head]
+    for name in names:
+        value = str(values.get(name) or "").strip()
         if value:
             parts.append(f"{name}={value}")
     return "; ".join(parts)

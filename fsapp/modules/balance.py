@@ -8,13 +8,12 @@ type; a caller still unknown is sent a payment link for ``invoice_amount`` -> ``
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING
 
 from fsapp import billing, phones
 from fsapp.crm import CRMError
-from fsapp.options import Opt, prompt
+from fsapp.options import Opt, field_name, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
 # An invoice amount above this (integer rial) is a typo, not a price.
 MAX_INVOICE_AMOUNT = 100_000_000_000
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 SCHEMA = {
     "anonymous": Opt(bool, False),
@@ -63,9 +61,7 @@ def validate(m: ModuleConfig) -> list[str]:
                             "(the rial amount of the link sent to a caller who is not a customer)")
     if m["invoice_amount"] > MAX_INVOICE_AMOUNT:
         problems.append(f"invoice_amount: at most {MAX_INVOICE_AMOUNT} rial, not {m['invoice_amount']}")
-    field = m["invoice_search_field"]
-    if field and not _FIELD_NAME.fullmatch(field):
-        problems.append(f"invoice_search_field: {field!r} must be a CRM field name (letters, digits, _)")
+    problems.extend(field_name("invoice_search_field", m["invoice_search_field"]))
     return problems
 
 
