@@ -119,7 +119,7 @@ error = "hangup:CALL_REJECTED"
 
 
 def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False, amount: int = 0,
-                 search_field: str = "") -> str:
+                 search_field: str = "", product_code: str = "") -> str:
     """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
     return club_then("balance") + f"""
 [[modules]]
@@ -132,6 +132,7 @@ send_payment_link = {str(link).lower()}
 invoice_type = "sales-invoice"
 invoice_amount = {amount}
 invoice_search_field = "{search_field}"
+product_code = "{product_code}"
 account = "acc-main"
 intro = "balance/intro"
 balance_is = "balance/balance_is"
