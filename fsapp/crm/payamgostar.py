@@ -334,15 +334,7 @@ class PayamgostarCRM(HttpCRM):
             if identity is None:
                 raise CRMError("no identity with this id", operation=op)
             text = identity.fields.get("Balance", "")
-            if not text:
-                return 0
-            try:
-                amount = Decimal(text)
-            except InvalidOperation:
-                raise CRMError("malformed response: Balance is not a number", operation=op) from None
-            if not amount.is_finite():
-                raise CRMError("malformed response: Balance is not a number", operation=op)
-            return int(-amount.to_integral_value(rounding=ROUND_HALF_EVEN))
+            return -_rial(op, text, "Balance is") if text else 0
 
         return self._call(op, run)
 
@@ -1024,18 +1016,21 @@ def _price(op: str, product: ET.Element, code: str, type_code: str) -> int:
                 text = _text(line, "Amount")
                 break
     text = text or _text(product, "UnitPrice")
-    if not text:
-        raise CRMError("the product has no price", operation=op)
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise CRMError("malformed response: the product's price is not a number", operation=op) from None
-    if not amount.is_finite():
-        raise CRMError("malformed response: the product's price is not a number", operation=op)
-    rial = int(amount.to_integral_value(rounding=ROUND_HALF_EVEN))
+    rial = _rial(op, text, "the product's price is") if text else 0
     if rial <= 0:
         raise CRMError("the product has no price", operation=op)
     return rial
+
+
+def _rial(op: str, text: str, what: str) -> int:
+    """A decimal amount Payamgostar sends, as whole rial (half to even)."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise CRMError(f"malformed response: {what} not a number", operation=op) from None
+    if not amount.is_finite():
+        raise CRMError(f"malformed response: {what} not a number", operation=op)
+    return int(amount.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def _amount(op: str, value: object) -> int:
