@@ -238,6 +238,7 @@ def test_persian_first_right_to_left_and_no_inline_script_or_style(site: tuple[F
                                                          "search": "1"}).get_data(as_text=True)
     assert '<html lang="fa" dir="rtl">' in html and "آمار" in html and "نرخ پاسخ" in html
     assert totals(html)["calls"] == "۷" and totals(html)["answer_rate"] == "۶۶٫۷٪"
+    assert 'name="from" value="۱۴۰۵/۰۹/۰۸"' in html and 'name="to" value="۱۴۰۵/۰۹/۱۰"' in html
     assert list(bars(html, "per-day")) == ["2026-11-29", "2026-11-30", "2026-12-01"]  # 1405/09/08..10
     day_chart = html.split('id="per-day"', 1)[1].split("</svg>", 1)[0]
     assert "<title>۱۴۰۵/۰۹/۰۸\nتماس‌ها: ۳\n" in day_chart and ">۰۹/۰۸</text>" in day_chart
@@ -245,3 +246,20 @@ def test_persian_first_right_to_left_and_no_inline_script_or_style(site: tuple[F
     assert xs == sorted(xs, reverse=True)  # right to left: the first day on the right
     assert "<script" not in html and " style=" not in html
     assert extension_rows(html)["1001"][0] == "۱۰۰۱"
+
+
+def test_the_extension_table_sorts_by_its_columns(site: tuple[Flask, Store]) -> None:
+    app, store = site
+    known_calls(store)
+    c = viewer(app)
+
+    def order(**sort: str) -> list[str]:
+        return list(extension_rows(c.get("/stats", query_string={**PERIOD, **sort}).get_data(as_text=True)))
+
+    assert order() == ["1001", "1002", ""]  # calls: 3, then 2 and 2 by extension
+    assert order(ext_sort="answer_rate") == ["1001", "1002", ""]  # 100 %, 50 %, 0 %
+    assert order(ext_sort="answer_rate", ext_desc="") == ["", "1002", "1001"]
+    assert order(ext_sort="avg_talk") == ["1002", "1001", ""]  # 6:40, 1:11, none last
+    assert order(ext_sort="extension", ext_desc="") == ["", "1001", "1002"]
+    html = c.get("/stats", query_string={**PERIOD, "ext_sort": "talk_seconds"}).get_data(as_text=True)
+    assert 'ext_sort=talk_seconds&amp;ext_desc=">Talk ▼</a>' in html  # its link sorts the other way

@@ -63,7 +63,7 @@ def _fill(view: dict[str, Any], search: dict[str, str]) -> list[str]:
         return [f"to: the period ends ({last}) before it starts ({first})"]
     if (last - first).days >= callstats.MAX_DAYS:
         return [f"from: a period is at most {callstats.MAX_DAYS} days; this one is {(last - first).days + 1}"]
-    view["period"] = {k: search.get(k) or _shown(lang, d) for k, d in (("from", first), ("to", last))}
+    view["period"] = {"from": _shown(lang, first), "to": _shown(lang, last)}
     filters = _filters({**_unsorted(search), "from": first.isoformat(), "to": last.isoformat()})[0]
     store = current_store()
     folded = callstats.fold(store.call_stats_quarters(**filters), tz, first, last)
