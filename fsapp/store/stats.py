@@ -53,6 +53,7 @@ class StatsStore:
     def _stats(self, keys: str, group: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         where, params = self._call_filter(**filters)
         source = "calls" + (_ANALYSIS if filters.get("flag") or filters.get("text") else "")
-        rows = self.db.query(f"SELECT {keys}, {_SELECT} FROM {source}{where} GROUP BY {group} ORDER BY {group}",
-                             params)
-        return [{k: int(v or 0) if k in SUMS else v for k, v in r.items()} for r in rows]
+        rows = self.db.query(f"SELECT {keys}, {_SELECT} FROM {source}{where} GROUP BY {group}", params)
+        # no ORDER BY: PostgreSQL may then hash the groups; their order is set here, a few thousand at most
+        out = [{k: int(v or 0) if k in SUMS else v for k, v in r.items()} for r in rows]
+        return sorted(out, key=lambda r: [r[k] for k in r if k not in SUMS])
