@@ -49,13 +49,13 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
 }
 LABELS.update({  # the statistics page
-    "period": ("Period", "بازه"), "show": ("Show", "نمایش"), "other": ("other", "سایر"),
+    "show": ("Show", "نمایش"), "other": ("other", "سایر"),
     "answer_rate": ("Answer rate", "نرخ پاسخ"), "avg_talk": ("Average talk", "میانگین مکالمه"),
     "avg_wait": ("Average wait", "میانگین انتظار"), "too_long_calls": ("Too-long calls", "تماس‌های طولانی"),
     "per_day": ("Calls per day", "تماس‌ها در هر روز"),
     "per_hour": ("Calls per hour of the day", "تماس‌ها در هر ساعت روز"),
     "per_extension": ("Per extension", "به تفکیک داخلی"), "no_extension": ("(none)", "(بی‌داخلی)"),
-    "hour": ("Hour", "ساعت"), "filtered_by": ("Also filtered by the journal's search:", "با جستجوی گزارش تماس‌ها نیز:"),
+    "filtered_by": ("Also filtered by the journal's search:", "با جستجوی گزارش تماس‌ها نیز:"),
     "stats_defs": ("Answer rate: answered ÷ (answered + missed + abandoned); calls of other statuses (completed in "
                    "the IVR, transferred, failed, rejected, active) are in neither part. Average talk: over the "
                    "answered calls. Average wait: from a call's start until a person answered, over the answered "
