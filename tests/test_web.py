@@ -314,17 +314,6 @@ def test_persian_is_rtl_with_persian_digits_and_solar_hijri_dates(app: Flask, jo
     assert '<html lang="en"' in c.get("/").get_data(as_text=True)  # the switch is remembered
 
 
-def test_statistics_count_the_searched_calls_per_day(app: Flask, journal: Journal) -> None:
-    c = client_as(app, "viewer")
-    html = c.get("/stats").get_data(as_text=True)
-    days = journal.store.calls_by_day()
-    assert re.findall(r'data-date="([^"]+)"', html) == [d["date"] for d in days]
-    assert '<tr class="totals"><th>Total</th><th>4</th><th>2</th><th>1</th><th>0</th><th>1:21</th>' in html
-    c.get("/?status=missed")  # the journal's search carries over
-    html = c.get("/stats").get_data(as_text=True)
-    assert '<tr class="totals"><th>Total</th><th>1</th><th>0</th><th>1</th><th>0</th><th>0:00</th><th>0</th>' in html
-
-
 def test_the_ledger_page_is_for_admins_newest_first_by_pages(app: Flask, journal: Journal,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     assert client_as(app, "reviewer").get("/ledger").status_code == 403

@@ -1,5 +1,5 @@
 """One real browser (Debian's chromium driven by Playwright) through the console served by ``fsapp web``:
-log in, filter, open a call, download its recording (the mark appears), switch to Persian."""
+log in, see the statistics, filter, open a call, download its recording (the mark appears), switch to Persian."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         assert page.locator("tbody tr[data-uuid]").count() == 4
         page.screenshot(path=str(shots / "journal-en.png"), full_page=True)
 
+        page.click("#stats-link")  # the last seven days: the four calls, drawn as SVG
+        page.wait_for_url(url + "stats")
+        assert page.locator("#total-calls").inner_text() == "4"
+        assert page.locator("#per-day svg g.bar").count() == 7 and page.locator("#per-hour svg g.bar").count() == 24
+        page.screenshot(path=str(shots / "stats-en.png"), full_page=True)
+        page.goto(url)
+
         page.select_option("select[name=status]", "answered")
         page.check("input[name=too_long]")
         page.click("form#filters button[type=submit]")
@@ -81,7 +88,10 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         page.screenshot(path=str(shots / "call-fa.png"), full_page=True)
         page.goto(url)
         page.screenshot(path=str(shots / "journal-fa.png"), full_page=True)
+        page.goto(url + "stats")
+        page.screenshot(path=str(shots / "stats-fa.png"), full_page=True)
         browser.close()
     assert errors == []  # nothing the page did was refused (CSP) or broken
     assert journal.store.get_call(uuid)["downloaded"] is True
-    assert all((shots / name).stat().st_size > 1000 for name in ("journal-en.png", "call-en.png", "call-fa.png"))
+    assert all((shots / name).stat().st_size > 1000 for name in ("journal-en.png", "stats-en.png", "call-en.png",
+                                                                 "call-fa.png", "stats-fa.png"))

@@ -19,6 +19,7 @@ from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
+from fsapp.store.stats import StatsStore
 
 __all__ = ["Store", "StorageError", "open_store"]
 
@@ -341,7 +342,7 @@ class _Probe(Exception):
     """Rolls the write probe back."""
 
 
-class Store(AnalysisStore, CDRStore):
+class Store(AnalysisStore, CDRStore, StatsStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:

@@ -48,6 +48,23 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "lang_other": ("فارسی", "English"), "yes": ("yes", "بله"),
     "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
 }
+LABELS.update({  # the statistics page
+    "show": ("Show", "نمایش"), "other": ("other", "سایر"),
+    "answer_rate": ("Answer rate", "نرخ پاسخ"), "avg_talk": ("Average talk", "میانگین مکالمه"),
+    "avg_wait": ("Average wait", "میانگین انتظار"), "too_long_calls": ("Too-long calls", "تماس‌های طولانی"),
+    "per_day": ("Calls per day", "تماس‌ها در هر روز"),
+    "per_hour": ("Calls per hour of the day", "تماس‌ها در هر ساعت روز"),
+    "per_extension": ("Per extension", "به تفکیک داخلی"), "no_extension": ("(none)", "(بی‌داخلی)"),
+    "filtered_by": ("Also filtered by the journal's search:", "با جستجوی گزارش تماس‌ها نیز:"),
+    "stats_defs": ("Answer rate: answered ÷ (answered + missed + abandoned); calls of other statuses (completed in "
+                   "the IVR, transferred, failed, rejected, active) are in neither part. Average talk: over the "
+                   "answered calls. Average wait: from a call's start until a person answered, over the answered "
+                   "calls with FreeSWITCH's CDR. Days and hours are the site's time zone's.",
+                   "نرخ پاسخ: پاسخ داده ÷ (پاسخ داده + بی‌پاسخ + رها شده)؛ تماس‌های با وضعیت‌های دیگر (پایان یافته در "
+                   "منوی صوتی، منتقل شده، ناموفق، رد شده، در جریان) در هیچ‌یک شمرده نمی‌شوند. میانگین مکالمه: روی "
+                   "تماس‌های پاسخ داده. میانگین انتظار: از آغاز تماس تا پاسخ یک نفر، روی تماس‌های پاسخ داده‌ای که "
+                   "CDR فری‌سوییچ را دارند. روزها و ساعت‌ها به منطقه زمانی سامانه‌اند."),
+})
 
 
 def label(lang: str, key: str) -> str:
@@ -80,6 +97,14 @@ def parse_date(text: str) -> dt.date:
     """A day a manager typed: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD (a year below 1700;
     Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
     return instants.day_of(text.strip().translate(_TO_ASCII).replace("/", "-"))
+
+
+def percent(lang: str, ratio: float | None) -> str:
+    """A ratio (0..1) as a percent with one decimal, ``85.7%`` or ``۸۵٫۷٪``; "—" for None."""
+    if ratio is None:
+        return "—"
+    text = f"{ratio * 100:.1f}"
+    return digits(lang, text).replace(".", "٫") + "٪" if lang == "fa" else text + "%"
 
 
 def duration(lang: str, seconds: int | None) -> str:

@@ -181,16 +181,6 @@ def export() -> Any:
         "Content-Disposition": "attachment; filename=calls.csv", "Content-Type": "text/csv; charset=utf-8"})
 
 
-@views.route("/stats")
-def stats() -> Any:
-    """Per day of the journal's current search: calls, answered, missed, abandoned, talk, charge."""
-    filters, _sort, _descending, problems = _filters(_search())
-    days = current_store().calls_by_day(**filters)
-    totals = {k: sum(d[k] for d in days) for k in ("calls", "answered", "missed", "abandoned", "talk_seconds",
-                                                   "charge")}
-    return render_template("stats.html", days=days, totals=totals, problems=problems), 400 if problems else 200
-
-
 # ------------------------------------------------------------------ one call
 
 
