@@ -22,7 +22,7 @@ EXPORT_FIELDS = (
     "charge recording hangup_cause "
     # from FreeSWITCH's CDRs ([cdr] listen, fsapp cdr import)
     "missed_cause ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws "
-    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter"
+    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter queue"
 ).split()
 DIRECTIONS = ("inbound", "outbound", "local")
 MISSED_CAUSES = ("no_answer", "busy", "cancelled", "unregistered", "failed")

@@ -77,6 +77,7 @@ def call_row(legs: Iterable[dict[str, Any]], *, too_long_seconds: int) -> dict[s
         "wait_seconds": _seconds((answered_us or end_us) - start_us) if start_us else 0,
         "hold_seconds": max((_int(leg["vars"].get("hold_accum_seconds")) for leg in legs), default=0),
         "hangup_by": _hangup_by(a, bs),
+        "queue": _queue(a, bs),
         "recording": next((leg["recording"] for leg in ([a] if a else []) + bs if leg["recording"]), ""),
         "hangup_cause": av.get("hangup_cause", "") if a else "",
         **_quality("caller", a),
@@ -122,6 +123,14 @@ def _status(a: dict[str, Any] | None, bs: list[dict[str, Any]], person: dict[str
     if a is not None and a["times"]["answered_time"]:
         return "completed", ""
     return "abandoned", ""
+
+
+def _queue(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> str:
+    """mod_callcenter's queue (``cc_queue``) without its ``@domain``: the name fsapp's ``queue:NAME`` uses."""
+    for leg in ([a] if a else []) + bs:
+        if leg["vars"].get("cc_queue"):
+            return str(leg["vars"]["cc_queue"]).split("@", 1)[0]
+    return ""
 
 
 def _direction(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> str:

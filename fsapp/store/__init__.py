@@ -264,6 +264,11 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     );
     CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
     """,
+    # 9: the queue a call went to (mod_callcenter's, without its @domain) and each bridge attempt's outcome
+    """
+    ALTER TABLE calls ADD COLUMN queue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -273,6 +278,7 @@ CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    "queue attempts "
     + " ".join(CDR_FIELDS)
 ).split()
 
@@ -457,7 +463,8 @@ class Store(AnalysisStore, CDRStore):
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
-                     max_mos: float | None = None) -> tuple[str, list[Any]]:
+                     max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
+                     ) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -478,6 +485,11 @@ class Store(AnalysisStore, CDRStore):
             params.append(direction)
         if too_long:
             where.append("too_long = 1")
+        if queue:
+            where.append("calls.queue = ?")
+            params.append(queue)
+        if has_recording is not None:
+            where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
         if number:
             where.append(_number_match(number, params))
         if flag:
@@ -989,6 +1001,7 @@ def _sql_value(v: Any) -> Any:
 def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["modules"] = json.loads(row.get("modules") or "[]")
+    row["attempts"] = json.loads(row.get("attempts") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
