@@ -119,12 +119,12 @@ def _table_row(r: dict[str, Any], clock: Clock) -> dict[str, Any]:
         "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
         "type": r["customer_type"], "charge": r["charge"], "cause": r.get("missed_cause") or "",
         "cust%": _pct(r.get("customer_share")), "silence": _seconds(r.get("silence_seconds")),
-        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(_mos(r)),
+        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(call_mos(r)),
         "flags": ",".join(r.get("analysis_flags") or []) or _pending(r.get("analysis_state")),
     }
 
 
-def _mos(r: dict[str, Any]) -> float | None:
+def call_mos(r: dict[str, Any]) -> float | None:
     """The recording analysis's MOS, else the lowest FreeSWITCH measured on the call's legs (its CDR)."""
     if r.get("analysis_mos") is not None:
         return float(r["analysis_mos"])

@@ -126,7 +126,9 @@ def test_the_journal_shows_the_calls_coloured_and_marked(app: Flask, journal: Jo
     assert re.search(rf'class="st-missed dir-inbound" data-uuid="{u["missed"]}"', html)
     assert re.search(rf'class="st-{journal.rows["stranger"]["status"]} dir-outbound" data-uuid="{u["stranger"]}"',
                      html)
-    assert html.count('title="Too long">⏱') == 1
+    assert html.count('<title>Too long</title><use href="#i-too-long"/>') == 1
+    assert html.count('<use href="#i-inbound"/>') == 3 and html.count('<use href="#i-outbound"/>') == 1
+    assert html.count('<use href="#i-answered"/>') == 2 and html.count('<use href="#i-missed"/>') == 1
     assert "100,000" in html  # the charge of the 61 s call (2 minutes)
 
 

@@ -87,6 +87,20 @@ def call_row(legs: Iterable[dict[str, Any]], *, too_long_seconds: int) -> dict[s
     }
 
 
+def attempts(legs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each B leg of a call (a bridge's callee, a queue's agent) as an attempt: where it rang,
+    what came of it (answered, or its missed cause), ring and talk seconds, how it ended."""
+    out = []
+    for b in (leg for leg in legs if not leg["a_leg"]):
+        answered = bool(b["times"]["answered_time"])
+        out.append({"target": b["vars"].get("cc_agent") or b["channel"] or b["destination"],
+                    "outcome": "answered" if answered else missed_cause(b["vars"].get("hangup_cause") or "NO_ANSWER"),
+                    "ring_seconds": _seconds(_ring_us(b)), "talk_seconds": _bill_seconds(b) if answered else 0,
+                    "hangup_cause": b["vars"].get("hangup_cause", ""),
+                    "mos": _float(b["vars"].get("rtp_audio_in_mos"))})
+    return out
+
+
 def _answered(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The B leg a person answered and was bridged on (the last one, after a transfer), if any."""
     answered = [b for b in bs if b["times"]["answered_time"] and (b["times"]["bridged_time"] or _bridged(b))]

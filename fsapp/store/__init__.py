@@ -284,7 +284,8 @@ CALL_FIELDS = (
 
 # Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
 SORTABLE_CALL_FIELDS = (
-    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
+    "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
+    "talk_seconds hold_seconds too_long missed_cause hangup_by customer_name customer_type charge"
 ).split()
 
 
@@ -952,6 +953,14 @@ class Store(AnalysisStore, CDRStore):
         if pending_only:
             sql += " WHERE delivered_at IS NULL"
         rows = self.db.query(sql + " ORDER BY id")
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def call_deliveries(self, uuid: str) -> list[dict[str, Any]]:
+        """The CRM deliveries (outbox rows) of one call: their keys start with the call's uuid."""
+        rows = self.db.query("SELECT * FROM outbox WHERE idempotency_key LIKE ? ESCAPE '\\' ORDER BY id",
+                             (like_pattern(uuid)[1:-1] + "-%",))
         for r in rows:
             r["payload"] = json.loads(r["payload"])
         return rows

@@ -134,6 +134,11 @@ class CDRStore:
             "SELECT uuid, a_leg, received_at, body FROM cdr_legs WHERE call_uuid = ? ORDER BY a_leg DESC, uuid",
             (call_uuid,))
 
+    def cdr_leg_facts(self, call_uuid: str) -> list[dict[str, Any]]:
+        """The legs kept for one call as read (``fsapp.cdr.legs.parse``): the A leg first, then by uuid."""
+        return [orjson.loads(r["facts"]) for r in self.db.query(
+            "SELECT facts FROM cdr_legs WHERE call_uuid = ? ORDER BY a_leg DESC, uuid", (call_uuid,))]
+
 
 def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
