@@ -18,7 +18,7 @@ def _rows(store) -> list[str]:  # noqa: ANN001 - a Store
     return uuids
 
 
-@pytest.mark.parametrize("order", ["started_at", "talk_seconds", "status", "caller"])
+@pytest.mark.parametrize("order", ["started_at", "talk_seconds", "status", "caller", "missed_cause", "ring_seconds"])
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("size", [1, 2, 3])
 def test_keyset_pages_walk_the_sorted_journal_once(store_url: str, order: str, descending: bool, size: int) -> None:
