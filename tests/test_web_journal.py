@@ -39,6 +39,7 @@ unknown = "queue:sales"
 next = "queue:sales"
 error = "hangup"
 """
+pytestmark = pytest.mark.skipif(not SHARED_WAV.exists(), reason="shared recordings not present")
 CDR_UUID = {s: leg_uuid(leg_body(s, "a")) for s in SCENARIOS}
 
 
