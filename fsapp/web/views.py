@@ -118,30 +118,7 @@ def _search() -> dict[str, str]:
 def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[str]]:
     """The store's filters, sort column and direction from a search; the problems with it."""
     problems: list[str] = []
-    f: dict[str, Any] = {}
-    tz = current_config().journal.zone
-    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
-        if search.get(key):
-            try:
-                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
-            except (ValueError, OverflowError):
-                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
-    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS),
-                         ("missed_cause", journal.MISSED_CAUSES), ("flag", FLAG_NAMES)):
-        if search.get(key):
-            if search[key] in allowed:
-                f[key] = search[key]
-            else:
-                problems.append(f"{key}: unknown {key.replace('_', ' ')} {search[key]!r} (one of {', '.join(allowed)})")
-    for key in ("min_mos", "max_mos"):
-        if search.get(key):
-            f[key] = _mos(search[key])
-            if f[key] is None:
-                problems.append(f"{key}: not a MOS between 1 and 5: {search[key]!r}")
-    if search.get("recording", "") not in ("", "1", "0"):
-        problems.append(f"recording: 1 (with a recording) or 0 (without), not {search['recording']!r}")
-    elif search.get("recording"):
-        f["has_recording"] = search["recording"] == "1"
+    f = {**_period(search, problems), **_choices(search, problems), **_measures(search, problems)}
     if search.get("group", "") not in ("", "day"):
         problems.append(f"group: only by day, not {search['group']!r}")
     f["customer"] = search.get("customer", "").strip()
@@ -156,6 +133,48 @@ def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[st
         sort = "started_at"
     descending = search.get("desc", "1" if "sort" not in search else "") == "1"
     return f, sort, descending, problems
+
+
+def _period(search: dict[str, str], problems: list[str]) -> dict[str, str]:
+    """``from`` and ``to`` as the stored UTC instants of those days' bounds in ``[journal] timezone``."""
+    f = {}
+    tz = current_config().journal.zone
+    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
+        if search.get(key):
+            try:
+                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
+            except (ValueError, OverflowError):
+                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
+    return f
+
+
+def _choices(search: dict[str, str], problems: list[str]) -> dict[str, Any]:
+    """The filters whose value is one of a list: status, direction, missed cause, flag, recording."""
+    f: dict[str, Any] = {}
+    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS),
+                         ("missed_cause", journal.MISSED_CAUSES), ("flag", FLAG_NAMES)):
+        if search.get(key):
+            if search[key] in allowed:
+                f[key] = search[key]
+            else:
+                problems.append(f"{key}: unknown {key.replace('_', ' ')} {search[key]!r} (one of {', '.join(allowed)})")
+    if search.get("recording", "") not in ("", "1", "0"):
+        problems.append(f"recording: 1 (with a recording) or 0 (without), not {search['recording']!r}")
+    elif search.get("recording"):
+        f["has_recording"] = search["recording"] == "1"
+    return f
+
+
+def _measures(search: dict[str, str], problems: list[str]) -> dict[str, float]:
+    f = {}
+    for key in ("min_mos", "max_mos"):
+        if search.get(key):
+            value = _mos(search[key])
+            if value is None:
+                problems.append(f"{key}: not a MOS between 1 and 5: {search[key]!r}")
+            else:
+                f[key] = value
+    return f
 
 
 def _mos(text: str) -> float | None:
