@@ -55,12 +55,18 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         page.goto(url)
 
         page.select_option("select[name=status]", "answered")
+        page.select_option("select[name=recording]", "1")
         page.check("input[name=too_long]")
+        page.check("input[name=group]")
         page.click("form#filters button[type=submit]")
         page.wait_for_load_state()
         rows = page.locator("tbody tr[data-uuid]")
         assert rows.count() == 1 and rows.first.get_attribute("data-uuid") == uuid
         assert "st-answered" in (rows.first.get_attribute("class") or "")
+        assert page.locator("tbody tr.day .n-calls").inner_text() == "1"
+        box = rows.first.locator("td.c-status svg.icon").bounding_box()  # the sprite's icon is drawn, small
+        assert box is not None and 8 <= box["width"] <= 24
+        assert page.locator("svg.sprite").bounding_box() is None  # the sprite itself is hidden
 
         rows.first.locator("a").first.click()
         page.wait_for_url(f"{url}call/{uuid}")

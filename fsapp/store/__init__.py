@@ -269,6 +269,11 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """
     ALTER TABLE meters ADD COLUMN invoice_search_field TEXT NOT NULL DEFAULT '';
     """,
+    # 10: the queue a call went to (mod_callcenter's, without its @domain) and each bridge attempt's outcome
+    """
+    ALTER TABLE calls ADD COLUMN queue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
@@ -278,12 +283,14 @@ CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    "queue attempts "
     + " ".join(CDR_FIELDS)
 ).split()
 
 # Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
 SORTABLE_CALL_FIELDS = (
-    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
+    "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
+    "talk_seconds hold_seconds too_long missed_cause hangup_by customer_name customer_type charge"
 ).split()
 
 
@@ -462,7 +469,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
-                     max_mos: float | None = None) -> tuple[str, list[Any]]:
+                     max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
+                     ) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -483,6 +491,11 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             params.append(direction)
         if too_long:
             where.append("too_long = 1")
+        if queue:
+            where.append("calls.queue = ?")
+            params.append(queue)
+        if has_recording is not None:
+            where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
         if number:
             where.append(_number_match(number, params))
         if flag:
@@ -949,6 +962,14 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             r["payload"] = json.loads(r["payload"])
         return rows
 
+    def call_deliveries(self, uuid: str) -> list[dict[str, Any]]:
+        """The CRM deliveries (outbox rows) of one call: their keys start with the call's uuid."""
+        rows = self.db.query("SELECT * FROM outbox WHERE idempotency_key LIKE ? ESCAPE '\\' ORDER BY id",
+                             (like_pattern(uuid)[1:-1] + "-%",))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
     def outbox_stats(self, now: float) -> tuple[int, float]:
         row = self.db.one("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE delivered_at IS NULL")
         if not row or not row["n"]:
@@ -994,6 +1015,7 @@ def _sql_value(v: Any) -> Any:
 def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["modules"] = json.loads(row.get("modules") or "[]")
+    row["attempts"] = json.loads(row.get("attempts") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
