@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
-from fsapp.web.auth import ROLES, hash_password
+from fsapp.web.auth import ROLES, hash_password, name_problem, password_problem
 
 NAME = "web"
 HELP = "the managers' web console: journal, calls, recordings in a browser"
@@ -51,11 +51,11 @@ def _password() -> str:
 def _users_add(args: argparse.Namespace) -> int:
 
     name = args.name.strip()
-    if not name or len(name) > 64 or any(c.isspace() or not c.isprintable() for c in name):
-        raise UsageError(f"users add: NAME must be 1-64 printable characters without spaces, not {args.name!r}")
+    if name_problem(name):
+        raise UsageError(f"users add: {name_problem(args.name)}")
     password = _password()
-    if len(password) < 8:
-        raise UsageError("users add: the password must be at least 8 characters")
+    if password_problem(password):
+        raise UsageError(f"users add: {password_problem(password)}")
     _cfg, store = open_store(args)
     new = store.web_user_set(name, args.role, hash_password(password))
     print(f"{name}: {'added' if new else 'updated'} as {args.role}")
