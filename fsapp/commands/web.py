@@ -14,26 +14,23 @@ HELP = "the managers' web console: journal, calls, recordings in a browser"
 GEVENT = True
 
 def _serve(args: argparse.Namespace) -> int:
-    from gevent.pywsgi import WSGIServer
-
-    from fsapp import log as logmod
     from fsapp.store import StorageError
-    from fsapp.web.app import create_app
+    from fsapp.web import serving
 
     cfg = load_config(args, check_files=False)
     try:
-        app = create_app(cfg)
+        server = serving.start(cfg)
     except StorageError as exc:
         print(f"fsapp web: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except ValueError as exc:  # the session secret's variable is unset or too short
         print(f"fsapp web: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    host, port = cfg.web.listen_host, cfg.web.listen_port
-    server = WSGIServer((host, port), app, log=None)
-    server.start()
-    logmod.get("fsapp.web").info("web_listening", address=f"http://{host}:{server.server_port}/")
-    print(f"fsapp web: listening on http://{host}:{server.server_port}/", flush=True)
+    except OSError as exc:
+        print(f"{cfg.file}:web.listen: cannot listen on {cfg.web.listen_host}:{cfg.web.listen_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"fsapp web: listening on {serving.address(cfg, server)}", flush=True)
     server.serve_forever()
     return EXIT_OK
 

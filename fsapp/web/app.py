@@ -21,14 +21,14 @@ HEADERS = {
 }
 
 
-def create_app(cfg: Config, store: Store | None = None, *, crm: Any = None,
+def create_app(cfg: Config, store: Store | None = None, *, crm_of: Callable[[], Any] | None = None,
                health: Callable[[], dict[str, Any]] | None = None) -> Flask:
-    """The console over ``cfg``'s database (``store`` when given). Inside ``fsapp serve``, ``crm``
-    and ``health`` are the daemon's own CRM and health callable; else the console makes its CRM
-    when a page first needs it and reads the health from ``[web] daemon_health_url``."""
+    """The console over ``cfg``'s database (``store`` when given). Inside ``fsapp serve``, ``crm_of``
+    gives the daemon's current CRM and ``health`` is its health callable; else the console makes
+    its CRM when a page first needs it and reads the health from ``[web] daemon_health_url``."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=auth.session_secret(cfg), SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg, FSAPP_CRM=crm, FSAPP_HEALTH=health,
+                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg, FSAPP_CRM_OF=crm_of, FSAPP_HEALTH=health,
                       FSAPP_STORE=store or open_store(cfg.storage_url, pool_size=cfg.storage_pool_size))
     from fsapp.web.admin import admin
     from fsapp.web.customer import customer

@@ -59,14 +59,14 @@ def crm_details(customer_id: str) -> tuple[dict[str, Any] | None, str, str]:
 
 
 def _crm() -> Any:
-    """The daemon's CRM inside ``fsapp serve``; else one made for the console, once."""
-    crm = current_app.config.get("FSAPP_CRM")
-    if crm is None:
+    """The daemon's current CRM inside ``fsapp serve``; else one made for the console, once."""
+    crm_of = current_app.config.get("FSAPP_CRM_OF")
+    if crm_of is None:
         from fsapp.app import NullMetrics, make_crm
 
         crm = make_crm(current_config(), current_store(), NullMetrics())
-        current_app.config["FSAPP_CRM"] = crm
-    return crm
+        current_app.config["FSAPP_CRM_OF"] = crm_of = lambda: crm
+    return crm_of()
 
 
 def _debt(details: dict[str, Any] | None, latest: list[dict[str, Any]]) -> int | None:
