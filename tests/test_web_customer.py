@@ -4,7 +4,6 @@ CRM, the whole call history in keyset pages, the ledger's charges and the debt."
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,32 +14,16 @@ from pytest_httpserver import HTTPServer
 from fsapp.store import open_store
 from fsapp.web import customer as customer_page
 from fsapp.web.app import create_app
-from tests.helpers import Daemon
-from tests.webconsole import PAID, Journal, add_users, extra, login, make_journal, row_uuids
+from tests import test_web
+from tests.webconsole import Journal, row_uuids
+
+journal, app, client_as = test_web.journal, test_web.app, test_web.client_as  # the journal of real calls
 
 TOKEN = "customer-page-token"
 
 
-@pytest.fixture
-def journal(make_config: Callable[..., object], daemon: Callable[..., Daemon], tmp_path: Path) -> Journal:
-    cfg = make_config(PAID, extra=extra(tmp_path / "rec"))
-    j = make_journal(cfg, daemon(cfg))
-    add_users(j.store)
-    return j
-
-
-@pytest.fixture
-def app(journal: Journal) -> Iterator[Flask]:
-    app = create_app(journal.cfg)
-    yield app
-    app.config["FSAPP_STORE"].close()
-
-
 def viewer(app: Flask, lang: str = "en") -> FlaskClient:
-    c = app.test_client()
-    c.get(f"/login?lang={lang}")
-    assert login(c, "viewer").status_code == 302
-    return c
+    return client_as(app, "viewer", lang)
 
 
 def dd(html: str, key: str) -> str:

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,11 @@ from fsapp import instants
 from fsapp.fakefs import Script, run_call
 from fsapp.store import Store, open_store
 from fsapp.web.app import create_app
+from tests import test_billing
 from tests.helpers import SARA, paid_line, seed, write_config
-from tests.test_billing import _serve
 from tests.webconsole import PASSWORD, SARA_PHONE, add_users, free_port, fsapp, login
+
+_serve, processes = test_billing._serve, test_billing.processes  # fsapp serve in its own process; its cleanup
 
 HEARTBEAT = "[billing]\nmeter_heartbeat_seconds = 1\n"
 
@@ -39,14 +40,17 @@ def live_config(tmp_path: Path, *, metrics: bool = True, web: str = "") -> Path:
     return path
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
+def live_page(cfg: configmod.Config) -> str:
+    """The live page as a viewer sees it, from a console of its own over ``cfg``."""
+    app = create_app(cfg)
+    add_users(app.config["FSAPP_STORE"])
+    c = app.test_client()
+    c.get("/login?lang=en")
+    assert login(c, "viewer").status_code == 302
+    try:
+        return c.get("/live").get_data(as_text=True)
+    finally:
+        app.config["FSAPP_STORE"].close()
 
 
 def hold_a_call(store: Store, address: tuple[str, int]) -> tuple[gevent.Greenlet, str]:
@@ -144,15 +148,9 @@ def test_the_live_page_shows_a_held_call_and_the_daemons_health(tmp_path: Path,
 def test_the_live_page_without_a_health_endpoint_says_how_to_get_one(tmp_path: Path) -> None:
     cfg = configmod.load(live_config(tmp_path, metrics=False), check_files=False)
     assert cfg.web.daemon_health_url == ""
-    app = create_app(cfg)
-    add_users(app.config["FSAPP_STORE"])
-    c = app.test_client()
-    c.get("/login?lang=en")
-    login(c, "viewer")
-    html = c.get("/live").get_data(as_text=True)
+    html = live_page(cfg)
     assert "set [web] daemon_health_url or [server] metrics_listen" in field(html, "daemon-state")
     assert 'id="live-link" href="/live"' in html
-    app.config["FSAPP_STORE"].close()
 
 
 def test_a_health_url_that_is_no_healthz_is_named(tmp_path: Path) -> None:
@@ -166,15 +164,9 @@ def test_a_health_url_that_is_no_healthz_is_named(tmp_path: Path) -> None:
     with raw_server(not_json) as url:
         cfg = configmod.load(live_config(tmp_path, metrics=False, web=f'daemon_health_url = "{url}/healthz"'),
                              check_files=False)
-        app = create_app(cfg)
-        add_users(app.config["FSAPP_STORE"])
-        c = app.test_client()
-        c.get("/login?lang=en")
-        login(c, "viewer")
-        html = c.get("/live").get_data(as_text=True)
+        html = live_page(cfg)
     assert field(html, "daemon-state") == "● down"
     assert field(html, "health-error").startswith(f"{url}/healthz: HTTP 200, not /healthz JSON")
-    app.config["FSAPP_STORE"].close()
 
 
 # ------------------------------------------------------------------ inside fsapp serve
