@@ -132,3 +132,9 @@ def test_customer_and_charge_totals_in_the_store(store_url: str) -> None:
         assert store.settle(meter, talk_seconds=30 + i, units=1, amount=10 + i, source="call", outbox=[], now=1.0)
     assert store.charge_totals("A") == {"charges": 2, "amount": 22, "talk_seconds": 62}
     store.close()
+
+
+def test_a_customer_id_with_a_slash_has_its_page(app: Flask, journal: Journal) -> None:
+    journal.store.upsert_customer({"id": "B/7", "number": "B/7", "name": "Bahar"}, ["+989120000007"])
+    html = viewer(app).get("/customer/B/7").get_data(as_text=True)
+    assert "Bahar" in html and dd(html, "source") == "the local directory"

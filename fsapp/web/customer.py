@@ -16,7 +16,7 @@ customer = Blueprint("customer", __name__)
 PAGE = 50
 
 
-@customer.route("/customer/<customer_id>")
+@customer.route("/customer/<path:customer_id>")
 def page(customer_id: str) -> Any:
     store = current_store()
     after, before = request.args.get("after", ""), request.args.get("before", "")
