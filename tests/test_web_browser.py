@@ -74,7 +74,8 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         assert page.locator("html").get_attribute("dir") == "rtl"
         assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
         started = dt.datetime.fromisoformat(journal.rows["answered"]["started_at"])
-        jalali = jdatetime.date.fromgregorian(date=started.date()).strftime("%Y/%m/%d")
+        day = started.astimezone(journal.cfg.journal.zone).date()  # the day in [journal] timezone, not UTC's
+        jalali = jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d")
         assert page.locator("#started").inner_text().startswith(jalali.translate(str.maketrans(
             "0123456789", "۰۱۲۳۴۵۶۷۸۹")))
         page.screenshot(path=str(shots / "call-fa.png"), full_page=True)

@@ -264,6 +264,10 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     );
     CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
     """,
+    # 9: a billed module's invoice search field, kept with its meter for the invoice a reconcile makes
+    """
+    ALTER TABLE meters ADD COLUMN invoice_search_field TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
