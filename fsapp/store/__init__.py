@@ -276,6 +276,13 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """,
 ]
 
+WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
+
+
+class LastAdmin(ValueError):
+    """The change would leave the console without an admin."""
+
+
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
 _LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lockouts", "caller")}
 
@@ -306,13 +313,14 @@ WRITE_FAILURE_SECONDS = 30.0
 class _Watched:
     """A backend that remembers its writes' last failure (for ``/healthz``); the rest passes through."""
 
-    _OWN = frozenset({"_db", "failing", "failed_at", "failure"})
+    _OWN = frozenset({"_db", "failing", "failed_at", "failure", "failures"})
 
     def __init__(self, db: Any) -> None:
         object.__setattr__(self, "_db", db)
         self.failing = False  # the last write failed
         self.failed_at = 0.0  # monotonic time of the last failure
         self.failure = ""
+        self.failures = 0  # writes that failed since the store was opened
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -325,6 +333,7 @@ class _Watched:
 
     def _failed(self, exc: StorageError) -> None:
         self.failing, self.failed_at, self.failure = True, time.monotonic(), str(exc)
+        self.failures += 1
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -387,6 +396,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if w.failing or time.monotonic() - w.failed_at < WRITE_FAILURE_SECONDS and w.failed_at:
             return False, f"a write failed: {w.failure}"
         return True, ""
+
+    def write_failures(self) -> int:
+        """How many writes failed since this store was opened (for ``/healthz``)."""
+        return int(self.db.failures)
 
     def check_writable(self) -> None:
         """Raise StorageError unless the database takes a write (a read-only one opens and reads fine)."""
@@ -630,6 +643,11 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             r["phones"] = phones.get(r["id"], [])
         return rows
 
+    def customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The directory's row of one customer (with its ``phones``), or None."""
+        rows = self._customers("WHERE id = ?", (customer_id,))
+        return rows[0] if rows else None
+
     def customer_count(self) -> int:
         row = self.db.one("SELECT COUNT(*) AS n FROM customers")
         return int(row["n"]) if row else 0
@@ -859,6 +877,13 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         where, params = _where([("customer_id = ?", customer), ("id < ?", int(before))])
         return self.db.query(f"SELECT * FROM charges{where} ORDER BY id DESC LIMIT {int(limit)}", params)
 
+    def charge_totals(self, customer: str) -> dict[str, int]:
+        """A customer's ledger summed: how many charges, their rial and their talk seconds."""
+        row = self.db.one("SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS amount,"
+                          " COALESCE(SUM(talk_seconds), 0) AS talk FROM charges WHERE customer_id = ?", (customer,))
+        assert row is not None  # an aggregate always has its one row
+        return {"charges": int(row["n"]), "amount": int(row["amount"]), "talk_seconds": int(row["talk"])}
+
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
         params: list[Any] = []
@@ -879,6 +904,39 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                 (name, role, password_hash, now_iso()),
             )
         return new
+
+    def web_user_add(self, name: str, role: str, password_hash: str) -> bool:
+        """Add a user; False (and nothing changed) if the name is taken."""
+        return self.db.execute(
+            "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING", (name, role, password_hash, now_iso())) > 0
+
+    def web_user_update(self, name: str, *, role: str = "", password_hash: str = "") -> bool:
+        """Change a user's role and/or password hash; False if there is no such user.
+        Raises LastAdmin rather than take the admin role from the last admin."""
+        sets = [(c, v) for c, v in (("role", role), ("password_hash", password_hash)) if v]
+        if not sets:
+            raise ValueError("web_user_update: nothing to change")
+        with self.db.transaction():
+            self.db.lock(WEB_USERS_LOCK)
+            if role and role != "admin":
+                self._keep_an_admin(name)
+            return self.db.execute(f"UPDATE web_users SET {', '.join(c + ' = ?' for c, _ in sets)} WHERE name = ?",
+                                   [v for _, v in sets] + [name]) > 0
+
+    def web_user_remove(self, name: str) -> bool:
+        """Remove a user; False if there was none. Raises LastAdmin rather than remove the last admin."""
+        with self.db.transaction():
+            self.db.lock(WEB_USERS_LOCK)
+            self._keep_an_admin(name)
+            return self.db.execute("DELETE FROM web_users WHERE name = ?", (name,)) > 0
+
+    def _keep_an_admin(self, name: str) -> None:
+        """Raise LastAdmin if ``name`` is an admin and no other user is (inside the users' lock)."""
+        row = self.db.one("SELECT COUNT(*) AS admins, MAX(CASE WHEN name = ? THEN 1 ELSE 0 END) AS me"
+                          " FROM web_users WHERE role = 'admin'", (name,))
+        if row and row["me"] and int(row["admins"]) <= 1:
+            raise LastAdmin(f"{name} is the last admin: make another user admin first")
 
     def web_user(self, name: str) -> dict[str, Any] | None:
         return self.db.one("SELECT * FROM web_users WHERE name = ?", (name,))

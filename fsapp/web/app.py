@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, abort, g, redirect, request, session, url_for
@@ -20,16 +21,23 @@ HEADERS = {
 }
 
 
-def create_app(cfg: Config, store: Store | None = None) -> Flask:
+def create_app(cfg: Config, store: Store | None = None, *, crm_of: Callable[[], Any] | None = None,
+               health: Callable[[], dict[str, Any]] | None = None) -> Flask:
+    """The console over ``cfg``'s database (``store`` when given). Inside ``fsapp serve``, ``crm_of``
+    gives the daemon's current CRM and ``health`` is its health callable; else the console makes
+    its CRM when a page first needs it and reads the health from ``[web] daemon_health_url``."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=auth.session_secret(cfg), SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg,
+                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg, FSAPP_CRM_OF=crm_of, FSAPP_HEALTH=health,
                       FSAPP_STORE=store or open_store(cfg.storage_url, pool_size=cfg.storage_pool_size))
+    from fsapp.web.admin import admin
+    from fsapp.web.customer import customer
+    from fsapp.web.live import live
     from fsapp.web.stats import stats
     from fsapp.web.views import views
 
-    app.register_blueprint(views)
-    app.register_blueprint(stats)
+    for blueprint in (views, stats, live, admin, customer):
+        app.register_blueprint(blueprint)
     app.before_request(_before)
     app.after_request(_headers)
     app.context_processor(_template_globals)
