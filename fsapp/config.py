@@ -177,6 +177,8 @@ class WebConfig:
     language: str = "fa"
     login_max_failures: int = 5
     login_window_seconds: int = 900
+    in_serve: bool = False  # fsapp serve serves the console too, on listen, in its own event loop
+    daemon_health_url: str = ""  # the daemon's /healthz for the live page; "" = from server.metrics_listen
 
 
 @dataclass(frozen=True)
@@ -370,13 +372,14 @@ def from_dict(
     security = _security(r, r.table(data, "security"))
     billing = _billing(r, r.table(data, "billing"))
     entry = _entry(r, r.table(data, "entry"))
-    web = _web(r, r.table(data, "web"))
-    modules = _modules(r, data.get("modules", []))
+    cdr = _cdr(r, r.table(data, "cdr"))
+    web = _web(r, r.table(data, "web"), server, cdr.listen)
+    modules = _modules(r, data.get("modules", []), crm.kind)
     cfg = Config(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
         security=security, billing=billing, entry=entry, modules=MappingProxyType(modules),
-        analysis=_analysis(r, data), cdr=_cdr(r, r.table(data, "cdr")), web=web,
+        analysis=_analysis(r, data), cdr=cdr, web=web,
     )
     problems.extend(flow.check_graph(cfg, KINDS))
     if check_files and sounds.dir.is_dir():
@@ -547,8 +550,8 @@ def _entry(r: _Reader, e: Mapping[str, Any]) -> EntryConfig:
     )
 
 
-def _web(r: _Reader, w: Mapping[str, Any]) -> WebConfig:
-    """``[web]``: the managers' console (``fsapp web``)."""
+def _web(r: _Reader, w: Mapping[str, Any], server: ServerConfig, cdr_listen: str) -> WebConfig:
+    """``[web]``: the managers' console (``fsapp web``, or inside ``fsapp serve`` with ``in_serve``)."""
     r.unknown(w, "web", WebConfig.__dataclass_fields__.keys() - {"listen_host", "listen_port"} | {"listen"})
     host, port = WebConfig.listen_host, WebConfig.listen_port
     try:
@@ -563,7 +566,49 @@ def _web(r: _Reader, w: Mapping[str, Any]) -> WebConfig:
         language=r.get(w, "web", "language", str, "fa", choices=("fa", "en")),
         login_max_failures=r.get(w, "web", "login_max_failures", int, 5, minimum=1),
         login_window_seconds=r.get(w, "web", "login_window_seconds", int, 900, minimum=1),
+        in_serve=_web_in_serve(r, w, (host, port), server, cdr_listen),
+        daemon_health_url=_daemon_health_url(r, w, server.metrics_listen),
     )
+
+
+def _web_in_serve(r: _Reader, w: Mapping[str, Any], web: tuple[str, int], server: ServerConfig,
+                  cdr_listen: str) -> bool:
+    """``in_serve``: a bool; the console then needs a port none of serve's other listeners has."""
+    in_serve = bool(r.get(w, "web", "in_serve", bool, False))
+    others = {"server.listen": f"{server.listen_host}:{server.listen_port}",
+              "server.metrics_listen": server.metrics_listen, "cdr.listen": cdr_listen}
+    for key, listen in others.items():
+        if in_serve and listen and _same_address(web, listen):
+            r.fail("web.listen", f"with in_serve = true the console needs a port of its own, "
+                                 f"but {web[0]}:{web[1]} is also {key}")
+    return in_serve
+
+
+def _same_address(a: tuple[str, int], listen: str) -> bool:
+    try:
+        host, port = parse_listen(listen)
+    except ValueError:  # reported under its own key
+        return False
+    wildcard = ("0.0.0.0", "::", "")
+    return port == a[1] != 0 and (host == a[0] or host in wildcard or a[0] in wildcard)
+
+
+def _daemon_health_url(r: _Reader, w: Mapping[str, Any], metrics_listen: str) -> str:
+    """Where the live page reads the daemon's health: the key, else ``/healthz`` on server.metrics_listen."""
+    url = r.get(w, "web", "daemon_health_url", str, "")
+    if url:
+        if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+            r.fail("web.daemon_health_url", f"must be an http:// or https:// URL, not {url!r}")
+            return ""
+        return url
+    if not metrics_listen:
+        return ""
+    try:
+        host, port = parse_listen(metrics_listen)
+    except ValueError:  # reported under server.metrics_listen
+        return ""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
 
 
 _ANALYSIS_LIMITS: dict[str, dict[str, Any]] = {
@@ -614,7 +659,7 @@ def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
     )
 
 
-def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:
+def _modules(r: _Reader, raw_modules: Any, crm_kind: str) -> dict[str, ModuleConfig]:
     """``[[modules]]``: each table read against its kind's schema, then its kind's own rules."""
     modules: dict[str, ModuleConfig] = {}
     if not isinstance(raw_modules, list):
@@ -624,7 +669,9 @@ def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:
         module = _module(r, f"modules[{i}]", m, modules)
         if module is not None:
             modules[module.code] = module
-            r.problems.extend(f"{r.file}:{module.where}.{msg}" for msg in KINDS[module.kind].validate(module))
+            kind = KINDS[module.kind]
+            problems = [*kind.validate(module), *kind.crm_rules(module, crm_kind)]
+            r.problems.extend(f"{r.file}:{module.where}.{msg}" for msg in problems)
     return modules
 
 

@@ -280,6 +280,12 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
         except Exception:  # noqa: BLE001 - a closed or broken database is unhealthy
             return False
 
+    def failed_writes() -> int:
+        try:
+            return int(server.app.store.write_failures())
+        except Exception:  # noqa: BLE001 - a store without the count: none known
+            return 0
+
     def health() -> dict[str, Any]:
         draining = bool(getattr(server, "draining", False))
         stream = getattr(server, "stream", None)
@@ -294,6 +300,7 @@ def health_of(server: Any, *, crm_cache_seconds: float = 2.0,
             "crm": crm_ok(),
             "live_calls": live,
             "draining": draining,
+            "failed_writes": failed_writes(),
         }
 
     return health
@@ -327,7 +334,8 @@ def make_wsgi_app(metrics: PrometheusMetrics, health: Callable[[], dict[str, Any
                 state = health()
             except Exception as exc:  # noqa: BLE001 - the endpoint answers 503 rather than 500
                 log.error("healthz_failed", reason=f"{type(exc).__name__}: {exc}")
-                state = {"accepting": False, "storage": False, "crm": False, "live_calls": 0, "draining": False}
+                state = {"accepting": False, "storage": False, "crm": False, "live_calls": 0, "draining": False,
+                         "failed_writes": 0}
             status = "200 OK" if healthy(state) else "503 Service Unavailable"
             body = (json.dumps(state, sort_keys=True) + "\n").encode()
             return _reply(start_response, status, body, "application/json")

@@ -232,7 +232,7 @@ def test_healthz_ok_when_accepting_with_storage_and_crm(make_config, metered):
     assert status == 200
     assert headers["content-type"] == "application/json"
     assert json.loads(body) == {"accepting": True, "storage": True, "crm": True, "live_calls": 0,
-                                "draining": False}
+                                "draining": False, "failed_writes": 0}
 
 
 def test_healthz_503_when_storage_is_gone(make_config, metered):
@@ -260,7 +260,8 @@ def test_healthz_503_when_http_crm_is_unreachable(make_config, metered, monkeypa
     status, _h, body = m.get("/healthz")
     state = json.loads(body)
     assert status == 503
-    assert state == {"accepting": True, "storage": True, "crm": False, "live_calls": 0, "draining": False}
+    assert state == {"accepting": True, "storage": True, "crm": False, "live_calls": 0, "draining": False,
+                     "failed_writes": 0}
     s = m.samples()
     assert value(s, "fsapp_crm_errors_total", operation="ping") == 1
     assert value(s, "fsapp_crm_request_duration_seconds_count", operation="ping") == 1

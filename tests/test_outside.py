@@ -262,7 +262,7 @@ def test_healthz_reports_storage_down_while_writes_fail(tmp_path: Path) -> None:
 
     m = Metered(configmod.load(sample_setup(tmp_path)))
     try:
-        assert _healthz(m)[0] == 200
+        assert _healthz(m) == (200, {**_healthz(m)[1], "failed_writes": 0})
         fill_table(m.app.store, "calls", _filler_call)
         m.call(caller="02100000001", dtmf=[""] * 3, bridges=["answer:1"])
         status, state = _healthz(m)
@@ -270,6 +270,7 @@ def test_healthz_reports_storage_down_while_writes_fail(tmp_path: Path) -> None:
     finally:
         m.stop()
     assert status == 503 and state["storage"] is False
+    assert state["failed_writes"] >= 1  # the call's journal writes, counted
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

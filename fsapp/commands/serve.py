@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fsapp import config as configmod
 from fsapp import log as logmod
@@ -74,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{cfg.file}:server.metrics_listen: {exc}", file=sys.stderr)
             return EXIT_RUNTIME
+    console = None
+    if cfg.web.in_serve:
+        console, code = _start_console(cfg, app, server)
+        if console is None:
+            return code
     from fsapp.analysis import service
 
     # Recorded calls are analysed in worker processes of their own: never in this event loop.
@@ -99,7 +104,30 @@ def run(args: argparse.Namespace) -> int:
             workers.stop()
         if http is not None:
             http.stop(timeout=1)
+        if console is not None:
+            console.stop(timeout=1)  # after the drain: the live page showed the calls draining
     return EXIT_OK
+
+
+def _start_console(cfg: configmod.Config, app: App, server: Any) -> tuple[Any, int]:
+    """``[web] in_serve``: the console on ``[web] listen`` in this event loop, over the daemon's
+    own store, CRM and health; (None, exit code) when it cannot start (said on stderr)."""
+    from fsapp.metrics import health_of
+    from fsapp.store import StorageError
+    from fsapp.web import serving
+
+    try:
+        return serving.start(cfg, store=app.store, crm_of=lambda: app.crm, health=health_of(server)), EXIT_OK
+    except OSError as exc:
+        listen = f"{cfg.web.listen_host}:{cfg.web.listen_port}"
+        print(f"{cfg.file}:web.listen: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return None, EXIT_RUNTIME
+    except ValueError as exc:  # the session secret's variable is unset or too short
+        print(str(exc), file=sys.stderr)
+        return None, EXIT_BAD_INPUT
+    except StorageError as exc:
+        print(f"{cfg.file}:storage.url: {exc}", file=sys.stderr)
+        return None, EXIT_RUNTIME
 
 
 def _first_run(cfg: configmod.Config) -> str:

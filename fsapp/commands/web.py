@@ -7,33 +7,30 @@ import getpass
 import sys
 
 from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
-from fsapp.web.auth import ROLES, hash_password
+from fsapp.web.auth import ROLES, hash_password, name_problem, password_problem
 
 NAME = "web"
 HELP = "the managers' web console: journal, calls, recordings in a browser"
 GEVENT = True
 
 def _serve(args: argparse.Namespace) -> int:
-    from gevent.pywsgi import WSGIServer
-
-    from fsapp import log as logmod
     from fsapp.store import StorageError
-    from fsapp.web.app import create_app
+    from fsapp.web import serving
 
     cfg = load_config(args, check_files=False)
     try:
-        app = create_app(cfg)
+        server = serving.start(cfg)
     except StorageError as exc:
         print(f"fsapp web: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except ValueError as exc:  # the session secret's variable is unset or too short
         print(f"fsapp web: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    host, port = cfg.web.listen_host, cfg.web.listen_port
-    server = WSGIServer((host, port), app, log=None)
-    server.start()
-    logmod.get("fsapp.web").info("web_listening", address=f"http://{host}:{server.server_port}/")
-    print(f"fsapp web: listening on http://{host}:{server.server_port}/", flush=True)
+    except OSError as exc:
+        print(f"{cfg.file}:web.listen: cannot listen on {cfg.web.listen_host}:{cfg.web.listen_port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(f"fsapp web: listening on {serving.address(cfg, server)}", flush=True)
     server.serve_forever()
     return EXIT_OK
 
@@ -51,11 +48,11 @@ def _password() -> str:
 def _users_add(args: argparse.Namespace) -> int:
 
     name = args.name.strip()
-    if not name or len(name) > 64 or any(c.isspace() or not c.isprintable() for c in name):
-        raise UsageError(f"users add: NAME must be 1-64 printable characters without spaces, not {args.name!r}")
+    if name_problem(name):
+        raise UsageError(f"users add: {name_problem(args.name)}")
     password = _password()
-    if len(password) < 8:
-        raise UsageError("users add: the password must be at least 8 characters")
+    if password_problem(password):
+        raise UsageError(f"users add: {password_problem(password)}")
     _cfg, store = open_store(args)
     new = store.web_user_set(name, args.role, hash_password(password))
     print(f"{name}: {'added' if new else 'updated'} as {args.role}")

@@ -19,6 +19,7 @@ from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
+from fsapp.store.stats import StatsStore
 
 __all__ = ["Store", "StorageError", "open_store"]
 
@@ -264,7 +265,23 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     );
     CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
     """,
+    # 9: a billed module's invoice search field, kept with its meter for the invoice a reconcile makes
+    """
+    ALTER TABLE meters ADD COLUMN invoice_search_field TEXT NOT NULL DEFAULT '';
+    """,
+    # 10: the queue a call went to (mod_callcenter's, without its @domain) and each bridge attempt's outcome
+    """
+    ALTER TABLE calls ADD COLUMN queue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
+
+WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
+
+
+class LastAdmin(ValueError):
+    """The change would leave the console without an admin."""
+
 
 PIN_LOCK = "fsapp-pin-attempts"  # one lock for every PIN slot: a customer's and a caller's counts are both exact
 _LOCK_TABLES = {"customer": ("lockouts", "customer_id"), "caller": ("caller_lockouts", "caller")}
@@ -273,12 +290,14 @@ CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    "queue attempts "
     + " ".join(CDR_FIELDS)
 ).split()
 
 # Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
 SORTABLE_CALL_FIELDS = (
-    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
+    "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
+    "talk_seconds hold_seconds too_long missed_cause hangup_by customer_name customer_type charge"
 ).split()
 
 
@@ -294,13 +313,14 @@ WRITE_FAILURE_SECONDS = 30.0
 class _Watched:
     """A backend that remembers its writes' last failure (for ``/healthz``); the rest passes through."""
 
-    _OWN = frozenset({"_db", "failing", "failed_at", "failure"})
+    _OWN = frozenset({"_db", "failing", "failed_at", "failure", "failures"})
 
     def __init__(self, db: Any) -> None:
         object.__setattr__(self, "_db", db)
         self.failing = False  # the last write failed
         self.failed_at = 0.0  # monotonic time of the last failure
         self.failure = ""
+        self.failures = 0  # writes that failed since the store was opened
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -313,6 +333,7 @@ class _Watched:
 
     def _failed(self, exc: StorageError) -> None:
         self.failing, self.failed_at, self.failure = True, time.monotonic(), str(exc)
+        self.failures += 1
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -337,7 +358,7 @@ class _Probe(Exception):
     """Rolls the write probe back."""
 
 
-class Store(AnalysisStore, CDRStore):
+class Store(AnalysisStore, CDRStore, StatsStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -375,6 +396,10 @@ class Store(AnalysisStore, CDRStore):
         if w.failing or time.monotonic() - w.failed_at < WRITE_FAILURE_SECONDS and w.failed_at:
             return False, f"a write failed: {w.failure}"
         return True, ""
+
+    def write_failures(self) -> int:
+        """How many writes failed since this store was opened (for ``/healthz``)."""
+        return int(self.db.failures)
 
     def check_writable(self) -> None:
         """Raise StorageError unless the database takes a write (a read-only one opens and reads fine)."""
@@ -457,7 +482,8 @@ class Store(AnalysisStore, CDRStore):
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
-                     max_mos: float | None = None) -> tuple[str, list[Any]]:
+                     max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
+                     ) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -478,6 +504,11 @@ class Store(AnalysisStore, CDRStore):
             params.append(direction)
         if too_long:
             where.append("too_long = 1")
+        if queue:
+            where.append("calls.queue = ?")
+            params.append(queue)
+        if has_recording is not None:
+            where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
         if number:
             where.append(_number_match(number, params))
         if flag:
@@ -611,6 +642,11 @@ class Store(AnalysisStore, CDRStore):
         for r in rows:
             r["phones"] = phones.get(r["id"], [])
         return rows
+
+    def customer(self, customer_id: str) -> dict[str, Any] | None:
+        """The directory's row of one customer (with its ``phones``), or None."""
+        rows = self._customers("WHERE id = ?", (customer_id,))
+        return rows[0] if rows else None
 
     def customer_count(self) -> int:
         row = self.db.one("SELECT COUNT(*) AS n FROM customers")
@@ -841,6 +877,13 @@ class Store(AnalysisStore, CDRStore):
         where, params = _where([("customer_id = ?", customer), ("id < ?", int(before))])
         return self.db.query(f"SELECT * FROM charges{where} ORDER BY id DESC LIMIT {int(limit)}", params)
 
+    def charge_totals(self, customer: str) -> dict[str, int]:
+        """A customer's ledger summed: how many charges, their rial and their talk seconds."""
+        row = self.db.one("SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS amount,"
+                          " COALESCE(SUM(talk_seconds), 0) AS talk FROM charges WHERE customer_id = ?", (customer,))
+        assert row is not None  # an aggregate always has its one row
+        return {"charges": int(row["n"]), "amount": int(row["amount"]), "talk_seconds": int(row["talk"])}
+
     def charges(self, customer: str = "") -> list[dict[str, Any]]:
         sql = "SELECT * FROM charges"
         params: list[Any] = []
@@ -861,6 +904,39 @@ class Store(AnalysisStore, CDRStore):
                 (name, role, password_hash, now_iso()),
             )
         return new
+
+    def web_user_add(self, name: str, role: str, password_hash: str) -> bool:
+        """Add a user; False (and nothing changed) if the name is taken."""
+        return self.db.execute(
+            "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING", (name, role, password_hash, now_iso())) > 0
+
+    def web_user_update(self, name: str, *, role: str = "", password_hash: str = "") -> bool:
+        """Change a user's role and/or password hash; False if there is no such user.
+        Raises LastAdmin rather than take the admin role from the last admin."""
+        sets = [(c, v) for c, v in (("role", role), ("password_hash", password_hash)) if v]
+        if not sets:
+            raise ValueError("web_user_update: nothing to change")
+        with self.db.transaction():
+            self.db.lock(WEB_USERS_LOCK)
+            if role and role != "admin":
+                self._keep_an_admin(name)
+            return self.db.execute(f"UPDATE web_users SET {', '.join(c + ' = ?' for c, _ in sets)} WHERE name = ?",
+                                   [v for _, v in sets] + [name]) > 0
+
+    def web_user_remove(self, name: str) -> bool:
+        """Remove a user; False if there was none. Raises LastAdmin rather than remove the last admin."""
+        with self.db.transaction():
+            self.db.lock(WEB_USERS_LOCK)
+            self._keep_an_admin(name)
+            return self.db.execute("DELETE FROM web_users WHERE name = ?", (name,)) > 0
+
+    def _keep_an_admin(self, name: str) -> None:
+        """Raise LastAdmin if ``name`` is an admin and no other user is (inside the users' lock)."""
+        row = self.db.one("SELECT COUNT(*) AS admins, MAX(CASE WHEN name = ? THEN 1 ELSE 0 END) AS me"
+                          " FROM web_users WHERE role = 'admin'", (name,))
+        if row and row["me"] and int(row["admins"]) <= 1:
+            raise LastAdmin(f"{name} is the last admin: make another user admin first")
 
     def web_user(self, name: str) -> dict[str, Any] | None:
         return self.db.one("SELECT * FROM web_users WHERE name = ?", (name,))
@@ -944,6 +1020,14 @@ class Store(AnalysisStore, CDRStore):
             r["payload"] = json.loads(r["payload"])
         return rows
 
+    def call_deliveries(self, uuid: str) -> list[dict[str, Any]]:
+        """The CRM deliveries (outbox rows) of one call: their keys start with the call's uuid."""
+        rows = self.db.query("SELECT * FROM outbox WHERE idempotency_key LIKE ? ESCAPE '\\' ORDER BY id",
+                             (like_pattern(uuid)[1:-1] + "-%",))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
     def outbox_stats(self, now: float) -> tuple[int, float]:
         row = self.db.one("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE delivered_at IS NULL")
         if not row or not row["n"]:
@@ -989,6 +1073,7 @@ def _sql_value(v: Any) -> Any:
 def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["modules"] = json.loads(row.get("modules") or "[]")
+    row["attempts"] = json.loads(row.get("attempts") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, abort, g, redirect, request, session, url_for
@@ -9,7 +10,7 @@ from flask import Flask, abort, g, redirect, request, session, url_for
 from fsapp.config import Config
 from fsapp.store import Store, open_store
 from fsapp.web import auth, i18n
-from fsapp.web.context import current_config, current_store
+from fsapp.web.context import current_config, current_store, language
 
 PUBLIC = ("views.login", "static")
 HEADERS = {
@@ -20,14 +21,23 @@ HEADERS = {
 }
 
 
-def create_app(cfg: Config, store: Store | None = None) -> Flask:
+def create_app(cfg: Config, store: Store | None = None, *, crm_of: Callable[[], Any] | None = None,
+               health: Callable[[], dict[str, Any]] | None = None) -> Flask:
+    """The console over ``cfg``'s database (``store`` when given). Inside ``fsapp serve``, ``crm_of``
+    gives the daemon's current CRM and ``health`` is its health callable; else the console makes
+    its CRM when a page first needs it and reads the health from ``[web] daemon_health_url``."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY=auth.session_secret(cfg), SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg,
+                      SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg, FSAPP_CRM_OF=crm_of, FSAPP_HEALTH=health,
                       FSAPP_STORE=store or open_store(cfg.storage_url, pool_size=cfg.storage_pool_size))
+    from fsapp.web.admin import admin
+    from fsapp.web.customer import customer
+    from fsapp.web.live import live
+    from fsapp.web.stats import stats
     from fsapp.web.views import views
 
-    app.register_blueprint(views)
+    for blueprint in (views, stats, live, admin, customer):
+        app.register_blueprint(blueprint)
     app.before_request(_before)
     app.after_request(_headers)
     app.context_processor(_template_globals)
@@ -56,10 +66,6 @@ def _headers(response: Any) -> Any:
     return response
 
 
-def language() -> str:
-    return session.get("lang") or current_config().web.language
-
-
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = auth.new_token()
@@ -73,5 +79,6 @@ def _template_globals() -> dict[str, Any]:
         "t": lambda key: i18n.label(lang, key), "num": lambda v: i18n.digits(lang, v),
         "moment": lambda iso: i18n.moment(lang, iso, current_config().journal.zone),
         "dur": lambda s: i18n.duration(lang, s),
+        "pct": lambda ratio: i18n.percent(lang, ratio),
         "user": g.get("user"), "may": lambda needed: bool(g.get("user")) and auth.may(g.user["role"], needed),
     }

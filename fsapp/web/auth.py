@@ -37,6 +37,21 @@ def check_password(password: str, stored: str) -> bool:
     return kind == "scrypt" and hmac.compare_digest(got, want)
 
 
+MIN_PASSWORD = 8
+
+
+def name_problem(name: str) -> str:
+    """Why ``name`` cannot be a console user's name ('' if it can)."""
+    if not name or len(name) > 64 or any(c.isspace() or not c.isprintable() for c in name):
+        return f"NAME must be 1-64 printable characters without spaces, not {name!r}"
+    return ""
+
+
+def password_problem(password: str) -> str:
+    """Why ``password`` is refused ('' if it is not)."""
+    return f"the password must be at least {MIN_PASSWORD} characters" if len(password) < MIN_PASSWORD else ""
+
+
 def may(role: str, needed: str) -> bool:
     """Whether ``role`` may do what ``needed`` may."""
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
