@@ -11,13 +11,17 @@ A leg. Two phases:
 2. closed loop at ``--concurrency``: the most posts/s it stores.
 
 Every post must be answered 200, and the journal must end with one row per call.
+``--pg URL`` stores in a fresh database made on that PostgreSQL server (and dropped
+after); ``--profile FILE`` runs the daemon under cProfile and writes its stats there.
 
     python bench/cdr_bench.py [--posts 100000] [--rate 2000] [--concurrency 32] [--max-posts 20000]
+                              [--pg postgresql://user@host:port/postgres] [--profile cdr.prof]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import signal
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gevent
@@ -150,17 +155,16 @@ def closed_loop(port: int, posts: int, concurrency: int, first: int) -> dict[str
     return {"posts": posts, "seconds": elapsed, "rate": posts / elapsed, "failed": failed}
 
 
-def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_daemon(tmp: Path, url: str, profile: str) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    db = tmp / "fsapp.db"
     config = tmp / "fsapp.toml"
     config.write_text(textwrap.dedent(f"""
         [server]
         listen = "127.0.0.1:0"
         [storage]
-        url = "sqlite:///{db}"
+        url = "{url}"
         [sounds]
         dir = "{ROOT / 'sounds'}"
         [entry]
@@ -175,13 +179,14 @@ def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
         error = "hangup"
     """))
     log = (tmp / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fsapp", "--log-level", "warning", "serve", "-c", str(config)],
+    python = [sys.executable, "-m", "cProfile", "-o", profile] if profile else [sys.executable]
+    proc = subprocess.Popen([*python, "-m", "fsapp", "--log-level", "warning", "serve", "-c", str(config)],
                             stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port, db
+            return proc, port
         except OSError:
             time.sleep(0.1)
     raise SystemExit("fsapp serve did not start")
@@ -193,24 +198,28 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=2000.0, help="posts/s of the open-loop phase")
     p.add_argument("--concurrency", type=int, default=32, help="posts in flight in the closed-loop phase")
     p.add_argument("--max-posts", type=int, default=20_000, help="posts of the closed-loop phase (0: skip it)")
+    p.add_argument("--pg", default="", help="a PostgreSQL server's URL: store in a fresh database made there")
+    p.add_argument("--profile", default="", help="run the daemon under cProfile, its stats to this file")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, port, db = start_daemon(Path(tmp))
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp, _database(args.pg, Path(tmp)) as url:
+        proc, port = start_daemon(Path(tmp), url, os.path.abspath(args.profile) if args.profile else "")
         try:
             warm = closed_loop(port, 2000, 8, 0)  # imports, caches, the first pages of the database
             cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
             steady = open_loop(port, proc.pid, args.posts, args.rate, 2000)
             cpu1, own1 = cpu_seconds(proc.pid), time.process_time()
             peak = closed_loop(port, args.max_posts, args.concurrency, 2000 + args.posts) if args.max_posts else None
-            store = open_store(f"sqlite:///{db}")
+            store = open_store(url)
             legs, calls = store.cdr_leg_count(), len(store.list_calls())
             store.close()
         finally:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
     total = 2000 + args.posts + (args.max_posts or 0)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or _cpu()}, "
-          f"Python {platform.python_version()}, load before {os.getloadavg()[0]:.2f}")
+          f"Python {platform.python_version()}, {'PostgreSQL' if args.pg else 'SQLite'}, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start")
     print(f"warm-up: {warm['posts']} posts, {warm['failed']} failed")
     print(f"open loop at {args.rate:.0f}/s: {steady['posts']} posts in {steady['seconds']:.1f} s "
           f"({steady['rate']:.0f}/s), {steady['failed']} failed; latency p50 {steady['p50_ms']:.2f} ms, "
@@ -225,6 +234,24 @@ def main() -> int:
     print(f"journal: {legs} legs kept ({total} posted), {calls} calls ({total // 2} expected)")
     ok = legs == total and calls == total // 2 and not steady["failed"] and not (peak and peak["failed"])
     return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def _database(pg: str, tmp: Path) -> Iterator[str]:
+    """The storage URL: a fresh SQLite file, or a fresh database on the PostgreSQL server ``pg``."""
+    if not pg:
+        yield f"sqlite:///{tmp / 'fsapp.db'}"
+        return
+    import psycopg
+
+    name = f"fsapp_bench_{os.getpid()}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{pg.rpartition('/')[0]}/{name}"
+    finally:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _cpu() -> str:

@@ -17,7 +17,7 @@ from fsapp.notify import notify_reviewer
 from fsapp.outbox import OutboxWorker
 from fsapp.store import StorageError, Store, open_store
 
-__all__ = ["App", "NullMetrics", "make_crm"]
+__all__ = ["App", "NullMetrics", "call_log_key", "make_crm"]
 
 
 class App:
@@ -112,32 +112,44 @@ class App:
 
     def queue_analysis(self, row: dict[str, Any]) -> None:
         """Queue a finished call for the analysis workers (a recording, or at least line figures)."""
+        job = self.analysis_job(row)
+        if job is None:
+            return
+        try:
+            self.store.analysis_enqueue(row["uuid"], *job, time.time())
+        except StorageError as exc:
+            self.log.error("analysis_queue_failed", uuid=row["uuid"], reason=str(exc))
+
+    def analysis_job(self, row: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """(recording, the customer's channel, line figures) to queue a finished call with; None: nothing to do."""
         cfg = self.config
         quality = row.get("quality") or {}
         recording = row.get("recording", "")
         if cfg.journal.record_bridged_only and row.get("status") != "answered":
             recording = ""  # FreeSWITCH wrote no file: nobody was bridged
         if not cfg.analysis.enabled or row.get("status") == "active" or not (recording or quality):
-            return
-        try:
-            self.store.analysis_enqueue(row["uuid"], recording, row.get("recording_customer", ""), quality,
-                                        time.time())
-        except StorageError as exc:
-            self.log.error("analysis_queue_failed", uuid=row["uuid"], reason=str(exc))
+            return None
+        return recording, row.get("recording_customer", ""), quality
 
     def push_call_log(self, row: dict[str, Any]) -> None:
         """Queue the call for the CRM's call log, when the CRM keeps one (Payamgostar)."""
-        if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
+        record = self.call_log_record(row)
+        if record is None:
             return
-        from fsapp.journal import Clock, export_row
-
-        record = export_row(row, Clock.of(self.config.journal))  # times with the site's offset
         try:
-            self.store.outbox_add("call_log", f"{row['uuid']}-call", record, time.time())
+            self.store.outbox_add("call_log", call_log_key(row["uuid"]), record, time.time())
         except StorageError as exc:
             self.log.error("call_log_queue_failed", uuid=row["uuid"], reason=str(exc))
             return
         self.outbox.poke()
+
+    def call_log_record(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """What the CRM's call log gets of a finished call; None when the CRM keeps no call log."""
+        if getattr(self.crm, "push_call", None) is None or row["status"] == "active":
+            return None
+        from fsapp.journal import Clock, export_row
+
+        return export_row(row, Clock.of(self.config.journal))  # times with the site's offset
 
     def settle_later(self, meter: dict[str, Any], talk_seconds: int) -> None:
         """Keep a charge the database refused; ``flush_settles`` writes it (once) when it is back."""
@@ -191,6 +203,11 @@ class App:
             self.journaled(row)
             done += 1
         return done
+
+
+def call_log_key(uuid: str) -> str:
+    """The outbox's idempotency key of a call's CRM call log: one per call, whoever queues it."""
+    return f"{uuid}-call"
 
 
 def make_crm(config: Config, store: Store, metrics: Metrics) -> Any:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,13 @@ class ServeProcess:
     """`python -m fsapp serve` in its own process: the ESL server and the [cdr] listener."""
 
     def __init__(self, tmp: Path, body: str = "", *, cdr: str = "", env: dict[str, str] | None = None,
-                 db_url: str = "", cdr_host: str = "127.0.0.1") -> None:
+                 db_url: str = "", cdr_host: str = "127.0.0.1", server: str = "") -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.esl_port, self.cdr_port = free_port(), free_port()
         extra = f'[cdr]\nlisten = "{cdr_host}:{self.cdr_port}"\n{cdr}\n'
         self.config = write_config(tmp, body, extra=extra)
-        text = self.config.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{self.esl_port}"')
+        esl = f'listen = "127.0.0.1:{self.esl_port}"\n{server}'
+        text = self.config.read_text().replace('listen = "127.0.0.1:0"', esl)
         if db_url:
             text = text.replace(text.split("[storage]\n", 1)[1].split("\n", 1)[0], f'url = "{db_url}"')
         self.config.write_text(text)
@@ -118,3 +120,20 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def post_together(jobs: list[tuple[ServeProcess, bytes]]) -> list[int]:
+    """Post every ``(daemon, body)`` at once, each from its own thread; the statuses."""
+    results: list[int] = []
+    barrier = threading.Barrier(len(jobs))
+
+    def post(d: ServeProcess, body: bytes) -> None:
+        barrier.wait()  # every leg at once: both legs of a call reach the daemons together
+        results.append(d.post(body)[0])
+
+    threads = [threading.Thread(target=post, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

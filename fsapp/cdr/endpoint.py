@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs
 
 from fsapp import log as logmod
 from fsapp.cdr import http, legs
+from fsapp.cdr.aftercall import AfterCall
 from fsapp.cdr.http import Request, Response
 from fsapp.cdr.writer import CDRWriter
 from fsapp.config import CDRConfig, parse_listen, peer_ip
@@ -87,6 +89,8 @@ class CDREndpoint:
 
 
 def _query_uuid(query: str) -> str:
+    if query.startswith("uuid=") and "&" not in query and "%" not in query and "+" not in query:
+        return query[5:]  # mod_json_cdr's own ?uuid=<uuid>, without the general parser
     return parse_qs(query).get("uuid", [""])[0] if query else ""
 
 
@@ -100,6 +104,7 @@ def _basic(header: str) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def _loopback(host: str) -> bool:
     ip = peer_ip(host)
     return ip is not None and ip.is_loopback
@@ -117,7 +122,7 @@ class Listener:
     """The daemon's CDR listener and its writer, started and stopped together."""
 
     def __init__(self, app: Any) -> None:
-        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds)
+        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds, AfterCall(app))
         self.endpoint = CDREndpoint(self.writer, lambda: app.config.cdr)
         self.writer.start()
         try:

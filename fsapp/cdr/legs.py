@@ -36,6 +36,7 @@ WANTED = frozenset(
     "start_uepoch answer_uepoch bridge_uepoch end_uepoch record_path record_name rtp_audio_in_mos "
     "rtp_audio_in_quality_percentage rtp_audio_in_flaw_total rtp_audio_in_jitter_max_variance".split()
 )
+_WANTED = tuple(sorted(WANTED))
 TIMES = ("created_time", "answered_time", "bridged_time", "progress_time", "hangup_time")
 
 
@@ -75,7 +76,7 @@ def parse(body: bytes, content_type: str = "") -> dict[str, Any]:
         raise LegError("not a CDR: no \"variables\" object")
     flow = _first_callflow(doc.get("callflow"))
     profile = flow.get("caller_profile") if isinstance(flow.get("caller_profile"), dict) else {}
-    v = {k: raw[k] for k in WANTED.intersection(raw)}
+    v = {k: raw[k] for k in _WANTED if k in raw}  # a look-up each: cheaper than a set operation over every variable
     for k, value in v.items():
         if type(value) is not str or "%" in value or "\x00" in value:  # the few that need more than a look
             v[k] = _value(value)

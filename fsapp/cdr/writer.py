@@ -5,20 +5,31 @@ a post queues its leg and waits; one writer greenlet commits whatever queued whi
 the previous batch was committing, as one transaction (``Store.cdr_add``), then
 wakes each post with its own outcome. A quiet daemon commits a lone leg at once; a
 busy one commits many per transaction, as the store's group commit does for calls.
+
+With ``after`` (``fsapp.cdr.aftercall.AfterCall``), a call the batch completes that
+only its CDR knows gets the after-call work: its queue entries in the same
+transaction, the rest once that has committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
 
+from fsapp import log as logmod
 from fsapp.cdr import classify
 from fsapp.store import Store, now_iso
 
 MAX_BATCH = 200
+
+
+class After(Protocol):
+    def queue(self, row: dict[str, Any]) -> None: ...
+
+    def done(self, row: dict[str, Any]) -> None: ...
 
 
 class _Pending:
@@ -31,9 +42,10 @@ class _Pending:
 
 
 class CDRWriter:
-    def __init__(self, store: Store, too_long_seconds: Callable[[], int]) -> None:
+    def __init__(self, store: Store, too_long_seconds: Callable[[], int], after: After | None = None) -> None:
         self.store = store
         self.too_long_seconds = too_long_seconds
+        self.after = after
         self._queue: list[_Pending] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -41,7 +53,7 @@ class CDRWriter:
     def add(self, leg: dict[str, Any], body: bytes) -> bool:
         """Keep one leg; True if new, False for a replay. Raises StorageError when not committed."""
         if self._greenlet is None:
-            return self.store.cdr_add([(leg, body)], self._compute, now_iso())[0]
+            return self._commit([(leg, body)])[0]
         pending = _Pending(leg, body)
         self._queue.append(pending)
         self._wake.set()
@@ -72,9 +84,29 @@ class CDRWriter:
     def _compute(self, legs: list[dict[str, Any]]) -> dict[str, Any]:
         return classify.call_row(legs, too_long_seconds=self.too_long_seconds())
 
+    def _commit(self, entries: Sequence[tuple[dict[str, Any], bytes]]) -> list[bool]:
+        """One transaction of legs, then the after-call work of the calls it completed."""
+        after = self.after
+        if after is None:
+            return self.store.cdr_add(entries, self._compute, now_iso())
+        completed: list[dict[str, Any]] = []
+
+        def queue(row: dict[str, Any]) -> None:
+            after.queue(row)
+            completed.append(row)
+
+        added = self.store.cdr_add(entries, self._compute, now_iso(), queue)
+        for row in completed:
+            try:
+                after.done(row)
+            except Exception as exc:  # noqa: BLE001 - the legs are committed: their posts are answered 200
+                logmod.get("fsapp").bind(component="cdr").error("cdr_after_call_failed", uuid=row["uuid"],
+                                                                reason=repr(exc))
+        return added
+
     def _write(self, batch: list[_Pending]) -> None:
         try:
-            added = self.store.cdr_add([(p.leg, p.body) for p in batch], self._compute, now_iso())
+            added = self._commit([(p.leg, p.body) for p in batch])
         except Exception as exc:  # noqa: BLE001 - every waiting post gets the outcome
             if len(batch) == 1:
                 batch[0].result.set_exception(exc)
@@ -87,7 +119,7 @@ class CDRWriter:
     def _write_each(self, batch: list[_Pending]) -> None:
         for i, pending in enumerate(batch):
             try:
-                pending.result.set(self.store.cdr_add([(pending.leg, pending.body)], self._compute, now_iso())[0])
+                pending.result.set(self._commit([(pending.leg, pending.body)])[0])
             except Exception as exc:  # noqa: BLE001 - the database is down: the rest fail at once, not one by one
                 for rest in batch[i:]:
                     rest.result.set_exception(exc)

@@ -19,6 +19,7 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
 
 def _import(args: argparse.Namespace, cfg: Any) -> int:
     from fsapp.cdr import importer
+    from fsapp.cdr.aftercall import AfterCall
     from fsapp.cdr.writer import CDRWriter
     from fsapp.store import StorageError, open_store
 
@@ -28,7 +29,9 @@ def _import(args: argparse.Namespace, cfg: Any) -> int:
     try:
         store = open_store(cfg.storage_url, pool_size=cfg.storage_pool_size)
         try:
-            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds)
+            # a CDR-only call gets its after-call work (the daemon's outbox delivers its call log)
+            after = AfterCall(_app(cfg, store))
+            writer = CDRWriter(store, lambda: cfg.journal.too_long_seconds, after)
             report = importer.import_dir(directory, writer, max_bytes=cfg.cdr.max_body_bytes)
         finally:
             store.close()
@@ -41,6 +44,17 @@ def _import(args: argparse.Namespace, cfg: Any) -> int:
     print(f"{len(report.imported)} imported, {len(report.already)} already in the journal, "
           f"{len(report.refused)} refused")
     return EXIT_BAD_INPUT if report.refused else EXIT_OK
+
+
+def _app(cfg: Any, store: Any) -> Any:
+    """The daemon's App over ``store``; a CRM its config cannot build is a usage error (nothing imported)."""
+    from fsapp.app import App
+
+    try:
+        return App(cfg, store=store)
+    except ValueError as exc:
+        raise UsageError(f"{cfg.file}: {exc} (fsapp cdr import queues the CRM's call log of the calls "
+                         "it completes, as the daemon does)") from None
 
 
 ACTIONS = {

@@ -36,6 +36,7 @@ KEEP_NONEMPTY = frozenset(("extension", "recording", "queue"))
 MERGED = (*sorted(FROM_A_LEG), *sorted(KEEP_NONEMPTY), "status", *CDR_FIELDS)
 
 Compute = Callable[[list[dict[str, Any]]], dict[str, Any]]
+Completed = Callable[[dict[str, Any]], None]
 
 
 def socket_value(col: str, new: str) -> str:
@@ -61,6 +62,8 @@ def _cdr_value(col: str) -> str:
     return f"excluded.{col}"
 
 
+_LEG_SQL = ("INSERT INTO cdr_legs (uuid, call_uuid, a_leg, received_at, facts, body) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (uuid) DO NOTHING")
 _MERGE_SQL = (
     f"INSERT INTO calls (uuid, {', '.join(MERGED)}) VALUES (?, {', '.join('?' * len(MERGED))})"
     f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = {_cdr_value(c)}' for c in MERGED)}"
@@ -98,31 +101,66 @@ class CDRStore:
 
     db: Any
 
-    def cdr_add(self, entries: Sequence[tuple[dict[str, Any], bytes]], compute: Compute, now: str) -> list[bool]:
+    def cdr_add(self, entries: Sequence[tuple[dict[str, Any], bytes]], compute: Compute, now: str,
+                completed: Completed | None = None) -> list[bool]:
         """Keep each ``(leg, body)`` and rewrite its call's row from all its legs, in one transaction.
 
         ``compute`` turns a call's legs into its row (``fsapp.cdr.classify``). Per leg:
         True if it was new, False if it was already kept (a replay: nothing written).
+        A batch costs the same few statements whatever its size: one read of what is
+        kept of its calls, one insert of the new legs, one merge of their calls' rows.
+        ``completed(row)`` is called, inside the transaction, for each call this batch
+        completes that only its CDR knows (see ``_completed``).
         """
         with self.db.transaction():
-            for call_uuid in sorted({leg["call_uuid"] for leg, _ in entries}):  # one order: no deadlock
-                self.db.lock("cdr:" + call_uuid)
-            return [self._cdr_add_one(leg, body, compute, now) for leg, body in entries]
+            calls = sorted({leg["call_uuid"] for leg, _ in entries})
+            self.db.lock_many(["cdr:" + c for c in calls])  # one order: no deadlock
+            kept, known = self._cdr_kept(calls, [leg["uuid"] for leg, _ in entries])
+            added, rows = [], []
+            for leg, body in entries:
+                new = leg["uuid"] not in known
+                added.append(new)
+                if new:
+                    known.add(leg["uuid"])
+                    kept.setdefault(leg["call_uuid"], []).append(leg)
+                    rows.append((leg["uuid"], leg["call_uuid"], int(leg["a_leg"]), now, orjson.dumps(leg).decode(),
+                                 body.decode("utf-8", "replace")))
+            if not rows:
+                return added
+            self.db.execute_many(_LEG_SQL, rows)
+            merged = {r[1]: compute(sorted(kept[r[1]], key=_by_uuid)) for r in rows}
+            self.db.execute_many(_MERGE_SQL, [_merge_params(row) for row in merged.values()])
+            fresh = [merged[r[1]] for r in rows if r[2]]  # the calls whose A leg came in this batch
+            if completed is not None and fresh:
+                for row in self._completed(fresh):
+                    completed(row)
+            return added
 
-    def _cdr_add_one(self, leg: dict[str, Any], body: bytes, compute: Compute, now: str) -> bool:
-        added = self.db.execute(
-            "INSERT INTO cdr_legs (uuid, call_uuid, a_leg, received_at, facts, body) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (uuid) DO NOTHING",
-            (leg["uuid"], leg["call_uuid"], int(leg["a_leg"]), now, orjson.dumps(leg).decode(),
-             body.decode("utf-8", "replace")),
-        )
-        if not added:
-            return False
-        legs = [orjson.loads(r["facts"]) for r in self.db.query(
-            "SELECT facts FROM cdr_legs WHERE call_uuid = ? ORDER BY uuid", (leg["call_uuid"],))]
-        row = compute(legs)
-        self.db.execute(_MERGE_SQL, [row["uuid"], *(_plain(row[c]) for c in MERGED)])
-        return True
+    def _cdr_kept(self, calls: list[str], uuids: list[str]) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+        """The legs already kept of ``calls`` (by call), and which of ``uuids`` (or theirs) are kept."""
+        kept: dict[str, list[dict[str, Any]]] = {}
+        known: set[str] = set()
+        marks = ", ".join("?" * len(calls))
+        rows = self.db.query(
+            f"SELECT uuid, call_uuid, facts FROM cdr_legs WHERE call_uuid IN ({marks})"
+            f" OR uuid IN ({', '.join('?' * len(uuids))})", [*calls, *uuids])
+        for r in rows:
+            known.add(r["uuid"])
+            if r["call_uuid"] in calls:
+                kept.setdefault(r["call_uuid"], []).append(orjson.loads(r["facts"]))
+        return kept, known
+
+    def _completed(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of the calls whose A leg was just kept, those fsapp's socket did not journal.
+
+        The A leg is kept once (its uuid is the call's), so each call is here once,
+        whatever replays or daemons post it; a call the socket journaled (its row has
+        a daemon) got the after-call work from its session.
+        """
+        marks = ", ".join("?" * len(rows))
+        socket = {r["uuid"] for r in self.db.query(
+            f"SELECT uuid FROM calls WHERE uuid IN ({marks}) AND daemon <> ''", [r["uuid"] for r in rows])}
+        return [r for r in rows if r["uuid"] not in socket]
 
     def cdr_leg_count(self) -> int:
         row = self.db.one("SELECT COUNT(*) AS n FROM cdr_legs")
@@ -140,5 +178,9 @@ class CDRStore:
             "SELECT facts FROM cdr_legs WHERE call_uuid = ? ORDER BY a_leg DESC, uuid", (call_uuid,))]
 
 
-def _plain(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
+def _by_uuid(leg: dict[str, Any]) -> str:
+    return str(leg["uuid"])
+
+
+def _merge_params(row: dict[str, Any]) -> list[Any]:
+    return [row["uuid"], *(int(v) if v.__class__ is bool else v for v in map(row.__getitem__, MERGED))]

@@ -186,11 +186,28 @@ class PostgresDB:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for each of ``rows`` (psycopg pipelines them: one round trip, not one each)."""
+        try:
+            with self._conn() as conn, conn.cursor() as cur:
+                cur.executemany(self._q(sql), [list(r) for r in rows])
+                return int(cur.rowcount)
+        except psycopg.Error as exc:
+            raise StorageError(str(exc).strip()) from exc
+
     def lock(self, name: str) -> None:
         """A transaction-scoped advisory lock: one daemon at a time in this section."""
+        self.lock_many([name])
+
+    def lock_many(self, names: Sequence[str]) -> None:
+        """``lock`` each of ``names``, in one statement, always in the same order (no deadlock)."""
         if gevent.getcurrent() not in self._held:
             raise RuntimeError("lock() outside a transaction")
-        self.execute("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(name.encode()) - 2**31,))
+        keys = sorted({zlib.crc32(name.encode()) - 2**31 for name in names})
+        if len(keys) == 1:
+            self.execute("SELECT pg_advisory_xact_lock(?)", keys)
+        elif keys:  # unnest keeps the array's order, and the locks are taken row by row in it
+            self.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS t(k)", [keys])
 
     def ping(self) -> bool:
         try:

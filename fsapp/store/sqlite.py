@@ -205,8 +205,16 @@ class SQLiteDB:
         if group is not None:
             self._commit_group(group)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for each of ``rows`` (inside a transaction); the rows it changed."""
+        with self._lock:
+            return self._retry_locked(lambda: self.conn.executemany(sql, rows).rowcount)
+
     def lock(self, name: str) -> None:
         """Serialise a critical section across processes: a write transaction already is."""
+
+    def lock_many(self, names: Sequence[str]) -> None:
+        """``lock`` each of ``names``."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
