@@ -508,6 +508,20 @@ class Store(AnalysisStore, CDRStore):
                    limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
         """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
         order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
+        sql, params = self._page_sql(order, descending, after, limit, filters)
+        return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def explain_page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
+                           limit: int = 50, **filters: Any) -> list[str]:
+        """The plan the database chooses for that ``page_calls``, one line per step
+        (SQLite's EXPLAIN QUERY PLAN details, PostgreSQL's EXPLAIN lines)."""
+        sql, params = self._page_sql(order, descending, after, limit, filters)
+        if self.db.dialect == "sqlite":
+            return [r["detail"] for r in self.db.query("EXPLAIN QUERY PLAN " + sql, params)]
+        return [r["QUERY PLAN"] for r in self.db.query("EXPLAIN " + sql, params)]
+
+    def _page_sql(self, order: str, descending: bool, after: str, limit: int,
+                  filters: dict[str, Any]) -> tuple[str, list[Any]]:
         if order not in SORTABLE_CALL_FIELDS:
             raise ValueError(f"cannot page by {order!r}")
         where, params = self._call_filter(**filters)
@@ -518,7 +532,30 @@ class Store(AnalysisStore, CDRStore):
             params += [after, after]
         sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
                f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
-        return [_call_out(r) for r in self.db.query(sql, params)]
+        return sql, params
+
+    # ------------------------------------------------------------ bulk loads (benchmarks, imports)
+
+    def load_calls(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert journal rows (tuples in ``columns`` order) in one go; how many. No merge
+        with rows already there: for filling a journal (benchmarks, imports), not for the daemon."""
+        return self._load("calls", CALL_FIELDS, columns, rows)
+
+    def load_analysis(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert call_analysis rows (tuples in ``columns`` order) in one go; how many."""
+        known = ("call_uuid", "recording", "customer_channel", "queued_at", "analysed_at", "segments",
+                 *ANALYSIS_COLUMNS)
+        return self._load("call_analysis", known, columns, rows)
+
+    def _load(self, table: str, known: Sequence[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(f"{table}: no such column(s): {', '.join(unknown)}")
+        return int(self.db.load_rows(table, list(columns), rows))
+
+    def refresh_statistics(self) -> None:
+        """ANALYZE: the query planner's statistics brought up to date (after a bulk load)."""
+        self.db.execute("ANALYZE")
 
     def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
         """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,
