@@ -292,9 +292,7 @@ class database:
             return f"sqlite:///{self.reuse or self.tmp / 'journal.db'}"
         if not self.admin:
             raise SystemExit("--backend postgresql needs FSAPP_TEST_PG_URL (a PostgreSQL server's URL)")
-        if self.reuse:
-            return self.admin.rpartition("/")[0] + "/" + self.reuse
-        return web_gen.pg_database(self.admin, "fsapp_bench_web")
+        return web_gen.pg_database(self.admin, self.reuse or "fsapp_bench_web", keep=bool(self.reuse))
 
     def __exit__(self, *exc: Any) -> None:
         if self.backend == "postgresql" and not self.reuse:
@@ -323,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--repeat", type=int, default=5, help="timed runs per case, after a warm-up")
-    p.add_argument("--reuse", default="", help="an already generated journal: SQLite file, or PostgreSQL database name")
+    p.add_argument("--reuse", default="", help="a journal to keep between runs (generated when empty):"
+                   " a SQLite file, or a PostgreSQL database name")
     a = p.parse_args(argv)
     result = run(a.backend, a.rows, a.seed, a.repeat, a.reuse)
     for line in report(result):

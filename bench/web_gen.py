@@ -256,17 +256,18 @@ def fill(store: Store, n: int, seed: int = 7) -> Made:
     return made
 
 
-def pg_database(admin_url: str, name: str, *, drop: bool = False) -> str:
+def pg_database(admin_url: str, name: str, *, drop: bool = False, keep: bool = False) -> str:
     """A fresh database ``name`` on the server of ``admin_url`` (dropped first if there); its URL.
-    ``drop``: only drop it, return ''."""
+    ``drop``: only drop it, return ''. ``keep``: one already there is kept as it is."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if drop:
-            return ""
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rpartition("/")[0] + "/" + name
+        there = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not (keep and there):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if not drop:
+                conn.execute(f'CREATE DATABASE "{name}"')
+    return "" if drop else admin_url.rpartition("/")[0] + "/" + name
 
 
 def main(argv: list[str] | None = None) -> int:
