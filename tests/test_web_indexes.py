@@ -60,7 +60,7 @@ def _fill(store: Store, n: int = 20_000) -> None:
     store.refresh_statistics()
 
 
-# Indexes over every call (a partial one, calls_too_long_started, holds only the calls it serves).
+# Indexes over every call (the partial ones, calls_too_long_by_*, hold only the too-long calls).
 WHOLE = re.compile(r"\b(sqlite_autoindex_calls_1|calls_pkey|calls_by_\w+)\b")
 
 
