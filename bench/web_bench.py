@@ -131,10 +131,13 @@ def deep_row(app: Any, store: Store, query: dict[str, str]) -> str:
     return rows[0]["uuid"] if rows else ""
 
 
-def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int) -> list[dict[str, Any]]:
+def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int,
+                only: list[str]) -> list[dict[str, Any]]:
     known = web_filters()
     results = []
     for label, query in filter_cases(seed):
+        if only and not any(label.startswith(o) for o in only):
+            continue
         if not set(query) <= known:
             print(f"  {label}: not a filter of this console ({', '.join(sorted(set(query) - known))}); skipped")
             continue
@@ -252,33 +255,48 @@ def machine() -> dict[str, Any]:
             "note": "2 cores shared with other work running at the same time (loaded)"}
 
 
-def run(backend: str, rows: int, seed: int, repeat: int, reuse: str) -> dict[str, Any]:
+PARTS = ("pages", "stats", "export", "writes")
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """One backend's run: the parts asked for (``a.parts``), pages of the filters asked for (``a.only``)."""
+    out: dict[str, Any] = {"backend": a.backend, "rows": a.rows, "repeat": a.repeat}
     with tempfile.TemporaryDirectory(prefix="fsapp-web-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with database(backend, reuse, tmp) as url:
+        with database(a.backend, a.reuse, tmp) as url:
             store = open_store(url)
-            made = None
             if not store.page_calls(limit=1):
                 store.close()
-                print(f"{backend}: generating {rows:,} calls ...", flush=True)
-                store, made = web_gen.fill_url(url, rows, seed)
-                print(f"{backend}: {made.rows:,} calls ({made.analysed:,} analysed) in {made.seconds:.0f} s, "
+                print(f"{a.backend}: generating {a.rows:,} calls ...", flush=True)
+                store, made = web_gen.fill_url(url, a.rows, a.seed)
+                print(f"{a.backend}: {made.rows:,} calls ({made.analysed:,} analysed) in {made.seconds:.0f} s, "
                       f"of which {made.migrate_seconds:.0f} s building the journal's indexes", flush=True)
+                out.update(generated_seconds=round(made.seconds, 1), index_build_seconds=round(made.migrate_seconds, 1))
             app = make_app(url, tmp, store)
             client = app.test_client()
             login(client)
-            print(f"{backend}: journal pages", flush=True)
-            pages = bench_pages(app, client, store, seed, repeat)
-            print(f"{backend}: statistics, export, writes", flush=True)
-            stats = bench_stats(client, repeat)
-            export = bench_export(client, rows)
-            writes = bench_writes(store)
+            if "pages" in a.parts:
+                print(f"{a.backend}: journal pages", flush=True)
+                out["pages"] = bench_pages(app, client, store, a.seed, a.repeat, a.only)
+            if "stats" in a.parts:
+                out["stats"] = bench_stats(client, a.repeat)
+            if "export" in a.parts:
+                print(f"{a.backend}: CSV export", flush=True)
+                out["export"] = bench_export(client, a.rows)
+            if "writes" in a.parts:
+                out["writes"] = bench_writes(store)
             store.close()
-    out = {"backend": backend, "rows": rows, "generated_seconds": round(made.seconds, 1) if made else None,
-           "index_build_seconds": round(made.migrate_seconds, 1) if made else None,
-           "machine": machine(), "repeat": repeat, "pages": pages, "stats": stats, "export": export,
-           "writes": writes,
-           "pages_over_target": [p for p in pages if p["p95_ms"] >= PAGE_TARGET_MS]}
+    out["machine"] = machine()
+    return out
+
+
+def merged(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """An earlier run's results with this run's in place of the same parts (pages: of the same filters)."""
+    if saved.get("rows") != new["rows"]:
+        saved = {}
+    pages = [p for p in saved.get("pages", []) if p["filter"] not in {q["filter"] for q in new.get("pages", [])}]
+    out = {**saved, **new, "pages": pages + new.get("pages", [])}
+    out["pages_over_target"] = [p for p in out["pages"] if p["p95_ms"] >= PAGE_TARGET_MS]
     return out
 
 
@@ -302,19 +320,25 @@ class database:
 
 
 def report(r: dict[str, Any]) -> Iterator[str]:
-    yield f"\n{r['backend']}: {r['rows']:,} calls; load average {r['machine']['load_average']}"
-    yield table(r["pages"])
-    over = r["pages_over_target"]
-    yield f"{len(r['pages']) - len(over)} of {len(r['pages'])} page cases under {PAGE_TARGET_MS:.0f} ms at p95" + (
-        "; over: " + ", ".join(sorted({p['filter'] for p in over})) if over else "")
-    s = r["stats"]
-    yield f"statistics page, one month: p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms (target {STATS_TARGET_MS:.0f})"
-    e = r["export"]
-    yield (f"CSV export: {e['rows']:,} rows in {e['seconds']} s ({e['rows_per_s']:,} rows/s); resident memory "
-           f"{e['rss_kib'][1][1] // 1024} MiB after the first rows, {e['rss_kib'][-1][1] // 1024} MiB at the end; "
-           f"one month ({e['month_rows']:,} rows) traced Python memory peak {e['month_traced_peak_kib']:,} KiB")
-    w = r["writes"]
-    yield f"daemon writes on this table: {w['calls_per_s']:,} calls/s ({w['ms_per_call']} ms per call, start + finish)"
+    m = r["machine"]
+    yield f"\n{r['backend']}: {r['rows']:,} calls; {m['cpus']} CPUs, load average {m['load_average']}"
+    if r.get("pages"):
+        yield table(r["pages"])
+        over = r["pages_over_target"]
+        yield (f"{len(r['pages']) - len(over)} of {len(r['pages'])} page cases under {PAGE_TARGET_MS:.0f} ms at p95"
+               + ("; over: " + ", ".join(sorted({p['filter'] for p in over})) if over else ""))
+    if r.get("stats"):
+        s = r["stats"]
+        yield f"statistics page, one month: p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms (target {STATS_TARGET_MS:.0f})"
+    if r.get("export"):
+        e = r["export"]
+        yield (f"CSV export: {e['rows']:,} rows in {e['seconds']} s ({e['rows_per_s']:,} rows/s); resident memory "
+               f"{e['rss_kib'][1][1] // 1024} MiB after the first rows, {e['rss_kib'][-1][1] // 1024} MiB at the end;"
+               f" one month ({e['month_rows']:,} rows) traced Python memory peak {e['month_traced_peak_kib']:,} KiB")
+    if r.get("writes"):
+        w = r["writes"]
+        yield (f"daemon writes on this table: {w['calls_per_s']:,} calls/s ({w['ms_per_call']} ms per call,"
+               " start + finish)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,13 +349,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5, help="timed runs per case, after a warm-up")
     p.add_argument("--reuse", default="", help="a journal to keep between runs (generated when empty):"
                    " a SQLite file, or a PostgreSQL database name")
+    p.add_argument("--only", default="", help="pages of these filters only (comma-separated label prefixes)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"what to measure (of {', '.join(PARTS)})")
     a = p.parse_args(argv)
-    result = run(a.backend, a.rows, a.seed, a.repeat, a.reuse)
-    for line in report(result):
-        print(line)
+    a.only = [o for o in a.only.split(",") if o]
+    a.parts = [x for x in a.parts.split(",") if x]
+    if set(a.parts) - set(PARTS):
+        p.error(f"--parts: unknown {', '.join(sorted(set(a.parts) - set(PARTS)))} (known: {', '.join(PARTS)})")
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    saved[a.backend] = result
+    saved[a.backend] = merged(saved.get(a.backend, {}), run(a))
     RESULTS.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
+    for line in report(saved[a.backend]):
+        print(line)
     return 0
 
 
