@@ -41,7 +41,7 @@ YEAR_START = calendar.timegm((2026, 1, 1, 0, 0, 0))  # UTC; the journal's year
 TEHRAN = 3.5 * 3600  # UTC+03:30, no daylight saving since 2022
 TOO_LONG = 600
 EXTENSIONS = [str(1001 + i) for i in range(50)]
-QUEUES = ["sales", "support", "billing", "vip"]
+QUEUES = ["support", "sales", "billing", "vip"]  # the first takes most calls
 DIDS = ["02191001000", "02191002000", "7000"]
 # Local hour -> weight: mornings and afternoons of an office day, a trickle at night.
 HOUR_WEIGHTS = [1, 1, 1, 1, 1, 1, 2, 6, 30, 70, 90, 85, 55, 45, 75, 80, 65, 40, 20, 10, 6, 4, 2, 1]
@@ -70,7 +70,7 @@ CALL_COLUMNS = (
     "talk_seconds too_long customer_id customer_name customer_type modules auth_method auth_result charge "
     "recording downloaded hangup_cause final_destination entry_module daemon recording_customer missed_cause "
     "ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws caller_jitter "
-    "callee_mos callee_quality callee_flaws callee_jitter cdr_legs cdr_a_leg"
+    "callee_mos callee_quality callee_flaws callee_jitter cdr_legs cdr_a_leg queue"
 ).split()
 ANALYSIS_COLUMNS = (
     "call_uuid state recording customer_channel queued_at analysed_at duration_seconds customer_talk_seconds "
@@ -216,6 +216,8 @@ def generate(n: int, seed: int = 7, days: int = 365, customers: int = 5000,
             "main" if direction == "inbound" else "", "fs1", "left" if recorded else "", cause, ring, wait, hold,
             ("caller" if rand() < 0.55 else "callee") if answered else "caller" if status == "abandoned" else "",
             *q1, *q2, 1 + (ring > 0) + (status == "transferred"), 1,
+            QUEUES[int(rand() ** 2 * len(QUEUES))] if direction == "inbound" and status not in ("completed", "rejected")
+            else "",
         )
         yield row, (_analysis(rng, uuid, recording, start + total, talk, hold, q1[0]) if recorded else None)
 
@@ -238,7 +240,7 @@ def _analysis(rng: random.Random, uuid: str, recording: str, ended: float, talk:
 
 def fill_url(url: str, n: int, seed: int = 7) -> tuple[Store, Made]:
     """A new journal at ``url`` with ``n`` generated calls: loaded into the schema before the
-    journal's indexes (migration 9), which the store's migration then builds over the loaded
+    journal's indexes (migration 11), which the store's migration then builds over the loaded
     rows, as on a site upgraded with a year of calls (far faster than keeping twenty indexes
     up to date row by row). The store, and what was made (``migrate_seconds`` included)."""
     full = storemod.MIGRATIONS

@@ -14,7 +14,7 @@ from fsapp import esl, instants
 from fsapp.store import now_iso
 
 if TYPE_CHECKING:
-    from fsapp.call import CallContext
+    from fsapp.call import BridgeResult, CallContext
 
 
 def status(ctx: CallContext, outcome: str) -> str:
@@ -69,6 +69,8 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
         "auth_method": ctx.auth_method,
         "auth_result": ctx.auth_result,
         "charge": ctx.charge,
+        "queue": next((a.target[6:] for a in reversed(ctx.io.attempts) if a.target.startswith("queue:")), ""),
+        "attempts": [attempt_row(a) for a in ctx.io.attempts],
         "recording": ctx.recording,
         "recording_customer": ctx.recording_customer,
         "hangup_cause": hangup_cause or "",
@@ -78,9 +80,16 @@ def row(ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
     }
 
 
+def attempt_row(a: BridgeResult) -> dict[str, Any]:
+    """One bridge or queue attempt as the journal keeps it: where, what it came to, who answered, talk."""
+    talk = (a.end_us - a.start_us) // 1_000_000 if a.start_us and a.end_us > a.start_us else 0
+    return {"target": a.target, "outcome": a.outcome, "cause": a.hangup_cause or a.disposition,
+            "extension": a.extension, "talk_seconds": talk}
+
+
 # What a later session of a call keeps from the row its earlier sessions left, when it has none of its own.
 _KEPT = ("caller", "caller_name", "called", "customer_id", "customer_name", "customer_type", "auth_method",
-         "auth_result", "recording", "recording_customer", "entry_module")
+         "auth_result", "recording", "recording_customer", "entry_module", "queue")
 
 
 def continued(prior: dict[str, Any], ctx: CallContext, s: esl.Session, *, status: str, too_long_seconds: int,
@@ -95,6 +104,7 @@ def continued(prior: dict[str, Any], ctx: CallContext, s: esl.Session, *, status
     out = row(ctx, s, status=status, too_long_seconds=too_long_seconds, daemon=daemon, since_us=since)
     out["started_at"] = prior["started_at"]
     out["modules"] = [*prior["modules"], *out["modules"]]
+    out["attempts"] = [*prior.get("attempts", []), *out["attempts"]]
     for key in _KEPT:
         out[key] = out[key] or prior.get(key) or ""
     out["talk_seconds"] += int(prior.get("talk_seconds") or 0)

@@ -371,7 +371,7 @@ def from_dict(
     billing = _billing(r, r.table(data, "billing"))
     entry = _entry(r, r.table(data, "entry"))
     web = _web(r, r.table(data, "web"))
-    modules = _modules(r, data.get("modules", []))
+    modules = _modules(r, data.get("modules", []), crm.kind)
     cfg = Config(
         file=file, server=server, storage_url=storage_url, storage_pool_size=pool_size,
         storage_group_commit_ms=group_commit_ms, crm=crm, sounds=sounds, journal=journal, dial=dial,
@@ -614,7 +614,7 @@ def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
     )
 
 
-def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:
+def _modules(r: _Reader, raw_modules: Any, crm_kind: str) -> dict[str, ModuleConfig]:
     """``[[modules]]``: each table read against its kind's schema, then its kind's own rules."""
     modules: dict[str, ModuleConfig] = {}
     if not isinstance(raw_modules, list):
@@ -624,7 +624,9 @@ def _modules(r: _Reader, raw_modules: Any) -> dict[str, ModuleConfig]:
         module = _module(r, f"modules[{i}]", m, modules)
         if module is not None:
             modules[module.code] = module
-            r.problems.extend(f"{r.file}:{module.where}.{msg}" for msg in KINDS[module.kind].validate(module))
+            kind = KINDS[module.kind]
+            problems = [*kind.validate(module), *kind.crm_rules(module, crm_kind)]
+            r.problems.extend(f"{r.file}:{module.where}.{msg}" for msg in problems)
     return modules
 
 

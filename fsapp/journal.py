@@ -22,7 +22,7 @@ EXPORT_FIELDS = (
     "charge recording hangup_cause "
     # from FreeSWITCH's CDRs ([cdr] listen, fsapp cdr import)
     "missed_cause ring_seconds wait_seconds hold_seconds hangup_by caller_mos caller_quality caller_flaws "
-    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter"
+    "caller_jitter callee_mos callee_quality callee_flaws callee_jitter queue"
 ).split()
 DIRECTIONS = ("inbound", "outbound", "local")
 MISSED_CAUSES = ("no_answer", "busy", "cancelled", "unregistered", "failed")
@@ -119,12 +119,12 @@ def _table_row(r: dict[str, Any], clock: Clock) -> dict[str, Any]:
         "long": "yes" if r["too_long"] else "", "customer": r["customer_name"] or r["customer_id"],
         "type": r["customer_type"], "charge": r["charge"], "cause": r.get("missed_cause") or "",
         "cust%": _pct(r.get("customer_share")), "silence": _seconds(r.get("silence_seconds")),
-        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(_mos(r)),
+        "over": _seconds(r.get("overtalk_seconds")), "mos": _num(call_mos(r)),
         "flags": ",".join(r.get("analysis_flags") or []) or _pending(r.get("analysis_state")),
     }
 
 
-def _mos(r: dict[str, Any]) -> float | None:
+def call_mos(r: dict[str, Any]) -> float | None:
     """The recording analysis's MOS, else the lowest FreeSWITCH measured on the call's legs (its CDR)."""
     if r.get("analysis_mos") is not None:
         return float(r["analysis_mos"])

@@ -30,14 +30,16 @@ def outbox_for(
     rows: list[tuple[str, str, dict[str, Any]]] = [(
         "invoice", f"{uuid}-{module}-invoice", {
             "customer_id": meter["customer_id"], "product_code": meter["product_code"],
-            "product_name": meter["product_name"], "invoice_type": meter["invoice_type"], "amount": amount,
+            "product_name": meter["product_name"], "invoice_type": meter["invoice_type"],
+            "invoice_search_field": meter.get("invoice_search_field", ""), "amount": amount,
             "account": meter["account"], "call_uuid": uuid, "talk_seconds": talk_seconds, "units": units,
         },
     )]
     if meter["send_payment_link"] and meter["mobile"]:
         rows.append(("payment_link", f"{uuid}-{module}-link", {
             "customer_id": meter["customer_id"], "mobile": meter["mobile"], "amount": amount,
-            "account": meter["account"],
+            "account": meter["account"], "invoice_type": meter["invoice_type"],
+            "invoice_search_field": meter.get("invoice_search_field", ""),
         }))
     return rows
 

@@ -6,6 +6,7 @@ the config loader (``fsapp.config``) both build on it without depending on each 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,16 @@ class Opt:
     minimum: float | None = None
     required: bool = False
     maximum: float | None = None
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def field_name(key: str, value: str) -> list[str]:
+    """A problem if ``value`` (a CRM field the module names, e.g. ``invoice_search_field``) is no field name."""
+    if value and not _FIELD_NAME.fullmatch(value):
+        return [f"{key}: {value!r} must be a CRM field name (letters, digits, _)"]
+    return []
 
 
 def prompt(default: str = "") -> Opt:

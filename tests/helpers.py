@@ -93,7 +93,7 @@ error = "hangup:UNALLOCATED_NUMBER"
 
 
 def paid_line(*, link: bool = True, interval: int = 1, amount: int = RATE, max_debt: int = 5_000_000,
-              targets: str = '["ext:1001", "ext:1002"]') -> str:
+              targets: str = '["ext:1001", "ext:1002"]', search_field: str = "") -> str:
     """A club identifying callers by caller ID, then the paid line; error and next are distinct hangups."""
     return club_then("paid") + f"""
 [[modules]]
@@ -103,6 +103,7 @@ kind = "telephone_bill"
 product_name = "Expert consultation"
 product_code = "EXPERT-MIN"
 invoice_type = "sales-invoice"
+invoice_search_field = "{search_field}"
 interval_minutes = {interval}
 amount_per_interval = {amount}
 send_payment_link = {str(link).lower()}
@@ -118,7 +119,7 @@ error = "hangup:CALL_REJECTED"
 
 
 def balance_flow(*, link: bool = False, require_mobile: bool = False, anonymous: bool = False, amount: int = 0,
-                 search_field: str = "") -> str:
+                 search_field: str = "", product_code: str = "") -> str:
     """A club identifying callers by caller ID, then the balance; next and error are distinct hangups."""
     return club_then("balance") + f"""
 [[modules]]
@@ -131,6 +132,7 @@ send_payment_link = {str(link).lower()}
 invoice_type = "sales-invoice"
 invoice_amount = {amount}
 invoice_search_field = "{search_field}"
+product_code = "{product_code}"
 account = "acc-main"
 intro = "balance/intro"
 balance_is = "balance/balance_is"

@@ -2,7 +2,7 @@
 
 Request and response shapes follow what Payamgostar publishes (docs/payamgostar.md
 names the sources): REST v2 login and crmobject calls answer camelCase JSON, the v1
-telephony calls answer PascalCase JSON, and the SOAP services (IIdentity, IUser, IEpay)
+telephony calls answer PascalCase JSON, and the SOAP services (IIdentity, IUser, IEpay, IProduct)
 answer WCF-style envelopes with DataContract members. Requests that do not have the
 documented shape are refused with 400 (REST) or 415/500 (SOAP), so the tests check the
 adapter's requests as well as its reading of the answers.
@@ -40,7 +40,10 @@ SOAP_OPERATIONS = {
     "IIdentity": ("FindIdentityByPhoneNumber", "SearchIdentity", "FindIdentityById"),
     "IUser": ("GetUserExtensions", "CheckUserAuthentication"),
     "IEpay": ("CreatePaymentLink",),
+    "IProduct": ("FindProductByCode",),
 }
+# Operations whose user parameter is `userName` (the others have `username`).
+USER_NAME_OPERATIONS = ("SearchIdentity", "CheckUserAuthentication", "FindProductByCode")
 PAYMENT_LINK_MEMBERS = ("Amount", "Description", "EmailAddress", "ExpireAfterDays", "IdentityId",
                         "MobilePhoneNumber", "MoneyAccountUserKey", "PaymentTypeUserKey", "RegisterReceipt")
 _QUERY = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*==\s*"([^"]*)"\s*')
@@ -75,6 +78,7 @@ class PayamgostarStandIn:
         self.payment_link_success = True
         self.identities: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, list[str]]] = {}
+        self.products: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, float] = {}
         self.logins = 0
         self.rejected = 0
@@ -166,6 +170,12 @@ class PayamgostarStandIn:
             "extended": dict(extended or {}),
         }
         return crm_id
+
+    def add_product(self, code: str, unit_price: str = "", price_lists: Mapping[str, str] | None = None,
+                    *, name: str = "") -> None:
+        """A product with its UnitPrice and, by invoice type, its amount in that type's price list."""
+        self.products[code] = {"Code": code, "Name": name or code, "Id": str(uuid.uuid4()), "UnitPrice": unit_price,
+                               "price_lists": dict(price_lists or {})}
 
     def add_user(self, username: str, extensions: Mapping[str, list[str]]) -> None:
         """A CRM user with its extensions, by telephony system key."""
@@ -364,7 +374,7 @@ class PayamgostarStandIn:
         if request.headers.get("SOAPAction", "") != f'"{SOAP_CALL_NS}{service}/{action}"':
             return _soap_fault("The SOAP action does not match the operation")
         params = {child.tag.split("}", 1)[1]: child for child in call if child.tag.startswith(f"{{{SOAP_CALL_NS}}}")}
-        user = _param(params, "userName" if action in ("SearchIdentity", "CheckUserAuthentication") else "username")
+        user = _param(params, "userName" if action in USER_NAME_OPERATIONS else "username")
         authenticated = (user, _param(params, "password")) == (self.username, self.password)
         if action == "CheckUserAuthentication":
             return _soap_answer(action, "true" if authenticated else "false", typed=False)
@@ -439,6 +449,48 @@ class PayamgostarStandIn:
             return _soap_answer(action, _result(False, "SMS panel is not configured") + '<a:PaymentLink i:nil="true"/>')
         link = f"https://pay.example.invalid/{uuid.uuid4().hex[:10]}"
         return _soap_answer(action, _result(True, None) + f"<a:PaymentLink>{link}</a:PaymentLink>")
+
+    def _soap_FindProductByCode(self, action: str, params: dict[str, ET.Element]) -> Response:  # noqa: N802
+        if "code" not in params:
+            return _soap_fault("code is required")
+        product = self.products.get(_param(params, "code"))
+        if product is None:
+            return _soap_answer(action, _result(False, "Product not found") + '<a:ProductInfoList i:nil="true"/>')
+        found = f"<a:ProductInfoList>{_product_xml(product)}</a:ProductInfoList>"
+        return _soap_answer(action, _result(True, None) + found)
+
+
+def _product_xml(product: dict[str, Any]) -> str:
+    """A ProductInfo as WCF writes it: members in alphabetical order, price lists with their lines."""
+
+    def member(name: str, value: object) -> str:
+        if value is None or value == "":
+            return f'<a:{name} i:nil="true"/>'
+        return f"<a:{name}>{escape(str(value))}</a:{name}>"
+
+    other = {"Code": "OTHER-1", "Id": str(uuid.uuid4())}  # a price list lists other products too
+    lists = "".join(
+        f"<a:PriceListInfo>{member('InvoiceType', invoice_type)}{member('Name', f'{invoice_type} prices')}"
+        f"<a:PriceListProducts>"
+        + "".join(
+            f"<a:PriceListProductInfo><a:Amount>{escape(str(price))}</a:Amount><a:PricingType>Fixed</a:PricingType>"
+            f"{member('ProductCode', item['Code'])}{member('ProductId', item['Id'])}</a:PriceListProductInfo>"
+            for item, price in ((other, "1"), (product, amount))
+        )
+        + "</a:PriceListProducts></a:PriceListInfo>"
+        for invoice_type, amount in product["price_lists"].items()
+    )
+    return (
+        f'<a:ProductInfo><a:Brand i:nil="true"/><a:BuyAble>false</a:BuyAble>{member("Code", product["Code"])}'
+        f'<a:CommisionType i:nil="true"/><a:Commission i:nil="true"/><a:Description i:nil="true"/>'
+        f'<a:GroupId>{uuid.uuid4()}</a:GroupId><a:GroupName>Services</a:GroupName>{member("Id", product["Id"])}'
+        f"<a:Inventory>false</a:Inventory><a:IsActiveOrderPoint>false</a:IsActiveOrderPoint>"
+        f"<a:IsCommission>false</a:IsCommission><a:IsService>true</a:IsService><a:MadeIn i:nil=\"true\"/>"
+        f"<a:MinimumAmount i:nil=\"true\"/>{member('Name', product['Name'])}<a:PriceListInfo>{lists}</a:PriceListInfo>"
+        f'<a:ProductUnitType i:nil="true"/><a:RefId i:nil="true"/><a:Sellable>true</a:Sellable>'
+        f'<a:Taxable>false</a:Taxable><a:TechInfo i:nil="true"/><a:Tollable>false</a:Tollable>'
+        f'<a:UnitBuyPrice i:nil="true"/>{member("UnitPrice", product["UnitPrice"])}</a:ProductInfo>'
+    )
 
 
 def _param(params: dict[str, ET.Element], name: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 import gevent
 import gevent.event
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from fsapp import billing, customers, ledger
 from fsapp import config as configmod
@@ -196,15 +198,78 @@ def test_answered_bridge_is_charged_with_invoice_and_link(
     assert invoice["idempotency_key"] == f"{fake.uuid}-paid-invoice"
     assert invoice["payload"] == {
         "customer_id": "C-1001", "product_code": "EXPERT-MIN", "product_name": "Expert consultation",
-        "invoice_type": "sales-invoice", "amount": 100_000, "account": "acc-main", "call_uuid": fake.uuid,
-        "talk_seconds": 61, "units": 2,
+        "invoice_type": "sales-invoice", "invoice_search_field": "", "amount": 100_000, "account": "acc-main",
+        "call_uuid": fake.uuid, "talk_seconds": 61, "units": 2,
     }
     if link:
         assert rows["payment_link"]["idempotency_key"] == f"{fake.uuid}-paid-link"
         assert rows["payment_link"]["payload"] == {
             "customer_id": "C-1001", "mobile": SARA_MOBILE, "amount": 100_000, "account": "acc-main",
+            "invoice_type": "sales-invoice", "invoice_search_field": "",
         }
     assert d.store.open_meters() == []
+
+
+def test_invoice_search_field_goes_to_the_http_crm_with_the_invoice_and_link(
+    make_config: MakeConfig, daemon: StartDaemon, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The paid line's invoice_search_field: in the invoice and the link the CRM receives, and in `ledger outbox`."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", "bill-token")
+    httpserver.expect_request("/api/customers", method="GET", query_string={"phone": SARA_MOBILE}).respond_with_json(
+        {"id": "cus-7", "number": "C-1001", "name": "Sara Ahmadi", "mobile": SARA_MOBILE, "phones": [SARA_MOBILE]})
+    httpserver.expect_request("/api/customers/cus-7/balance", method="GET").respond_with_json({"debt": 0})
+    received: dict[str, dict[str, Any]] = {}
+
+    def take(kind: str, answer: dict[str, Any]) -> Callable[[Request], Response]:
+        def handler(request: Request) -> Response:
+            received[kind] = json.loads(request.get_data())
+            return Response(json.dumps(answer), status=201, content_type="application/json")
+        return handler
+
+    httpserver.expect_request("/api/invoices", method="POST").respond_with_handler(take("invoice", {"id": "INV-9"}))
+    httpserver.expect_request("/api/payment-links", method="POST").respond_with_handler(
+        take("payment_link", {"sent": True}))
+    crm = f"""
+[crm]
+kind = "http"
+url = "{httpserver.url_for('/api')}"
+token_env = "FSAPP_TEST_CRM_TOKEN"
+"""
+    cfg = make_config(paid_line(search_field="InvoiceNumber"), extra=crm)
+    d = daemon(cfg)
+    d.app.outbox.stop()
+    fake, row = d.call(caller=SARA_PHONE, bridges=["answer:61"])
+    assert row is not None and row["charge"] == 100_000
+    assert d.app.outbox.run_once() == 2
+    assert received["invoice"] == {
+        "customer_id": "cus-7", "product_code": "EXPERT-MIN", "product_name": "Expert consultation",
+        "invoice_type": "sales-invoice", "invoice_search_field": "InvoiceNumber", "amount": 100_000,
+        "account": "acc-main", "call_uuid": fake.uuid, "talk_seconds": 61, "units": 2,
+    }
+    assert received["payment_link"] == {
+        "customer_id": "cus-7", "mobile": SARA_MOBILE, "amount": 100_000, "account": "acc-main",
+        "invoice_type": "sales-invoice", "invoice_search_field": "InvoiceNumber",
+    }
+    listing = subprocess.run([sys.executable, "-m", "fsapp", "ledger", "outbox", "-c", cfg.file, "--format", "json"],
+                             capture_output=True, text=True, env=_env(), timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    shown = {r["kind"]: r for r in json.loads(listing.stdout)}
+    assert {k: {f: r[f] for f in ("state", "amount", "invoice_type", "invoice_search_field")}
+            for k, r in shown.items()} == {
+        "invoice": {"state": "delivered", "amount": 100_000, "invoice_type": "sales-invoice",
+                    "invoice_search_field": "InvoiceNumber"},
+        "payment_link": {"state": "delivered", "amount": 100_000, "invoice_type": "sales-invoice",
+                         "invoice_search_field": "InvoiceNumber"},
+    }
+
+
+@pytest.mark.parametrize("field", ['"Number; drop"', '"1st"'])
+def test_bad_invoice_search_field_is_refused_naming_the_key(make_config: MakeConfig, field: str) -> None:
+    """invoice_search_field must be a CRM field name: `fsapp check` names the module and the key."""
+    with pytest.raises(configmod.ConfigError) as err:
+        make_config(paid_line().replace('invoice_search_field = ""', f"invoice_search_field = {field}"))
+    assert any(".invoice_search_field: " in p and "must be a CRM field name" in p for p in err.value.problems), \
+        err.value.problems
 
 
 @pytest.mark.parametrize("outcome", ["no-answer", "busy", "unregistered", "failed"])
@@ -565,7 +630,7 @@ def test_daemon_killed_mid_bridge_is_charged_once_on_recovery(
     # from 1 to 60 s is exactly one unit: the charge is exactly 77,777 rial whichever
     # beat was last.
     heartbeat = "[billing]\nmeter_heartbeat_seconds = 1\n"
-    path = write_config(tmp_path, paid_line(amount=77_777, link=False), extra=heartbeat)
+    path = write_config(tmp_path, paid_line(amount=77_777, link=False, search_field="InvoiceNumber"), extra=heartbeat)
     db = tmp_path / "fsapp.db"
     store = open_store(f"sqlite:///{db}")
     seed(store, SARA.format(debt=1_000))
@@ -618,6 +683,7 @@ def test_daemon_killed_mid_bridge_is_charged_once_on_recovery(
     [invoice] = store.outbox_rows()
     assert invoice["kind"] == "invoice" and invoice["idempotency_key"] == f"{call_uuid}-paid-invoice"
     assert (invoice["payload"]["amount"], invoice["payload"]["talk_seconds"]) == (77_777, recorded)
+    assert invoice["payload"]["invoice_search_field"] == "InvoiceNumber"  # kept with the meter through the kill
     row = store.get_call(call_uuid)
     assert row is not None and row["status"] == "failed" and row["charge"] == 77_777
     store.close()

@@ -12,7 +12,7 @@ import pytest
 import structlog.testing
 
 from fsapp import journal
-from fsapp.config import CRMConfig
+from fsapp.config import ConfigError, CRMConfig
 from fsapp.crm import CRM, CRMError, Customer
 from fsapp.crm.payamgostar import PayamgostarCRM
 from tests.helpers import HANGUP_MENU, balance_flow
@@ -267,6 +267,17 @@ def test_create_invoice_posts_a_sales_invoice(crm: PayamgostarCRM, pg: Payamgost
     assert pg.logins == 1
 
 
+def test_create_invoice_carries_the_invoice_search_field_in_its_description(
+    crm: PayamgostarCRM, pg: PayamgostarStandIn, sara: str
+) -> None:
+    """The published invoice model has no member for the module's search field: it follows the call in the text."""
+    crm.create_invoice({**invoice(sara), "invoice_search_field": "InvoiceNumber"}, "k-desc")
+    crm.create_invoice(invoice(sara), "k-plain")
+    assert [i["description"] for i in pg.invoices] == [
+        f"call {CALL_UUID}, talk 185 s; invoice_search_field=InvoiceNumber", f"call {CALL_UUID}, talk 185 s",
+    ]
+
+
 def test_create_invoice_is_not_repeated_for_the_same_key(pg: PayamgostarStandIn, sara: str) -> None:
     """A retry (even from a new daemon) finds the invoice by refId instead of making another."""
     first = make_crm(pg).create_invoice(invoice(sara), "k-1")
@@ -291,6 +302,49 @@ def test_create_invoice_needs_an_invoice_type(pg: PayamgostarStandIn, sara: str)
         make_crm(pg).create_invoice(data, "k-3")
     make_crm(pg, invoice_type="DefaultInv").create_invoice(data, "k-3")
     assert pg.invoices[0]["crmObjectTypeCode"] == "DefaultInv"
+
+
+# -- prices -------------------------------------------------------------------------------
+
+
+def test_product_price_is_the_line_of_the_invoice_types_price_list(crm: PayamgostarCRM, pg: PayamgostarStandIn) -> None:
+    """IProduct.FindProductByCode: the product's amount in the price list of the invoice type, in integer rial."""
+    pg.add_product("BAL-1", unit_price="450000.0000", price_lists={"SaleInv": "500000.0000", "PreInv": "480000"})
+    assert crm.product_price("BAL-1", "SaleInv") == 500_000
+    assert crm.product_price("BAL-1", "PreInv") == 480_000
+    assert pg.seen == ["IProduct.FindProductByCode", "IProduct.FindProductByCode"]
+
+
+def test_product_price_without_a_price_list_for_the_type_is_its_unit_price(pg: PayamgostarStandIn) -> None:
+    """No price list of that invoice type (or no type at all): UnitPrice; crm.invoice_type stands in for none."""
+    pg.add_product("BAL-1", unit_price="450000.5", price_lists={"PreInv": "480000"})
+    assert make_crm(pg).product_price("BAL-1", "SaleInv") == 450_000  # half to even
+    assert make_crm(pg).product_price("BAL-1", "") == 450_000
+    assert make_crm(pg, invoice_type="PreInv").product_price("BAL-1", "") == 480_000
+
+
+@pytest.mark.parametrize(("unit_price", "lists", "reason"), [
+    (None, {}, "no product with this code"),
+    ("", {}, "the product has no price"),
+    ("0", {"SaleInv": "0"}, "the product has no price"),
+    ("abc", {}, "the product's price is not a number"),
+])
+def test_product_price_refuses_what_is_no_price(
+    crm: PayamgostarCRM, pg: PayamgostarStandIn, unit_price: str | None, lists: dict[str, str], reason: str,
+) -> None:
+    """An unknown product, a product without a price, a zero or unreadable one: a CRMError naming it."""
+    if unit_price is not None:
+        pg.add_product("BAL-1", unit_price=unit_price, price_lists=lists)
+    with pytest.raises(CRMError, match=reason) as err:
+        crm.product_price("BAL-1", "SaleInv")
+    assert err.value.operation == "product_price"
+
+
+def test_product_price_with_a_wrong_password_finds_nothing(pg: PayamgostarStandIn) -> None:
+    """The SOAP service refuses the user inside its answer: no price, no guess."""
+    pg.add_product("BAL-1", unit_price="450000")
+    with pytest.raises(CRMError, match="no product"):
+        PayamgostarCRM(pg.url, pg.username, "wrong", timeout_seconds=TIMEOUT).product_price("BAL-1", "SaleInv")
 
 
 def test_send_payment_link(crm: PayamgostarCRM, pg: PayamgostarStandIn, sara: str) -> None:
@@ -599,11 +653,11 @@ def test_from_config_accepts_a_loaded_fsapp_toml(make_config: Callable[..., Any]
 
 
 def _anonymous_daemon(pg: PayamgostarStandIn, make_config: Callable[..., Any], daemon: Callable[..., Any],
-                      monkeypatch: pytest.MonkeyPatch) -> Any:
+                      monkeypatch: pytest.MonkeyPatch, *, amount: int = 450_000, product_code: str = "") -> Any:
     """A daemon whose entry is an anonymous balance module on the Payamgostar stand-in; outbox run by hand."""
     monkeypatch.setenv("PG_PASSWORD", pg.password)
-    body = balance_flow(anonymous=True, require_mobile=True, link=True, amount=450_000,
-                        search_field="InvoiceNumber")
+    body = balance_flow(anonymous=True, require_mobile=True, link=True, amount=amount,
+                        search_field="InvoiceNumber", product_code=product_code)
     d = daemon(make_config(body, entry="balance", extra=crm_table(pg)))
     d.app.outbox.stop()
     return d
@@ -642,6 +696,52 @@ def test_anonymous_link_for_a_stranger_goes_to_a_person_made_for_the_mobile(
     assert again.steps[-1].arg == "CALL_REJECTED"
     _links_delivered(d)
     assert len(pg.persons) == 1 and len(pg.payment_links) == 1
+
+
+def test_anonymous_link_without_invoice_amount_is_for_the_crms_price_of_the_product(
+    pg: PayamgostarStandIn, make_config: Callable[..., Any], daemon: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """invoice_amount 0 and a product_code: the stranger's link is for the product's price for the invoice type."""
+    pg.add_product("BAL-1", unit_price="450000", price_lists={"sales-invoice": "525000.0000"})
+    d = _anonymous_daemon(pg, make_config, daemon, monkeypatch, amount=0, product_code="BAL-1")
+    fake, row = d.call(caller="02155550000", dtmf=["09127654321", "1"])
+    assert row is not None and row["auth_result"] == "unknown_mobile"
+    assert fake.steps[-1].arg == "NORMAL_CLEARING"  # next: link_sent was played
+    [queued] = [r for r in d.store.outbox_rows() if r["kind"] == "payment_link"]
+    assert queued["payload"]["amount"] == 525_000  # priced during the call, so every retry sends the same
+    assert "IProduct.FindProductByCode" in pg.seen
+    assert _links_delivered(d) == [f"{fake.uuid}-balance-link"]
+    [link] = pg.payment_links
+    assert link["Amount"] == "525000"
+
+
+def test_anonymous_link_for_a_product_the_crm_cannot_price_sends_the_caller_to_error(
+    pg: PayamgostarStandIn, make_config: Callable[..., Any], daemon: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown product: no link is queued, the caller hears no link_sent and goes to error."""
+    d = _anonymous_daemon(pg, make_config, daemon, monkeypatch, amount=0, product_code="NO-SUCH")
+    fake, row = d.call(caller="02155550000", dtmf=["09127654321", "1"])
+    assert fake.steps[-1].arg == "CALL_REJECTED"
+    assert not any("link_sent" in str(step.arg) for step in fake.steps)
+    assert row is not None and row["status"] == "failed"  # a CRM failure, not the caller's doing
+    assert [r for r in d.store.outbox_rows() if r["kind"] == "payment_link"] == []
+
+
+@pytest.mark.parametrize("crm_kind", ["local", "http"])
+def test_product_code_instead_of_invoice_amount_needs_payamgostar(
+    make_config: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, crm_kind: str,
+) -> None:
+    """The local and HTTP CRMs price nothing: invoice_amount stays required, the error names the key."""
+    monkeypatch.setenv("FSAPP_TEST_CRM_TOKEN", "t")
+    crm = "" if crm_kind == "local" else (
+        '[crm]\nkind = "http"\nurl = "http://127.0.0.1:9/api"\ntoken_env = "FSAPP_TEST_CRM_TOKEN"\n')
+    body = balance_flow(anonymous=True, require_mobile=True, link=True, amount=0, product_code="BAL-1")
+    with pytest.raises(ConfigError) as err:
+        make_config(body, entry="balance", extra=crm)
+    assert any(p.endswith(f"modules[1].invoice_amount: needed with the {crm_kind} CRM, which prices no "
+                          "product_code (only payamgostar does)") for p in err.value.problems), err.value.problems
 
 
 def test_anonymous_mobile_of_an_identity_hears_its_balance(

@@ -36,7 +36,7 @@ SPEC_KEYS = [
 # then what FreeSWITCH's CDRs add (README, "Every call of the PBX"): empty or null on a socket-only row
 CDR_KEYS = [
     "missed_cause", "ring_seconds", "wait_seconds", "hold_seconds", "hangup_by", "caller_mos", "caller_quality",
-    "caller_flaws", "caller_jitter", "callee_mos", "callee_quality", "callee_flaws", "callee_jitter",
+    "caller_flaws", "caller_jitter", "callee_mos", "callee_quality", "callee_flaws", "callee_jitter", "queue",
 ]
 
 MENU = """

@@ -4,6 +4,7 @@ old naive rows migrated as the host's local time; the CRM's call log gets offset
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fsapp import config as configmod
-from fsapp import store
+from fsapp import ledger, store
 from fsapp.store import open_store
 from tests.helpers import HANGUP_MENU, ROOT, write_config
 
@@ -60,6 +61,33 @@ def test_json_and_csv_show_the_zone_with_its_offset_and_the_jalali_date(tehran: 
     table = list(csv.DictReader(io.StringIO(fsapp_calls(tehran, "--format", "csv").stdout)))
     assert {r["uuid"]: r["started_at"] for r in table}["a2"] == "2026-12-01T19:30:00+03:30"
     assert {r["uuid"]: r["jalali_date"] for r in table}["a2"] == "1405-09-10"
+
+
+def test_ledger_charges_show_the_zone_like_calls(tehran: Path) -> None:
+    """A charge stored at 21:00Z: `fsapp ledger` on a UTC host shows 00:30+03:30 on 10 Azar 1405, in every format."""
+    s = open_store(configmod.load(tehran, check_files=False).storage_url)
+    meter = {"call_uuid": "a1", "module": "paid", "customer_id": "C-1", "interval_minutes": 1,
+             "amount_per_interval": 50_000, "product_code": "P", "product_name": "Paid", "invoice_type": "invoice",
+             "account": "main", "send_payment_link": 0, "mobile": "", "target": "", "bridge_us": 0, "seen_us": 0,
+             "state": "open", "daemon": "host:1", "opened_at": 0.0, "beat_at": 0.0}
+    s.meter_open(meter)
+    at = dt.datetime(2026, 11, 30, 21, 0, tzinfo=dt.UTC).timestamp()
+    ledger.settle(s, meter, 61, now=at)
+    assert s.charges()[0]["created_at"] == "2026-11-30T21:00:00Z"  # stored in UTC
+    s.close()
+
+    def ledger_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fsapp", "ledger", "-c", str(tehran), *args],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "TZ": "UTC"})
+
+    [shown] = json.loads(ledger_cli("--format", "json").stdout)
+    assert (shown["created_at"], shown["jalali_date"], shown["amount"]) == ("2026-12-01T00:30:00+03:30", "1405-09-10",
+                                                                            100_000)
+    [line] = list(csv.DictReader(io.StringIO(ledger_cli("--format", "csv").stdout)))
+    assert (line["created_at"], line["jalali_date"]) == ("2026-12-01T00:30:00+03:30", "1405-09-10")
+    table = ledger_cli().stdout
+    assert "1405-09-10 00:30:00" in table and "2026-11-30" not in table and "21:00" not in table
 
 
 def test_days_are_the_zones_days_for_from_to_and_group_by(tehran: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from fsapp import instants, render
 from fsapp import journal as journal_mod
-from fsapp import render
 from fsapp.web import views
 from fsapp.web.app import create_app
 from tests.helpers import Daemon
@@ -126,7 +126,9 @@ def test_the_journal_shows_the_calls_coloured_and_marked(app: Flask, journal: Jo
     assert re.search(rf'class="st-missed dir-inbound" data-uuid="{u["missed"]}"', html)
     assert re.search(rf'class="st-{journal.rows["stranger"]["status"]} dir-outbound" data-uuid="{u["stranger"]}"',
                      html)
-    assert html.count('title="Too long">⏱') == 1
+    assert html.count('<title>Too long</title><use href="#i-too-long"/>') == 1
+    assert html.count('<use href="#i-inbound"/>') == 3 and html.count('<use href="#i-outbound"/>') == 1
+    assert html.count('<use href="#i-answered"/>') == 2 and html.count('<use href="#i-missed"/>') == 1
     assert "100,000" in html  # the charge of the 61 s call (2 minutes)
 
 
@@ -151,6 +153,25 @@ def test_a_bad_filter_is_named(app: Flask) -> None:
     assert "from: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): &#39;2024-13-45&#39;" in r.get_data(as_text=True)
     assert c.get("/?status=lost").status_code == 400
     assert "sort: cannot sort by" in c.get("/?sort=recording").get_data(as_text=True)
+
+
+def _fa(text: str) -> str:
+    return text.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+
+
+def test_bad_new_filter_values_are_named(app: Flask) -> None:
+    c = client_as(app, "viewer")
+    for query, message in [("missed_cause=lost", "missed_cause: unknown missed cause &#39;lost&#39;"),
+                           ("flag=loud", "flag: unknown flag &#39;loud&#39;"),
+                           ("min_mos=9", "min_mos: not a MOS between 1 and 5: &#39;9&#39;"),
+                           ("max_mos=abc", "max_mos: not a MOS between 1 and 5: &#39;abc&#39;"),
+                           ("recording=yes", "recording: 1 (with a recording) or 0 (without), not &#39;yes&#39;"),
+                           ("group=week", "group: only by day, not &#39;week&#39;")]:
+        page = c.get(f"/?{query}")
+        assert page.status_code == 400 and message in page.get_data(as_text=True), query
+        export = c.get(f"/calls.csv?{query}")
+        assert export.status_code == 400 and message in export.get_data(as_text=True), query
+    assert c.get("/?min_mos=" + _fa("4")).status_code == 200  # Persian digits are digits
 
 
 def test_the_last_search_is_remembered(app: Flask, journal: Journal) -> None:
@@ -223,6 +244,14 @@ def test_the_call_page_shows_modules_identification_and_ledger(app: Flask, journ
     assert re.search(r'id="charge">100,000 rial', html)
     ledger = html[html.index('id="ledger"'):]
     assert "<td>paid</td><td>1:01</td><td>2</td><td>100,000</td><td>100,000</td>" in ledger
+    deliveries = html[html.index('id="deliveries"'):]
+    assert '<tr data-kind="invoice"><td>invoice</td><td>delivered</td><td>1</td>' in deliveries
+    assert ('<li class="attempt" data-outcome="answered">Target <span class="ltr">ext:1001</span>: answered,'
+            ' Ext. 1001, Talk 1:01</li>') in html
+    missed = client_as(app, "viewer").get(f"/call/{journal.uuids['missed']}").get_data(as_text=True)
+    assert missed.count('<li class="attempt" data-outcome="busy">') == 2  # both targets were busy
+    assert 'id="quality"' not in missed  # no CDR came for it
+    assert '<section id="analysis" data-state="pending">' in missed and "<svg class=\"timeline" not in missed
     assert client_as(app, "viewer").get("/call/no-such-call").status_code == 404
 
 
@@ -303,24 +332,36 @@ def test_persian_is_rtl_with_persian_digits_and_solar_hijri_dates(app: Flask, jo
     started = journal.store.get_call(journal.uuids["answered"])["started_at"]
     import datetime as dt
 
-    jalali = jdatetime.date.fromgregorian(date=dt.date.fromisoformat(started[:10])).strftime("%Y/%m/%d")
+    # The page shows the day in [journal] timezone (the host's zone when unset), not the stored UTC day.
+    day = dt.datetime.fromisoformat(started).astimezone(journal.cfg.journal.zone).date()
+    jalali = jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d")
     persian = jalali.translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
     assert persian in html and jalali.startswith("14")
     assert "۱۰۰٬۰۰۰" in html  # the charge in Persian digits
     en = c.get("/?lang=en").get_data(as_text=True)
-    assert '<html lang="en" dir="ltr">' in en and started[:10] in en and persian not in en
+    assert '<html lang="en" dir="ltr">' in en and day.isoformat() in en and persian not in en
     assert '<html lang="en"' in c.get("/").get_data(as_text=True)  # the switch is remembered
 
 
-def test_statistics_count_the_searched_calls_per_day(app: Flask, journal: Journal) -> None:
+def test_group_by_day_heads_each_day_with_its_counts(app: Flask, journal: Journal) -> None:
+    import jdatetime
+
     c = client_as(app, "viewer")
-    html = c.get("/stats").get_data(as_text=True)
-    days = journal.store.calls_by_day()
-    assert re.findall(r'data-date="([^"]+)"', html) == [d["date"] for d in days]
-    assert '<tr class="totals"><th>Total</th><th>4</th><th>2</th><th>1</th><th>0</th><th>1:21</th>' in html
-    c.get("/?status=missed")  # the journal's search carries over
-    html = c.get("/stats").get_data(as_text=True)
-    assert '<tr class="totals"><th>Total</th><th>1</th><th>0</th><th>1</th><th>0</th><th>0:00</th><th>0</th>' in html
+    assert '<tr class="day"' not in c.get("/").get_data(as_text=True)
+    html = c.get("/?group=day&search=1").get_data(as_text=True)
+    days = {instants.local(r["started_at"], journal.cfg.journal.zone).date() for r in journal.rows.values()}
+    heads = re.findall(r'<tr class="day" data-day="([^"]+)"', html)
+    assert heads == [d.isoformat() for d in sorted(days, reverse=True)]  # newest first, as the rows
+    if len(days) == 1:  # not run across midnight
+        head = " ".join(html[html.index('<tr class="day"'):].split("</tr>", 1)[0].split())
+        assert ('Calls: <span class="n-calls">4</span>, answered: <span class="n-answered">2</span>, missed: '
+                '<span class="n-missed">1</span>, Talk: <span class="n-talk">1:21</span> (on this page)') in head
+    assert len(row_uuids(html)) == 4
+    fa = client_as(app, "viewer", lang="fa").get("/?group=day&search=1").get_data(as_text=True)
+    first = max(days)
+    jalali = jdatetime.date.fromgregorian(date=first).strftime("%Y/%m/%d").translate(
+        str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
+    assert re.search(rf'<tr class="day" data-day="{first.isoformat()}"><th colspan="\d+">{jalali} —', fa)
 
 
 def test_the_ledger_page_is_for_admins_newest_first_by_pages(app: Flask, journal: Journal,

@@ -1,5 +1,5 @@
 """One real browser (Debian's chromium driven by Playwright) through the console served by ``fsapp web``:
-log in, filter, open a call, download its recording (the mark appears), switch to Persian."""
+log in, see the statistics, filter, open a call, download its recording (the mark appears), switch to Persian."""
 
 from __future__ import annotations
 
@@ -47,13 +47,26 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         assert page.locator("tbody tr[data-uuid]").count() == 4
         page.screenshot(path=str(shots / "journal-en.png"), full_page=True)
 
+        page.click("#stats-link")  # the last seven days: the four calls, drawn as SVG
+        page.wait_for_url(url + "stats")
+        assert page.locator("#total-calls").inner_text() == "4"
+        assert page.locator("#per-day svg g.bar").count() == 7 and page.locator("#per-hour svg g.bar").count() == 24
+        page.screenshot(path=str(shots / "stats-en.png"), full_page=True)
+        page.goto(url)
+
         page.select_option("select[name=status]", "answered")
+        page.select_option("select[name=recording]", "1")
         page.check("input[name=too_long]")
+        page.check("input[name=group]")
         page.click("form#filters button[type=submit]")
         page.wait_for_load_state()
         rows = page.locator("tbody tr[data-uuid]")
         assert rows.count() == 1 and rows.first.get_attribute("data-uuid") == uuid
         assert "st-answered" in (rows.first.get_attribute("class") or "")
+        assert page.locator("tbody tr.day .n-calls").inner_text() == "1"
+        box = rows.first.locator("td.c-status svg.icon").bounding_box()  # the sprite's icon is drawn, small
+        assert box is not None and 8 <= box["width"] <= 24
+        assert page.locator("svg.sprite").bounding_box() is None  # the sprite itself is hidden
 
         rows.first.locator("a").first.click()
         page.wait_for_url(f"{url}call/{uuid}")
@@ -74,13 +87,17 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
         assert page.locator("html").get_attribute("dir") == "rtl"
         assert page.evaluate("getComputedStyle(document.body).direction") == "rtl"
         started = dt.datetime.fromisoformat(journal.rows["answered"]["started_at"])
-        jalali = jdatetime.date.fromgregorian(date=started.date()).strftime("%Y/%m/%d")
+        day = started.astimezone(journal.cfg.journal.zone).date()  # the day in [journal] timezone, not UTC's
+        jalali = jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d")
         assert page.locator("#started").inner_text().startswith(jalali.translate(str.maketrans(
             "0123456789", "۰۱۲۳۴۵۶۷۸۹")))
         page.screenshot(path=str(shots / "call-fa.png"), full_page=True)
         page.goto(url)
         page.screenshot(path=str(shots / "journal-fa.png"), full_page=True)
+        page.goto(url + "stats")
+        page.screenshot(path=str(shots / "stats-fa.png"), full_page=True)
         browser.close()
     assert errors == []  # nothing the page did was refused (CSP) or broken
     assert journal.store.get_call(uuid)["downloaded"] is True
-    assert all((shots / name).stat().st_size > 1000 for name in ("journal-en.png", "call-en.png", "call-fa.png"))
+    assert all((shots / name).stat().st_size > 1000 for name in ("journal-en.png", "stats-en.png", "call-en.png",
+                                                                 "call-fa.png", "stats-fa.png"))

@@ -18,7 +18,7 @@ def _rows(store) -> list[str]:  # noqa: ANN001 - a Store
     return uuids
 
 
-@pytest.mark.parametrize("order", ["started_at", "talk_seconds", "status", "caller"])
+@pytest.mark.parametrize("order", ["started_at", "talk_seconds", "status", "caller", "missed_cause", "ring_seconds"])
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("size", [1, 2, 3])
 def test_keyset_pages_walk_the_sorted_journal_once(store_url: str, order: str, descending: bool, size: int) -> None:
@@ -78,4 +78,26 @@ def test_recent_charges_page_newest_first(store_url: str) -> None:
     assert [r["id"] for r in store.recent_charges(limit=2)] == ids[::-1][:2]
     assert [r["id"] for r in store.recent_charges(limit=2, before=ids[2])] == [ids[1], ids[0]]
     assert [r["amount"] for r in store.recent_charges(limit=9, customer="A")] == [13, 12, 10]
+    store.close()
+
+
+def test_queue_and_recording_filters(store_url: str) -> None:
+    store = open_store(store_url)
+    store.call_finished("q1", {"started_at": "2024-03-01T10:00:00Z", "status": "answered", "queue": "support",
+                               "recording": "/r/q1.wav", "attempts": [{"target": "queue:support",
+                                                                       "outcome": "answered"}]})
+    store.call_finished("q2", {"started_at": "2024-03-01T10:00:01Z", "status": "missed", "queue": "sales"})
+    store.call_finished("q3", {"started_at": "2024-03-01T10:00:02Z", "status": "answered", "recording": "/r/q3.wav"})
+
+    def uuids(**f: object) -> list[str]:
+        return [r["uuid"] for r in store.page_calls(limit=10, **f)]
+
+    assert uuids(queue="support") == ["q1"]
+    assert uuids(queue="sales") == ["q2"]
+    assert uuids(queue="supp") == []  # a whole name
+    assert uuids(has_recording=True) == ["q1", "q3"]
+    assert uuids(has_recording=False) == ["q2"]
+    assert uuids(has_recording=True, queue="support") == ["q1"]
+    assert store.get_call("q1")["attempts"] == [{"target": "queue:support", "outcome": "answered"}]
+    assert store.get_call("q3")["attempts"] == []
     store.close()

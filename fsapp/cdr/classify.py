@@ -77,6 +77,7 @@ def call_row(legs: Iterable[dict[str, Any]], *, too_long_seconds: int) -> dict[s
         "wait_seconds": _seconds((answered_us or end_us) - start_us) if start_us else 0,
         "hold_seconds": max((_int(leg["vars"].get("hold_accum_seconds")) for leg in legs), default=0),
         "hangup_by": _hangup_by(a, bs),
+        "queue": _queue(a, bs),
         "recording": next((leg["recording"] for leg in ([a] if a else []) + bs if leg["recording"]), ""),
         "hangup_cause": av.get("hangup_cause", "") if a else "",
         **_quality("caller", a),
@@ -84,6 +85,20 @@ def call_row(legs: Iterable[dict[str, Any]], *, too_long_seconds: int) -> dict[s
         "cdr_legs": len(legs),
         "cdr_a_leg": a is not None,
     }
+
+
+def attempts(legs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each B leg of a call (a bridge's callee, a queue's agent) as an attempt: where it rang,
+    what came of it (answered, or its missed cause), ring and talk seconds, how it ended."""
+    out = []
+    for b in (leg for leg in legs if not leg["a_leg"]):
+        answered = bool(b["times"]["answered_time"])
+        out.append({"target": b["vars"].get("cc_agent") or b["channel"] or b["destination"],
+                    "outcome": "answered" if answered else missed_cause(b["vars"].get("hangup_cause") or "NO_ANSWER"),
+                    "ring_seconds": _seconds(_ring_us(b)), "talk_seconds": _bill_seconds(b) if answered else 0,
+                    "hangup_cause": b["vars"].get("hangup_cause", ""),
+                    "mos": _float(b["vars"].get("rtp_audio_in_mos"))})
+    return out
 
 
 def _answered(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -122,6 +137,14 @@ def _status(a: dict[str, Any] | None, bs: list[dict[str, Any]], person: dict[str
     if a is not None and a["times"]["answered_time"]:
         return "completed", ""
     return "abandoned", ""
+
+
+def _queue(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> str:
+    """mod_callcenter's queue (``cc_queue``) without its ``@domain``: the name fsapp's ``queue:NAME`` uses."""
+    for leg in ([a] if a else []) + bs:
+        if leg["vars"].get("cc_queue"):
+            return str(leg["vars"]["cc_queue"]).split("@", 1)[0]
+    return ""
 
 
 def _direction(a: dict[str, Any] | None, bs: list[dict[str, Any]]) -> str:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from fsapp import ledger, outbox, render
+from fsapp import instants, journal, ledger, outbox, render
 from fsapp.commands.base import EXIT_OK, config_arg, format_arg, open_store
 
 NAME = "ledger"
@@ -20,15 +20,32 @@ PAYLOAD_FIELDS = ("amount", "invoice_type", "invoice_search_field")
 
 
 def _charges(args: argparse.Namespace, cfg: Any, store: Any) -> int:
-    rows = [{**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
-            for r in store.charges(args.customer)]
-    render.write(sys.stdout, render.render(rows, [render.Column(f) for f in CHARGE_FIELDS], args.format), args.format,
+    clock = journal.Clock.of(cfg.journal)
+    rows = [_charge(r, clock, args.format) for r in store.charges(args.customer)]
+    fields = CHARGE_FIELDS + ["jalali_date"] if clock.jalali and args.format != "table" else CHARGE_FIELDS
+    render.write(sys.stdout, render.render(rows, [render.Column(f) for f in fields], args.format), args.format,
                  bom=args.bom)
     if args.format == "table":
         total = sum(r["amount"] for r in rows)
         pending, _age = store.outbox_stats(time.time())
         print(f"{len(rows)} charges, {total:,} rial; {pending} CRM writes pending")
     return EXIT_OK
+
+
+def _charge(r: dict[str, Any], clock: journal.Clock, fmt: str) -> dict[str, Any]:
+    """A charge as shown: its time in [journal] timezone, as `fsapp calls` shows the journal's.
+
+    JSON and CSV get the instant with its offset (and ``jalali_date`` with the Jalali
+    calendar); the table the day in the calendar and the time of day."""
+    row = {**{k: r.get(k) for k in CHARGE_FIELDS if k != "debt"}, "debt": r["debt_after"]}
+    when = instants.local(r["created_at"], clock.tz)
+    if fmt == "table":
+        row["created_at"] = f"{clock.day(when)} {when:%H:%M:%S}" if when else ""
+        return row
+    row["created_at"] = instants.show(r["created_at"], clock.tz)
+    if clock.jalali:
+        row["jalali_date"] = clock.day(when)
+    return row
 
 
 def _outbox(args: argparse.Namespace, cfg: Any, store: Any) -> int:

@@ -11,6 +11,7 @@ Each operation uses the interface whose request and response shapes are publishe
   `/services/api/` that telephony products use (`IIdentity`, `IUser`, `IEpay`). They
   carry the username and password inside each request instead of a token.
 - register: REST `POST /api/v2/crmobject/person/create`.
+- product prices (a stranger's payment link without an invoice amount): SOAP `IProduct`.
 - invoices: REST `POST /api/v2/crmobject/invoice/sales/find` (by refId, so a retry does
   not make a second invoice) and `.../invoice/sales/create`.
 - call log: REST `/api/v1/telephony/call` and `/api/v1/telephony/channel`.
@@ -333,15 +334,31 @@ class PayamgostarCRM(HttpCRM):
             if identity is None:
                 raise CRMError("no identity with this id", operation=op)
             text = identity.fields.get("Balance", "")
-            if not text:
-                return 0
-            try:
-                amount = Decimal(text)
-            except InvalidOperation:
-                raise CRMError("malformed response: Balance is not a number", operation=op) from None
-            if not amount.is_finite():
-                raise CRMError("malformed response: Balance is not a number", operation=op)
-            return int(-amount.to_integral_value(rounding=ROUND_HALF_EVEN))
+            return -_rial(op, text, "Balance is") if text else 0
+
+        return self._call(op, run)
+
+    def product_price(self, product_code: str, invoice_type: str) -> int:
+        """The product's price in rial for this invoice type (SOAP IProduct.FindProductByCode).
+
+        The amount of the product's line in a price list whose InvoiceType is the invoice
+        type (the module's, else crm.invoice_type); without one, the product's UnitPrice.
+        """
+        op = "product_price"
+        code = product_code.strip() if isinstance(product_code, str) else ""
+        if not code:
+            raise CRMError("no product code", operation=op)
+        type_code = (invoice_type or self.invoice_type).strip()
+
+        def run(deadline: float) -> int:
+            result = self._soap(op, "IProduct", "FindProductByCode", [
+                ("userName", self.username), ("password", self._password), ("code", code),
+            ], deadline)
+            products = [] if result is None or not _success(result) else _items(result, "ProductInfoList")
+            product = next((p for p in products if _text(p, "Code") == code), None)
+            if product is None:
+                raise CRMError("no product with this code", operation=op)
+            return _price(op, product, code, type_code)
 
         return self._call(op, run)
 
@@ -408,7 +425,7 @@ class PayamgostarCRM(HttpCRM):
             "identityId": _guid(op, invoice.get("customer_id")),
             "refId": idempotency_key,
             "subject": str(invoice.get("product_name") or "fsapp"),
-            "description": f"call {call_uuid}, talk {talk} s" if call_uuid else "fsapp",
+            "description": _invoice_description(call_uuid, talk, invoice),
             "details": [{
                 "productCode": str(invoice.get("product_code") or ""),
                 "productName": str(invoice.get("product_name") or ""),
@@ -969,12 +986,51 @@ def _guid(op: str, value: object) -> str:
 
 def _link_description(key: str, link: Mapping[str, object]) -> str:
     """`fsapp <key>`, then the module's invoice type and search field: PaymentLinkInfo has no members for them."""
-    parts = [f"fsapp {key}"]
-    for name in ("invoice_type", "invoice_search_field"):
-        value = str(link.get(name) or "").strip()
+    return _described(f"fsapp {key}", link, ("invoice_type", "invoice_search_field"))
+
+
+def _invoice_description(call_uuid: str, talk: object, invoice: Mapping[str, object]) -> str:
+    """The call and its talk, then the module's search field: the published invoice model has no member for it."""
+    return _described(f"call {call_uuid}, talk {talk} s" if call_uuid else "fsapp", invoice, ("invoice_search_field",))
+
+
+def _described(head: str, values: Mapping[str, object], names: tuple[str, ...]) -> str:
+    parts = [head]
+    for name in names:
+        value = str(values.get(name) or "").strip()
         if value:
             parts.append(f"{name}={value}")
     return "; ".join(parts)
+
+
+def _price(op: str, product: ET.Element, code: str, type_code: str) -> int:
+    """A product's price for an invoice type: its line in that type's price list, else its UnitPrice."""
+    text = ""
+    if type_code:
+        for price_list in _items(product, "PriceListInfo"):
+            if _text(price_list, "InvoiceType") != type_code:
+                continue
+            line = next((li for li in _items(price_list, "PriceListProducts") if _text(li, "ProductCode") == code),
+                        None)
+            if line is not None:
+                text = _text(line, "Amount")
+                break
+    text = text or _text(product, "UnitPrice")
+    rial = _rial(op, text, "the product's price is") if text else 0
+    if rial <= 0:
+        raise CRMError("the product has no price", operation=op)
+    return rial
+
+
+def _rial(op: str, text: str, what: str) -> int:
+    """A decimal amount Payamgostar sends, as whole rial (half to even)."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise CRMError(f"malformed response: {what} not a number", operation=op) from None
+    if not amount.is_finite():
+        raise CRMError(f"malformed response: {what} not a number", operation=op)
+    return int(amount.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def _amount(op: str, value: object) -> int:

@@ -3,18 +3,18 @@
 Debt announced -> ``next``; no debt (or a credit), an unknown caller, or a CRM failure
 -> ``error``. With ``anonymous`` the module serves callers who are not customers: the
 caller is looked up by caller ID, then (with ``require_mobile``) by the mobile they
-type; a caller still unknown is sent a payment link for ``invoice_amount`` -> ``next``.
+type; a caller still unknown is sent a payment link for ``invoice_amount`` (or, when it
+is 0, the CRM's price of ``product_code`` for ``invoice_type``) -> ``next``.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING
 
 from fsapp import billing, phones
 from fsapp.crm import CRMError
-from fsapp.options import Opt, prompt
+from fsapp.options import Opt, field_name, prompt
 
 if TYPE_CHECKING:
     from fsapp.call import CallContext
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 # An invoice amount above this (integer rial) is a typo, not a price.
 MAX_INVOICE_AMOUNT = 100_000_000_000
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# The CRM kinds that answer product_price(product_code, invoice_type).
+PRICING_CRMS = ("payamgostar",)
 
 SCHEMA = {
     "anonymous": Opt(bool, False),
@@ -32,6 +33,7 @@ SCHEMA = {
     "invoice_type": Opt(str, "invoice"),
     "invoice_amount": Opt(int, 0, minimum=0, maximum=billing.MAX_RIAL),  # then MAX_INVOICE_AMOUNT, below
     "invoice_search_field": Opt(str, ""),
+    "product_code": Opt(str, ""),  # priced by the CRM when invoice_amount is 0
     "account": Opt(str, ""),
     "max_attempts": Opt(int, 3, minimum=1, maximum=100),
     "timeout_ms": Opt(int, 8000, minimum=500, maximum=300_000),
@@ -58,15 +60,23 @@ def validate(m: ModuleConfig) -> list[str]:
         if not m["require_mobile"]:
             problems.append("require_mobile: needed when anonymous and send_payment_link are on "
                             "(a caller who is not a customer gets the link at the mobile they type)")
-        if not m["invoice_amount"]:
+        if not m["invoice_amount"] and not m["product_code"].strip():
             problems.append("invoice_amount: needed when anonymous and send_payment_link are on "
-                            "(the rial amount of the link sent to a caller who is not a customer)")
+                            "(the rial amount of the link sent to a caller who is not a customer), "
+                            "or product_code for the CRM to price")
     if m["invoice_amount"] > MAX_INVOICE_AMOUNT:
         problems.append(f"invoice_amount: at most {MAX_INVOICE_AMOUNT} rial, not {m['invoice_amount']}")
-    field = m["invoice_search_field"]
-    if field and not _FIELD_NAME.fullmatch(field):
-        problems.append(f"invoice_search_field: {field!r} must be a CRM field name (letters, digits, _)")
+    problems.extend(field_name("invoice_search_field", m["invoice_search_field"]))
     return problems
+
+
+def crm_rules(m: ModuleConfig, crm_kind: str) -> list[str]:
+    """Only Payamgostar prices a product: any other CRM needs the amount itself."""
+    priced = m["anonymous"] and m["send_payment_link"] and not m["invoice_amount"] and m["product_code"].strip()
+    if priced and crm_kind not in PRICING_CRMS:
+        return [f"invoice_amount: needed with the {crm_kind} CRM, which prices no product_code "
+                f"(only {', '.join(PRICING_CRMS)} does)"]
+    return []
 
 
 def run(ctx: CallContext, m: ModuleConfig) -> str:
@@ -119,9 +129,21 @@ def _link_for_stranger(ctx: CallContext, m: ModuleConfig, mobile: str) -> str:
     if not m["send_payment_link"]:
         ctx.log.info("balance_unknown_caller", module=m.code)
         return m.error
-    _queue_link(ctx, m, None, mobile, m["invoice_amount"])
+    _queue_link(ctx, m, None, mobile, m["invoice_amount"] or _price(ctx, m))
     ctx.io.play(m["link_sent"])
     return m.next
+
+
+def _price(ctx: CallContext, m: ModuleConfig) -> int:
+    """The CRM's price of the module's product for its invoice type (CRMError if it has none)."""
+    price = getattr(ctx.app.crm, "product_price", None)
+    if price is None:
+        raise CRMError("the CRM prices no products", operation="product_price")
+    amount = price(m["product_code"], m["invoice_type"])
+    if amount > MAX_INVOICE_AMOUNT:
+        raise CRMError(f"the product's price is above {MAX_INVOICE_AMOUNT} rial", operation="product_price")
+    ctx.log.info("balance_product_priced", module=m.code, product_code=m["product_code"], amount=amount)
+    return amount
 
 
 def _announce(ctx: CallContext, m: ModuleConfig, customer: Customer, debt: int, intro: tuple[str, ...],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from fsapp import billing, flow, ledger
 from fsapp.crm import CRMError
-from fsapp.options import Opt, prompt
+from fsapp.options import Opt, field_name, prompt
 from fsapp.store import StorageError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ SCHEMA = {
     "product_name": Opt(str, ""),
     "product_code": Opt(str, "", required=True),
     "invoice_type": Opt(str, "invoice"),
+    "invoice_search_field": Opt(str, ""),
     "interval_minutes": Opt(int, 1, minimum=1, maximum=1440),
     "amount_per_interval": Opt(int, 0, minimum=0, required=True, maximum=billing.MAX_AMOUNT_PER_INTERVAL),
     "send_payment_link": Opt(bool, False),
@@ -49,6 +50,7 @@ def validate(m: ModuleConfig) -> list[str]:
             continue  # reported by the graph check
         if d.kind not in ("ext", "queue"):
             problems.append(f"targets[{i}]: {t!r} is not an ext: or queue: destination")
+    problems.extend(field_name("invoice_search_field", m["invoice_search_field"]))
     return problems
 
 
@@ -75,7 +77,8 @@ def run(ctx: CallContext, m: ModuleConfig) -> str:
         "call_uuid": ctx.uuid, "module": m.code, "customer_id": customer.id,
         "interval_minutes": m["interval_minutes"], "amount_per_interval": m["amount_per_interval"],
         "product_code": m["product_code"], "product_name": m["product_name"], "invoice_type": m["invoice_type"],
-        "account": m["account"], "send_payment_link": int(m["send_payment_link"]),
+        "invoice_search_field": m["invoice_search_field"], "account": m["account"],
+        "send_payment_link": int(m["send_payment_link"]),
         "mobile": ctx.mobile or customer.mobile, "target": "", "bridge_us": 0, "seen_us": 0, "state": "open",
         "daemon": ctx.app.daemon_id, "opened_at": now, "beat_at": now,
     }

@@ -19,6 +19,7 @@ from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
+from fsapp.store.stats import StatsStore
 
 __all__ = ["Store", "StorageError", "open_store"]
 
@@ -281,7 +282,16 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     );
     CREATE INDEX web_login_failures_key ON web_login_failures (key, at);
     """,
-    # 9: the journal's pages by keyset at a million calls: each sort column with the uuid
+    # 9: a billed module's invoice search field, kept with its meter for the invoice a reconcile makes
+    """
+    ALTER TABLE meters ADD COLUMN invoice_search_field TEXT NOT NULL DEFAULT '';
+    """,
+    # 10: the queue a call went to (mod_callcenter's, without its @domain) and each bridge attempt's outcome
+    """
+    ALTER TABLE calls ADD COLUMN queue TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 11: the journal's pages by keyset at a million calls: each sort column with the uuid
     # that breaks its ties (an ordered walk that stops at the page's end), each equality
     # filter with the default sort (the newest of its calls first), and the too-long calls
     # (a few in a hundred: small indexes, written only for them) by each sort column
@@ -305,6 +315,7 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     CREATE INDEX calls_customer_started ON calls (customer_id, started_at, uuid);
     CREATE INDEX calls_extension_started ON calls (extension, started_at, uuid);
     CREATE INDEX calls_missed_started ON calls (missed_cause, started_at, uuid);
+    CREATE INDEX calls_queue_started ON calls (queue, started_at, uuid);
     CREATE INDEX calls_too_long_by_started_at ON calls (started_at, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_status ON calls (status, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_direction ON calls (direction, uuid) WHERE too_long = 1;
@@ -316,7 +327,7 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     CREATE INDEX calls_too_long_by_customer_name ON calls (customer_name, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_charge ON calls (charge, uuid) WHERE too_long = 1;
     """,
-    # 10: PostgreSQL: the number search by trigrams, where pg_trgm is there
+    # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
     _number_search_indexes,
 ]
 
@@ -327,18 +338,20 @@ CALL_FIELDS = (
     "uuid started_at answered_at ended_at direction caller caller_name called extension status "
     "total_seconds talk_seconds too_long customer_id customer_name customer_type modules auth_method "
     "auth_result charge recording downloaded hangup_cause final_destination entry_module daemon recording_customer "
+    "queue attempts "
     + " ".join(CDR_FIELDS)
 ).split()
 
 # Columns the journal can be paged by: never NULL, so a keyset comparison always holds.
 SORTABLE_CALL_FIELDS = (
-    "started_at status direction caller called extension total_seconds talk_seconds customer_name charge"
+    "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
+    "talk_seconds hold_seconds too_long missed_cause hangup_by customer_name customer_type charge"
 ).split()
 
 
-# The journal's filters an index serves (migration 9), and how many rows one must match before
+# The journal's filters an index serves (migration 11), and how many rows one must match before
 # a page walks its sort column's index instead (see Store._walk_sort_index).
-_INDEXED_FILTERS = ("date_from", "date_to", "customer", "status", "direction", "extension", "missed_cause")
+_INDEXED_FILTERS = ("date_from", "date_to", "customer", "status", "direction", "extension", "missed_cause", "queue")
 WALK_AFTER = 5000
 
 
@@ -397,7 +410,7 @@ class _Probe(Exception):
     """Rolls the write probe back."""
 
 
-class Store(AnalysisStore, CDRStore):
+class Store(AnalysisStore, CDRStore, StatsStore):
     """Everything fsapp keeps, above one database connection."""
 
     def __init__(self, db: Any) -> None:
@@ -517,7 +530,8 @@ class Store(AnalysisStore, CDRStore):
     def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
-                     max_mos: float | None = None) -> tuple[str, list[Any]]:
+                     max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
+                     ) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters."""
         where: list[str] = []
         params: list[Any] = []
@@ -538,6 +552,11 @@ class Store(AnalysisStore, CDRStore):
             params.append(direction)
         if too_long:
             where.append("too_long = 1")
+        if queue:
+            where.append("calls.queue = ?")
+            params.append(queue)
+        if has_recording is not None:
+            where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
         if number:
             where.append(_number_match(number, params))
         if flag:
@@ -1068,6 +1087,14 @@ class Store(AnalysisStore, CDRStore):
             r["payload"] = json.loads(r["payload"])
         return rows
 
+    def call_deliveries(self, uuid: str) -> list[dict[str, Any]]:
+        """The CRM deliveries (outbox rows) of one call: their keys start with the call's uuid."""
+        rows = self.db.query("SELECT * FROM outbox WHERE idempotency_key LIKE ? ESCAPE '\\' ORDER BY id",
+                             (like_pattern(uuid)[1:-1] + "-%",))
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
     def outbox_stats(self, now: float) -> tuple[int, float]:
         row = self.db.one("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE delivered_at IS NULL")
         if not row or not row["n"]:
@@ -1113,6 +1140,7 @@ def _sql_value(v: Any) -> Any:
 def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row = dict(row)
     row["modules"] = json.loads(row.get("modules") or "[]")
+    row["attempts"] = json.loads(row.get("attempts") or "[]")
     row["too_long"] = bool(row.get("too_long"))
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]

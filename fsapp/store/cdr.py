@@ -5,7 +5,7 @@ and its CDR legs meet in the same ``calls`` row (the A leg's uuid):
 
 - the socket's write keeps the IVR's details (modules, customer, auth, charge) and
   never overwrites what the CDR knows better: once the A leg's CDR is in, its times,
-  direction, numbers and talk stay; a non-empty extension or recording stays; an
+  direction, numbers and talk stay; a non-empty extension, recording or queue stays; an
   ``answered`` status stays;
 - the CDR's write sets the columns only it knows (missed cause, ring, wait and hold
   time, who hung up, quality) and, on a socket-journaled row, leaves the status
@@ -32,7 +32,7 @@ FROM_A_LEG = frozenset(
     "started_at answered_at ended_at direction caller caller_name called total_seconds talk_seconds too_long "
     "hangup_cause".split()
 )
-KEEP_NONEMPTY = frozenset(("extension", "recording"))
+KEEP_NONEMPTY = frozenset(("extension", "recording", "queue"))
 MERGED = (*sorted(FROM_A_LEG), *sorted(KEEP_NONEMPTY), "status", *CDR_FIELDS)
 
 Compute = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -133,6 +133,11 @@ class CDRStore:
         return self.db.query(
             "SELECT uuid, a_leg, received_at, body FROM cdr_legs WHERE call_uuid = ? ORDER BY a_leg DESC, uuid",
             (call_uuid,))
+
+    def cdr_leg_facts(self, call_uuid: str) -> list[dict[str, Any]]:
+        """The legs kept for one call as read (``fsapp.cdr.legs.parse``): the A leg first, then by uuid."""
+        return [orjson.loads(r["facts"]) for r in self.db.query(
+            "SELECT facts FROM cdr_legs WHERE call_uuid = ? ORDER BY a_leg DESC, uuid", (call_uuid,))]
 
 
 def _plain(value: Any) -> Any:

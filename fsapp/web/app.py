@@ -9,7 +9,7 @@ from flask import Flask, abort, g, redirect, request, session, url_for
 from fsapp.config import Config
 from fsapp.store import Store, open_store
 from fsapp.web import auth, i18n
-from fsapp.web.context import current_config, current_store
+from fsapp.web.context import current_config, current_store, language
 
 PUBLIC = ("views.login", "static")
 HEADERS = {
@@ -25,9 +25,11 @@ def create_app(cfg: Config, store: Store | None = None) -> Flask:
     app.config.update(SECRET_KEY=auth.session_secret(cfg), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", FSAPP_CONFIG=cfg,
                       FSAPP_STORE=store or open_store(cfg.storage_url, pool_size=cfg.storage_pool_size))
+    from fsapp.web.stats import stats
     from fsapp.web.views import views
 
     app.register_blueprint(views)
+    app.register_blueprint(stats)
     app.before_request(_before)
     app.after_request(_headers)
     app.context_processor(_template_globals)
@@ -56,10 +58,6 @@ def _headers(response: Any) -> Any:
     return response
 
 
-def language() -> str:
-    return session.get("lang") or current_config().web.language
-
-
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = auth.new_token()
@@ -73,5 +71,6 @@ def _template_globals() -> dict[str, Any]:
         "t": lambda key: i18n.label(lang, key), "num": lambda v: i18n.digits(lang, v),
         "moment": lambda iso: i18n.moment(lang, iso, current_config().journal.zone),
         "dur": lambda s: i18n.duration(lang, s),
+        "pct": lambda ratio: i18n.percent(lang, ratio),
         "user": g.get("user"), "may": lambda needed: bool(g.get("user")) and auth.may(g.user["role"], needed),
     }

@@ -1,8 +1,8 @@
-"""What a request of the console reaches: the store and the config the app was made with."""
+"""What a request of the console reaches: the store and the config the app was made with, its language."""
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, session
 
 from fsapp.config import Config
 from fsapp.store import Store
@@ -14,3 +14,8 @@ def current_store() -> Store:
 
 def current_config() -> Config:
     return current_app.config["FSAPP_CONFIG"]
+
+
+def language() -> str:
+    """The page's language: the one switched to in this session, else ``[web] language``."""
+    return session.get("lang") or current_config().web.language

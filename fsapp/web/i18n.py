@@ -47,7 +47,56 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "no_recording": ("No recording.", "ضبطی نیست."), "rial": ("rial", "ریال"),
     "lang_other": ("فارسی", "English"), "yes": ("yes", "بله"),
     "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
+    # the journal's CDR and analysis columns and filters, and the call page's timeline, quality and analysis
+    "queue": ("Queue", "صف"), "wait_seconds": ("Wait", "انتظار"), "ring_seconds": ("Ring", "زنگ"),
+    "hold_seconds": ("Hold", "نگه‌داشت"), "missed_cause": ("Missed cause", "علت بی‌پاسخی"),
+    "hangup_by": ("Hung up by", "قطع‌کننده"), "mos": ("MOS", "کیفیت (MOS)"), "analysis_flags": ("Flags", "نشانه‌ها"),
+    "with_recording": ("with a recording", "با ضبط"), "without_recording": ("without a recording", "بدون ضبط"),
+    "min_mos": ("MOS at least", "MOS دست‌کم"), "max_mos": ("MOS at most", "MOS حداکثر"),
+    "flag": ("Analysis flag", "نشانه تحلیل"), "text": ("Transcript words", "واژه‌های متن گفتگو"),
+    "group_day": ("Group by day", "گروه‌بندی روزانه"), "on_this_page": ("on this page", "در این صفحه"),
+    "no_answer": ("no answer", "پاسخ نداد"), "busy": ("busy", "اشغال"), "cancelled": ("cancelled", "لغو شد"),
+    "unregistered": ("unregistered", "ثبت‌نشده"), "callee": ("callee", "پاسخ‌دهنده"), "system": ("system", "سامانه"),
+    "long_silence": ("long silence", "سکوت طولانی"), "overtalk": ("overtalk", "هم‌زمان‌گویی"),
+    "agent_share": ("agent talks too much", "پرحرفی کارشناس"), "low_mos": ("low MOS", "کیفیت پایین"),
+    "long_hold": ("long hold", "نگه‌داشت طولانی"), "poor_quality": ("poor quality", "کیفیت ضعیف"),
+    "no": ("no", "خیر"), "timeline": ("Timeline", "روند تماس"), "attempts": ("Bridge attempts", "تلاش‌های اتصال"),
+    "target": ("Target", "مقصد اتصال"), "outcome": ("Outcome", "نتیجه"), "quality": ("Call quality", "کیفیت تماس"),
+    "leg": ("Leg", "سو"), "caller_side": ("caller's side", "سوی تماس‌گیرنده"),
+    "callee_side": ("callee's side", "سوی پاسخ‌دهنده"), "quality_percentage": ("Quality %", "درصد کیفیت"),
+    "flaws": ("Flaws", "خطاها"), "jitter": ("Jitter (ms)", "لرزش (میلی‌ثانیه)"),
+    "analysis": ("Analysis", "تحلیل مکالمه"), "analysis_state": ("Analysis state", "وضعیت تحلیل"),
+    "share_customer": ("Customer's share of talk", "سهم مشتری از گفتگو"),
+    "share_agent": ("Agent's share of talk", "سهم کارشناس از گفتگو"),
+    "silences": ("Silence", "سکوت"), "longest_silence": ("Longest silence", "طولانی‌ترین سکوت"),
+    "overtalk_time": ("Overtalk", "هم‌زمان‌گویی"),
+    "interruptions": ("Interruptions (customer / agent)", "قطع صحبت (مشتری / کارشناس)"),
+    "transcript": ("Transcript", "متن گفتگو"), "deliveries": ("CRM deliveries", "ارسال‌ها به CRM"),
+    "kind": ("Kind", "نوع"), "delivered": ("delivered", "تحویل شد"), "waiting": ("waiting", "در صف ارسال"),
+    "tries": ("Tries", "تلاش‌ها"), "last_error": ("Last error", "آخرین خطا"),
+    "invoice": ("invoice", "صورت‌حساب"), "payment_link": ("payment link", "پیوند پرداخت"),
+    "call_log": ("call log", "ثبت تماس در CRM"), "cdr_legs": ("FreeSWITCH's legs (CDR)", "پایه‌های تماس (CDR)"),
+    "pending": ("pending", "در انتظار"), "running": ("running", "در حال انجام"), "done": ("done", "انجام شد"),
+    "missing": ("file missing", "فایل نیست"), "corrupt": ("unreadable", "خراب"), "skipped": ("skipped", "رد شد"),
+    "seconds": ("s", "ث"),
 }
+LABELS.update({  # the statistics page
+    "show": ("Show", "نمایش"), "other": ("other", "سایر"),
+    "answer_rate": ("Answer rate", "نرخ پاسخ"), "avg_talk": ("Average talk", "میانگین مکالمه"),
+    "avg_wait": ("Average wait", "میانگین انتظار"), "too_long_calls": ("Too-long calls", "تماس‌های طولانی"),
+    "per_day": ("Calls per day", "تماس‌ها در هر روز"),
+    "per_hour": ("Calls per hour of the day", "تماس‌ها در هر ساعت روز"),
+    "per_extension": ("Per extension", "به تفکیک داخلی"), "no_extension": ("(none)", "(بی‌داخلی)"),
+    "filtered_by": ("Also filtered by the journal's search:", "با جستجوی گزارش تماس‌ها نیز:"),
+    "stats_defs": ("Answer rate: answered ÷ (answered + missed + abandoned); calls of other statuses (completed in "
+                   "the IVR, transferred, failed, rejected, active) are in neither part. Average talk: over the "
+                   "answered calls. Average wait: from a call's start until a person answered, over the answered "
+                   "calls with FreeSWITCH's CDR. Days and hours are the site's time zone's.",
+                   "نرخ پاسخ: پاسخ داده ÷ (پاسخ داده + بی‌پاسخ + رها شده)؛ تماس‌های با وضعیت‌های دیگر (پایان یافته در "
+                   "منوی صوتی، منتقل شده، ناموفق، رد شده، در جریان) در هیچ‌یک شمرده نمی‌شوند. میانگین مکالمه: روی "
+                   "تماس‌های پاسخ داده. میانگین انتظار: از آغاز تماس تا پاسخ یک نفر، روی تماس‌های پاسخ داده‌ای که "
+                   "CDR فری‌سوییچ را دارند. روزها و ساعت‌ها به منطقه زمانی سامانه‌اند."),
+})
 
 
 def label(lang: str, key: str) -> str:
@@ -80,6 +129,14 @@ def parse_date(text: str) -> dt.date:
     """A day a manager typed: YYYY-MM-DD, or Solar Hijri YYYY/MM/DD (a year below 1700;
     Persian or Arabic-Indic digits welcome). ValueError if it is neither."""
     return instants.day_of(text.strip().translate(_TO_ASCII).replace("/", "-"))
+
+
+def percent(lang: str, ratio: float | None) -> str:
+    """A ratio (0..1) as a percent with one decimal, ``85.7%`` or ``۸۵٫۷٪``; "—" for None."""
+    if ratio is None:
+        return "—"
+    text = f"{ratio * 100:.1f}"
+    return digits(lang, text).replace(".", "٫") + "٪" if lang == "fa" else text + "%"
 
 
 def duration(lang: str, seconds: int | None) -> str:

@@ -24,8 +24,11 @@ from flask import (
     url_for,
 )
 
-from fsapp import instants, journal, phones
+from fsapp import digits, instants, journal, phones
 from fsapp import log as logmod
+from fsapp.analysis import svg
+from fsapp.analysis.flags import NAMES as FLAG_NAMES
+from fsapp.cdr import classify
 from fsapp.store import SORTABLE_CALL_FIELDS
 from fsapp.web import auth, i18n
 from fsapp.web.context import current_config, current_store
@@ -35,9 +38,12 @@ log = logmod.get("fsapp.web")
 
 PAGE = 50
 EXPORT_PAGE = 500
-FILTER_KEYS = ("from", "to", "status", "direction", "customer", "number", "too_long", "sort", "desc")
-COLUMNS = ("started_at", "status", "direction", "caller", "called", "extension", "total_seconds",
-           "talk_seconds", "too_long", "customer_name", "customer_type", "charge")
+FILTER_KEYS = ("from", "to", "status", "missed_cause", "direction", "extension", "queue", "customer", "number",
+               "too_long", "recording", "min_mos", "max_mos", "flag", "text", "group", "sort", "desc")
+# The journal's columns after its date and time: those of `fsapp calls`, and what the CDR and the analysis add.
+COLUMNS = ("status", "direction", "caller", "called", "extension", "queue", "total_seconds", "wait_seconds",
+           "ring_seconds", "talk_seconds", "hold_seconds", "too_long", "missed_cause", "hangup_by", "mos",
+           "analysis_flags", "recording", "customer_name", "customer_type", "charge")
 
 
 def need(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -112,22 +118,14 @@ def _search() -> dict[str, str]:
 def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[str]]:
     """The store's filters, sort column and direction from a search; the problems with it."""
     problems: list[str] = []
-    f: dict[str, Any] = {}
-    tz = current_config().journal.zone
-    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
-        if search.get(key):
-            try:
-                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
-            except (ValueError, OverflowError):
-                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
-    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS)):
-        if search.get(key):
-            if search[key] in allowed:
-                f[key] = search[key]
-            else:
-                problems.append(f"{key}: unknown {key} {search[key]!r}")
+    f = {**_period(search, problems), **_choices(search, problems), **_measures(search, problems)}
+    if search.get("group", "") not in ("", "day"):
+        problems.append(f"group: only by day, not {search['group']!r}")
     f["customer"] = search.get("customer", "").strip()
     f["number"] = phones.search_key(search.get("number", "").strip(), current_config().crm.region)
+    f["extension"] = digits.to_ascii(search.get("extension", "").strip())
+    f["queue"] = search.get("queue", "").strip()
+    f["text"] = search.get("text", "").strip()
     f["too_long"] = bool(search.get("too_long"))
     sort = search.get("sort") or "started_at"
     if sort not in SORTABLE_CALL_FIELDS:
@@ -137,6 +135,76 @@ def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[st
     return f, sort, descending, problems
 
 
+def _period(search: dict[str, str], problems: list[str]) -> dict[str, str]:
+    """``from`` and ``to`` as the stored UTC instants of those days' bounds in ``[journal] timezone``."""
+    f = {}
+    tz = current_config().journal.zone
+    for key, dest, days in (("from", "date_from", 0), ("to", "date_to", 1)):  # to: up to the next day's start
+        if search.get(key):
+            try:
+                f[dest] = instants.day_start(i18n.parse_date(search[key]) + dt.timedelta(days=days), tz)
+            except (ValueError, OverflowError):
+                problems.append(f"{key}: not a date (YYYY-MM-DD, or Solar Hijri YYYY/MM/DD): {search[key]!r}")
+    return f
+
+
+def _choices(search: dict[str, str], problems: list[str]) -> dict[str, Any]:
+    """The filters whose value is one of a list: status, direction, missed cause, flag, recording."""
+    f: dict[str, Any] = {}
+    for key, allowed in (("status", journal.STATUSES), ("direction", journal.DIRECTIONS),
+                         ("missed_cause", journal.MISSED_CAUSES), ("flag", FLAG_NAMES)):
+        if search.get(key):
+            if search[key] in allowed:
+                f[key] = search[key]
+            else:
+                problems.append(f"{key}: unknown {key.replace('_', ' ')} {search[key]!r} (one of {', '.join(allowed)})")
+    if search.get("recording", "") not in ("", "1", "0"):
+        problems.append(f"recording: 1 (with a recording) or 0 (without), not {search['recording']!r}")
+    elif search.get("recording"):
+        f["has_recording"] = search["recording"] == "1"
+    return f
+
+
+def _measures(search: dict[str, str], problems: list[str]) -> dict[str, float]:
+    f = {}
+    for key in ("min_mos", "max_mos"):
+        if search.get(key):
+            value = _mos(search[key])
+            if value is None:
+                problems.append(f"{key}: not a MOS between 1 and 5: {search[key]!r}")
+            else:
+                f[key] = value
+    return f
+
+
+def _mos(text: str) -> float | None:
+    try:
+        value = float(digits.to_ascii(text.strip()))
+    except ValueError:
+        return None
+    return value if 1.0 <= value <= 5.0 else None
+
+
+def _days(rows: list[dict[str, Any]], grouped: bool) -> list[dict[str, Any]]:
+    """The page's rows in runs of one local day (``[journal] timezone``), each with its calls,
+    answered, missed and talk counted over those rows; one run of every row when not ``grouped``."""
+    tz = current_config().journal.zone
+    days: list[dict[str, Any]] = []
+    for r in rows:
+        local = instants.local(r["started_at"], tz) if grouped else None
+        key = local.date() if local else None
+        if not days or days[-1]["key"] != key:
+            days.append({"key": key, "started_at": r["started_at"], "rows": [], "calls": 0, "answered": 0,
+                         "missed": 0, "talk_seconds": 0})
+        day = days[-1]
+        day["rows"].append(r)
+        day["calls"] += 1
+        day["answered"] += r["status"] == "answered"
+        day["missed"] += r["status"] == "missed"
+        day["talk_seconds"] += int(r["talk_seconds"] or 0)
+    return days
+
+
 @views.route("/")
 def calls() -> Any:
     search = _search()
@@ -144,12 +212,14 @@ def calls() -> Any:
     rows = current_store().page_calls(order=sort, descending=descending, after=request.args.get("after", ""),
                                       limit=PAGE + 1, **filters)
     more = len(rows) > PAGE
-    rows = rows[:PAGE]
+    rows = [{**r, "mos": journal.call_mos(r)} for r in rows[:PAGE]]
     next_after = rows[-1]["uuid"] if more else ""
-    return render_template("calls.html", rows=rows, search=search, sort=sort, descending=descending,
-                           problems=problems, next_after=next_after, columns=COLUMNS,
+    cfg = current_config()
+    return render_template("calls.html", days=_days(rows, search.get("group") == "day"), search=search, sort=sort,
+                           descending=descending, problems=problems, next_after=next_after, columns=COLUMNS,
                            sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
-                           directions=journal.DIRECTIONS), 400 if problems else 200
+                           directions=journal.DIRECTIONS, causes=journal.MISSED_CAUSES, flags=FLAG_NAMES,
+                           poor_mos=cfg.analysis.min_mos or 3.5), 400 if problems else 200
 
 
 @views.route("/calls.csv")
@@ -172,23 +242,14 @@ def export() -> Any:
     def body() -> Iterator[bytes]:
         if request_bom:
             yield "\ufeff".encode()
-        for chunk in journal.csv_stream(rows()):
+        for chunk in journal.csv_stream(rows(), clock):
             yield chunk.encode()
 
     request_bom = request.args.get("bom") == "1"
+    clock = journal.Clock.of(current_config().journal)  # the stream runs after the request's context is gone
     log.info("web_export", user=g.user["name"], filters={k: v for k, v in filters.items() if v})
     return Response(body(), mimetype="text/csv", headers={
         "Content-Disposition": "attachment; filename=calls.csv", "Content-Type": "text/csv; charset=utf-8"})
-
-
-@views.route("/stats")
-def stats() -> Any:
-    """Per day of the journal's current search: calls, answered, missed, abandoned, talk, charge."""
-    filters, _sort, _descending, problems = _filters(_search())
-    days = current_store().calls_by_day(**filters)
-    totals = {k: sum(d[k] for d in days) for k in ("calls", "answered", "missed", "abandoned", "talk_seconds",
-                                                   "charge")}
-    return render_template("stats.html", days=days, totals=totals, problems=problems), 400 if problems else 200
 
 
 # ------------------------------------------------------------------ one call
@@ -203,8 +264,17 @@ def _call_or_404(uuid: str) -> dict[str, Any]:
 
 @views.route("/call/<uuid>")
 def call(uuid: str) -> Any:
+    """The call's timeline (modules, identification, attempts, talk, hangup, charge, CRM deliveries),
+    its line quality per leg, and its analysis (timeline SVG, figures, flags, transcript) when there is one."""
     row = _call_or_404(uuid)
-    return render_template("call.html", row=row, charges=current_store().call_charges(uuid))
+    store = current_store()
+    analysis = store.analysis_get(uuid)
+    timeline = ""
+    if analysis and analysis["state"] == "done" and analysis["duration_seconds"]:
+        timeline = svg.timeline(analysis)
+    return render_template("call.html", row=row, charges=store.call_charges(uuid),
+                           deliveries=store.call_deliveries(uuid), legs=classify.attempts(store.cdr_leg_facts(uuid)),
+                           analysis=analysis, timeline=timeline, poor_mos=current_config().analysis.min_mos or 3.5)
 
 
 @views.route("/call/<uuid>/recording")
