@@ -306,9 +306,17 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     CREATE INDEX calls_by_caller ON calls (caller, uuid);
     CREATE INDEX calls_by_called ON calls (called, uuid);
     CREATE INDEX calls_by_extension ON calls (extension, uuid);
+    CREATE INDEX calls_by_queue ON calls (queue, uuid);
     CREATE INDEX calls_by_total_seconds ON calls (total_seconds, uuid);
+    CREATE INDEX calls_by_wait_seconds ON calls (wait_seconds, uuid);
+    CREATE INDEX calls_by_ring_seconds ON calls (ring_seconds, uuid);
     CREATE INDEX calls_by_talk_seconds ON calls (talk_seconds, uuid);
+    CREATE INDEX calls_by_hold_seconds ON calls (hold_seconds, uuid);
+    CREATE INDEX calls_by_too_long ON calls (too_long, uuid);
+    CREATE INDEX calls_by_missed_cause ON calls (missed_cause, uuid);
+    CREATE INDEX calls_by_hangup_by ON calls (hangup_by, uuid);
     CREATE INDEX calls_by_customer_name ON calls (customer_name, uuid);
+    CREATE INDEX calls_by_customer_type ON calls (customer_type, uuid);
     CREATE INDEX calls_by_charge ON calls (charge, uuid);
     CREATE INDEX calls_status_started ON calls (status, started_at, uuid);
     CREATE INDEX calls_direction_started ON calls (direction, started_at, uuid);
@@ -322,9 +330,16 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     CREATE INDEX calls_too_long_by_caller ON calls (caller, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_called ON calls (called, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_extension ON calls (extension, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_queue ON calls (queue, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_total_seconds ON calls (total_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_wait_seconds ON calls (wait_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_ring_seconds ON calls (ring_seconds, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_talk_seconds ON calls (talk_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_hold_seconds ON calls (hold_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_missed_cause ON calls (missed_cause, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_hangup_by ON calls (hangup_by, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_customer_name ON calls (customer_name, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_customer_type ON calls (customer_type, uuid) WHERE too_long = 1;
     CREATE INDEX calls_too_long_by_charge ON calls (charge, uuid) WHERE too_long = 1;
     """,
     # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
