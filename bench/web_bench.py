@@ -263,10 +263,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": a.backend, "rows": a.rows, "repeat": a.repeat}
     with tempfile.TemporaryDirectory(prefix="fsapp-web-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        with database(a.backend, a.reuse, tmp) as url:
-            store = open_store(url)
-            if not store.page_calls(limit=1):
-                store.close()
+        with database(a.backend, a.reuse, tmp) as (url, fresh):
+            if not fresh:
+                store = open_store(url)
+            else:
                 print(f"{a.backend}: generating {a.rows:,} calls ...", flush=True)
                 store, made = web_gen.fill_url(url, a.rows, a.seed)
                 print(f"{a.backend}: {made.rows:,} calls ({made.analysed:,} analysed) in {made.seconds:.0f} s, "
@@ -307,12 +307,16 @@ class database:
         self.backend, self.reuse, self.tmp = backend, reuse, tmp
         self.admin = os.environ.get("FSAPP_TEST_PG_URL", "")
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> tuple[str, bool]:
+        """Its URL, and whether it is new (to be generated)."""
         if self.backend == "sqlite":
-            return f"sqlite:///{self.reuse or self.tmp / 'journal.db'}"
+            path = Path(self.reuse) if self.reuse else self.tmp / "journal.db"
+            return f"sqlite:///{path}", not path.exists()
         if not self.admin:
             raise SystemExit("--backend postgresql needs FSAPP_TEST_PG_URL (a PostgreSQL server's URL)")
-        return web_gen.pg_database(self.admin, self.reuse or "fsapp_bench_web", keep=bool(self.reuse))
+        name = self.reuse or "fsapp_bench_web"
+        made = web_gen.pg_database(self.admin, name, keep=bool(self.reuse))
+        return made or self.admin.rpartition("/")[0] + "/" + name, bool(made)
 
     def __exit__(self, *exc: Any) -> None:
         if self.backend == "postgresql" and not self.reuse:

@@ -284,7 +284,7 @@ def fill(store: Store, n: int, seed: int = 7, *, analyse: bool = True) -> Made:
 
 def pg_database(admin_url: str, name: str, *, drop: bool = False, keep: bool = False) -> str:
     """A fresh database ``name`` on the server of ``admin_url`` (dropped first if there); its URL.
-    ``drop``: only drop it, return ''. ``keep``: one already there is kept as it is."""
+    ``drop``: only drop it. ``keep``: one already there is kept as it is. '' when none was made."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -293,7 +293,7 @@ def pg_database(admin_url: str, name: str, *, drop: bool = False, keep: bool = F
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if not drop:
                 conn.execute(f'CREATE DATABASE "{name}"')
-    return "" if drop else admin_url.rpartition("/")[0] + "/" + name
+    return "" if drop or (keep and there) else admin_url.rpartition("/")[0] + "/" + name
 
 
 def main(argv: list[str] | None = None) -> int:
