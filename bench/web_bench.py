@@ -6,7 +6,7 @@ a viewer), for each single filter of the journal and each sort column
 (``after`` a row from the middle of the filtered rows); then the statistics page over a
 month, and the CSV export of every row, streamed, with the process's resident memory
 sampled as it goes (and Python's traced allocations over one month's export). Server
-time is the time to produce the whole response body. Last, what a daemon's journal
+time is the time to produce the whole response body; beside it, the store's query alone. Last, what a daemon's journal
 writes (start, then finish, of one call) cost on a table that size.
 
     python bench/web_bench.py --backend sqlite --rows 100000
@@ -119,11 +119,17 @@ def login(client: Any) -> None:
     assert r.status_code == 302, f"login failed: {r.status_code}"
 
 
-def deep_row(app: Any, store: Store, query: dict[str, str]) -> str:
-    """A row from the middle of the filtered rows (by start time): the ``after`` of a deep page."""
+def store_filters(app: Any, query: dict[str, str]) -> dict[str, Any]:
+    """The store's filters the console makes of a query string."""
     with app.test_request_context("/?" + urlencode(query)):
         filters, _sort, _desc, problems = views._filters(query)
     assert not problems, problems
+    return filters
+
+
+def deep_row(app: Any, store: Store, query: dict[str, str]) -> str:
+    """A row from the middle of the filtered rows (by start time): the ``after`` of a deep page."""
+    filters = store_filters(app, query)
     middle = dict(filters)
     middle["date_from"] = max(middle.get("date_from") or "", "2026-07-01T00:00:00Z")
     rows = store.page_calls(order="started_at", limit=1, **middle) or store.page_calls(
@@ -142,6 +148,7 @@ def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int,
             print(f"  {label}: not a filter of this console ({', '.join(sorted(set(query) - known))}); skipped")
             continue
         after = deep_row(app, store, query)
+        filters = store_filters(app, query)
         for sort in SORTABLE_CALL_FIELDS:
             for desc in ("", "1"):
                 for page, extra in (("first", {}), ("deep", {"after": after} if after else None)):
@@ -155,11 +162,17 @@ def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int,
                         assert r.status_code == 200, f"{url}: {r.status_code} {body[:300]!r}"
                         return body.count(b'data-uuid="')
 
+                    def query_only(sort: str = sort, desc: str = desc, after: str = extra.get("after", ""),
+                                   filters: dict[str, Any] = filters) -> None:
+                        store.page_calls(order=sort, descending=bool(desc), after=after, limit=51, **filters)
+
                     times, rows = timed(get, repeat)
+                    query_times, _ = timed(query_only, repeat)
                     results.append({"filter": label, "query": query, "sort": sort, "desc": bool(desc),
                                     "page": page, "rows": rows, "runs": len(times),
                                     "p50_ms": round(percentile(times, 50), 1),
-                                    "p95_ms": round(percentile(times, 95), 1)})
+                                    "p95_ms": round(percentile(times, 95), 1),
+                                    "query_p95_ms": round(percentile(query_times, 95), 1)})
         worst = max(r["p95_ms"] for r in results if r["filter"] == label)
         print(f"  {label}: worst p95 {worst:.0f} ms")
     return results
