@@ -88,8 +88,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def timed(fn: Callable[[], Any], repeat: int, slow_ms: float = 1500.0) -> tuple[list[float], Any]:
     """Wall times (ms) of ``fn`` over ``repeat`` runs after a warm-up (fewer when one run is slower than
-    ``slow_ms``: a case that slow is slow however often it is run); the last result."""
+    ``slow_ms``, the warm-up's alone when it is: a case that slow is slow however often it is run);
+    the last result."""
+    t0 = time.perf_counter()
     out = fn()
+    warm = (time.perf_counter() - t0) * 1000
+    if warm > slow_ms:
+        return [warm], out
     times: list[float] = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -137,8 +142,8 @@ def deep_row(app: Any, store: Store, query: dict[str, str]) -> str:
     return rows[0]["uuid"] if rows else ""
 
 
-def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int,
-                only: list[str]) -> list[dict[str, Any]]:
+def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int, only: list[str],
+                save: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     known = web_filters()
     results = []
     for label, query in filter_cases(seed):
@@ -174,7 +179,9 @@ def bench_pages(app: Any, client: Any, store: Store, seed: int, repeat: int,
                                     "p95_ms": round(percentile(times, 95), 1),
                                     "query_p95_ms": round(percentile(query_times, 95), 1)})
         worst = max(r["p95_ms"] for r in results if r["filter"] == label)
-        print(f"  {label}: worst p95 {worst:.0f} ms")
+        print(f"  {label}: worst p95 {worst:.0f} ms", flush=True)
+        if save is not None:
+            save({"pages": [r for r in results if r["filter"] == label]})
     return results
 
 
@@ -290,7 +297,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             login(client)
             if "pages" in a.parts:
                 print(f"{a.backend}: journal pages", flush=True)
-                out["pages"] = bench_pages(app, client, store, a.seed, a.repeat, a.only)
+                out["pages"] = bench_pages(app, client, store, a.seed, a.repeat, a.only,
+                                           lambda part: save(a.backend, {**out, **part, "machine": machine()}))
             if "stats" in a.parts:
                 out["stats"] = bench_stats(client, a.repeat)
             if "export" in a.parts:
@@ -373,12 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     a.parts = [x for x in a.parts.split(",") if x]
     if set(a.parts) - set(PARTS):
         p.error(f"--parts: unknown {', '.join(sorted(set(a.parts) - set(PARTS)))} (known: {', '.join(PARTS)})")
-    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    saved[a.backend] = merged(saved.get(a.backend, {}), run(a))
-    RESULTS.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
-    for line in report(saved[a.backend]):
+    for line in report(save(a.backend, run(a))):
         print(line)
     return 0
+
+
+def save(backend: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``result`` into the backend's saved results (``RESULTS``); what is saved now."""
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved[backend] = merged(saved.get(backend, {}), result)
+    RESULTS.write_text(json.dumps(saved, indent=1, ensure_ascii=False) + "\n")
+    return saved[backend]
 
 
 if __name__ == "__main__":
