@@ -41,6 +41,23 @@ def _times_to_utc(db: Any) -> None:
         db.execute("UPDATE charges SET created_at = ? WHERE id = ?", (utc(row["created_at"]), row["id"]))
 
 
+def _number_search_indexes(db: Any) -> None:
+    """PostgreSQL with pg_trgm (a contrib extension, trusted since PostgreSQL 13): trigram
+    indexes for the journal's number search (``caller`` or ``called`` LIKE '%...%', which no
+    b-tree serves). Without the extension, or the right to create it, the search stays a scan."""
+    if db.dialect != "postgresql" or not db.one(
+            "SELECT 1 AS x FROM pg_available_extensions WHERE name = 'pg_trgm'"):
+        return
+    db.execute("SAVEPOINT number_search")
+    try:
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except StorageError:
+        db.execute("ROLLBACK TO SAVEPOINT number_search")
+        return
+    db.execute("CREATE INDEX calls_caller_trigrams ON calls USING gin (caller gin_trgm_ops)")
+    db.execute("CREATE INDEX calls_called_trigrams ON calls USING gin (called gin_trgm_ops)")
+
+
 MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: the call journal, the customer directory, PIN failures
     """
@@ -274,6 +291,59 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     ALTER TABLE calls ADD COLUMN queue TEXT NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
     """,
+    # 11: the journal's pages by keyset at a million calls: each sort column with the uuid
+    # that breaks its ties (an ordered walk that stops at the page's end), each equality
+    # filter with the default sort (the newest of its calls first), and the too-long calls
+    # (a few in a hundred: small indexes, written only for them) by each sort column
+    """
+    DROP INDEX calls_started;
+    DROP INDEX calls_customer;
+    DROP INDEX calls_status;
+    DROP INDEX calls_extension;
+    CREATE INDEX calls_by_started_at ON calls (started_at, uuid);
+    CREATE INDEX calls_by_status ON calls (status, uuid);
+    CREATE INDEX calls_by_direction ON calls (direction, uuid);
+    CREATE INDEX calls_by_caller ON calls (caller, uuid);
+    CREATE INDEX calls_by_called ON calls (called, uuid);
+    CREATE INDEX calls_by_extension ON calls (extension, uuid);
+    CREATE INDEX calls_by_queue ON calls (queue, uuid);
+    CREATE INDEX calls_by_total_seconds ON calls (total_seconds, uuid);
+    CREATE INDEX calls_by_wait_seconds ON calls (wait_seconds, uuid);
+    CREATE INDEX calls_by_ring_seconds ON calls (ring_seconds, uuid);
+    CREATE INDEX calls_by_talk_seconds ON calls (talk_seconds, uuid);
+    CREATE INDEX calls_by_hold_seconds ON calls (hold_seconds, uuid);
+    CREATE INDEX calls_by_too_long ON calls (too_long, uuid);
+    CREATE INDEX calls_by_missed_cause ON calls (missed_cause, uuid);
+    CREATE INDEX calls_by_hangup_by ON calls (hangup_by, uuid);
+    CREATE INDEX calls_by_customer_name ON calls (customer_name, uuid);
+    CREATE INDEX calls_by_customer_type ON calls (customer_type, uuid);
+    CREATE INDEX calls_by_charge ON calls (charge, uuid);
+    CREATE INDEX calls_status_started ON calls (status, started_at, uuid);
+    CREATE INDEX calls_direction_started ON calls (direction, started_at, uuid);
+    CREATE INDEX calls_customer_started ON calls (customer_id, started_at, uuid);
+    CREATE INDEX calls_extension_started ON calls (extension, started_at, uuid);
+    CREATE INDEX calls_missed_started ON calls (missed_cause, started_at, uuid);
+    CREATE INDEX calls_queue_started ON calls (queue, started_at, uuid);
+    CREATE INDEX calls_too_long_by_started_at ON calls (started_at, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_status ON calls (status, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_direction ON calls (direction, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_caller ON calls (caller, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_called ON calls (called, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_extension ON calls (extension, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_queue ON calls (queue, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_total_seconds ON calls (total_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_wait_seconds ON calls (wait_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_ring_seconds ON calls (ring_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_talk_seconds ON calls (talk_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_hold_seconds ON calls (hold_seconds, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_missed_cause ON calls (missed_cause, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_hangup_by ON calls (hangup_by, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_customer_name ON calls (customer_name, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_customer_type ON calls (customer_type, uuid) WHERE too_long = 1;
+    CREATE INDEX calls_too_long_by_charge ON calls (charge, uuid) WHERE too_long = 1;
+    """,
+    # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
+    _number_search_indexes,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -299,6 +369,12 @@ SORTABLE_CALL_FIELDS = (
     "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
     "talk_seconds hold_seconds too_long missed_cause hangup_by customer_name customer_type charge"
 ).split()
+
+
+# The journal's filters an index serves (migration 11), and how many rows one must match before
+# a page walks its sort column's index instead (see Store._walk_sort_index).
+_INDEXED_FILTERS = ("date_from", "date_to", "customer", "status", "direction", "extension", "missed_cause", "queue")
+WALK_AFTER = 5000
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -539,17 +615,81 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                    limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
         """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
         order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
+        sql, params = self._page_sql(order, descending, after, limit, filters)
+        return [_call_out(r) for r in self.db.query(sql, params)]
+
+    def explain_page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
+                           limit: int = 50, scans_last: bool = False, **filters: Any) -> list[str]:
+        """The plan the database chooses for that ``page_calls``, one line per step
+        (SQLite's EXPLAIN QUERY PLAN details, PostgreSQL's EXPLAIN lines). ``scans_last``:
+        PostgreSQL plans as if a sequential scan cost the earth (``enable_seqscan = off``), so
+        that on a small table the plan still shows whether an index can serve the query."""
+        sql, params = self._page_sql(order, descending, after, limit, filters)
+        if self.db.dialect == "sqlite":
+            return [r["detail"] for r in self.db.query("EXPLAIN QUERY PLAN " + sql, params)]
+        with self.db.transaction():
+            if scans_last:
+                self.db.execute("SET LOCAL enable_seqscan = off")
+            return [r["QUERY PLAN"] for r in self.db.query("EXPLAIN " + sql, params)]
+
+    def _page_sql(self, order: str, descending: bool, after: str, limit: int,
+                  filters: dict[str, Any]) -> tuple[str, list[Any]]:
         if order not in SORTABLE_CALL_FIELDS:
             raise ValueError(f"cannot page by {order!r}")
         where, params = self._call_filter(**filters)
         way, cmp = ("DESC", "<") if descending else ("ASC", ">")
+        source = _JOURNAL
+        if self.db.dialect == "sqlite" and order != "started_at" and self._walk_sort_index(filters, where, params):
+            source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_by_{order} ", 1)
         if after:
             where += (" AND " if where else " WHERE ") + (
                 f"(calls.{order}, calls.uuid) {cmp} ((SELECT k.{order} FROM calls AS k WHERE k.uuid = ?), ?)")
             params += [after, after]
-        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {source}{where}"
                f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
-        return [_call_out(r) for r in self.db.query(sql, params)]
+        return sql, params
+
+    def _walk_sort_index(self, filters: dict[str, Any], where: str, params: list[Any]) -> bool:
+        """SQLite: whether a page is best read walking the sort column's index (stopping at the
+        page's end) rather than through its filter's index and then sorted. SQLite's planner
+        takes an indexed filter first however many rows it matches: sorting the month of a
+        million-call journal (some 85,000 rows) for one page. Walk when the indexed filters
+        match at least WALK_AFTER rows (counted no further than that); a filter no index serves
+        (a number, a flag) leaves the planner's choice, which already walks."""
+        if not any(filters.get(k) for k in _INDEXED_FILTERS):
+            return False
+        row = self.db.one(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM {_JOURNAL}{where} LIMIT {WALK_AFTER})", params)
+        return bool(row) and int(row["n"]) >= WALK_AFTER
+
+    # ------------------------------------------------------------ bulk loads (benchmarks, imports)
+
+    def load_calls(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert journal rows (tuples in ``columns`` order) in one go; how many. No merge
+        with rows already there: for filling a journal (benchmarks, imports), not for the daemon."""
+        return self._load("calls", CALL_FIELDS, columns, rows)
+
+    def load_analysis(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert call_analysis rows (tuples in ``columns`` order) in one go; how many."""
+        known = ("call_uuid", "recording", "customer_channel", "queued_at", "analysed_at", "segments",
+                 *ANALYSIS_COLUMNS)
+        return self._load("call_analysis", known, columns, rows)
+
+    def _load(self, table: str, known: Sequence[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(f"{table}: no such column(s): {', '.join(unknown)}")
+        return int(self.db.load_rows(table, list(columns), rows))
+
+    def number_search_indexed(self) -> bool:
+        """Whether the journal's number search has its trigram indexes (PostgreSQL with pg_trgm)."""
+        return self.db.dialect == "postgresql" and self.db.one(
+            "SELECT 1 AS x FROM pg_indexes WHERE indexname = 'calls_caller_trigrams'") is not None
+
+    def refresh_statistics(self) -> None:
+        """The query planner's statistics brought up to date (after a bulk load): ANALYZE; on
+        PostgreSQL VACUUM too, which also moves the rows just loaded out of the trigram indexes'
+        pending lists (where a search reads them one by one)."""
+        self.db.execute("ANALYZE" if self.db.dialect == "sqlite" else "VACUUM (ANALYZE) calls, call_analysis")
 
     def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
         """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,6 +216,16 @@ class SQLiteDB:
     def lock_many(self, names: Sequence[str]) -> None:
         """``lock`` each of ``names``."""
 
+    def load_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert many rows in one transaction (bulk loads: benchmarks, imports); how many."""
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        count = 0
+        with self.transaction():
+            for chunk in _batches(rows, 10_000):
+                self._retry_locked(lambda chunk=chunk: self.conn.executemany(sql, chunk))
+                count += len(chunk)
+        return count
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             return self._retry_locked(lambda: [dict(r) for r in self.conn.execute(sql, params).fetchall()])
@@ -249,6 +259,17 @@ class SQLiteDB:
     def close(self) -> None:
         self.flush()
         self.conn.close()
+
+
+def _batches(rows: Iterable[Sequence[Any]], n: int) -> Iterator[list[Sequence[Any]]]:
+    batch: list[Sequence[Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _identity(path: str) -> tuple[int, int] | None:
