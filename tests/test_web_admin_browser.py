@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers import Daemon
-from tests.test_web_browser import ARGS, CHROMIUM, sync_api
-from tests.webconsole import PAID, PASSWORD, add_users, extra, free_port, make_journal, serve
+from tests.test_web_browser import logged_in, sync_api
+from tests.webconsole import PAID, add_users, extra, free_port, make_journal, serve
 
 
 def test_an_admin_manages_users_and_watches_the_live_page(
@@ -19,15 +19,7 @@ def test_an_admin_manages_users_and_watches_the_live_page(
     journal = make_journal(cfg, daemon(cfg))
     add_users(journal.store)
     with serve(Path(cfg.file)) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 720})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(url + "login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(url)
+        browser, page, errors = logged_in(pw, url, "admin")
 
         page.goto(url + "users")
         form = page.locator("form#add-user")

@@ -7,6 +7,7 @@ import datetime as dt
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,20 @@ if not shutil.which(CHROMIUM):
     pytest.skip(f"the browser test needs chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
+def logged_in(pw: Any, url: str, name: str, login: str = "login", **context: Any) -> tuple[Any, Any, list[str]]:
+    """Debian's chromium on the console's login page, logged in as ``name``; the console errors it records."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_context(viewport={"width": 1280, "height": 720}, **context).new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url + login)
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(url)
+    return browser, page, errors
+
+
 def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persian(
     make_config: Callable[..., object], daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
@@ -34,16 +49,7 @@ def test_a_reviewer_finds_plays_and_downloads_a_recording_then_reads_it_in_persi
     uuid = journal.uuids["answered"]
     shots = tmp_path / "screenshots"
     with serve(Path(cfg.file)) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 720}).new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-
-        page.goto(url + "login?lang=en")
-        page.fill("input[name=name]", "reviewer")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(url)
+        browser, page, errors = logged_in(pw, url, "reviewer", "login?lang=en", accept_downloads=True)
         assert page.locator("tbody tr[data-uuid]").count() == 4
         page.screenshot(path=str(shots / "journal-en.png"), full_page=True)
 
