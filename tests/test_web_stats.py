@@ -213,6 +213,9 @@ def test_the_journal_search_carries_over_and_too_long_links_to_the_journal(site:
     link = htmllib.unescape(re.search(r'id="too-long-link" href="([^"]+)"', html)[1])
     journal = c.get(link).get_data(as_text=True)
     assert row_uuids(journal) == ["c4"]
+    c.get("/", query_string={**PERIOD, "recording": "0", "group": "day"})  # a display choice is no filter
+    chips = re.search(r'<p id="also-filtered">(.*?)</p>', c.get("/stats").get_data(as_text=True), re.S)[1]
+    assert re.findall(r'<span class="filter">([^<]*)</span>', chips) == ["Recording: without a recording"]
     html = c.get("/stats?reset=1").get_data(as_text=True)
     assert 'id="also-filtered"' not in html
 
