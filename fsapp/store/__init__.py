@@ -421,9 +421,9 @@ class _Watched:
         return n
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, background: bool = False) -> Iterator[None]:
         try:
-            with self._db.transaction():
+            with self._db.transaction(background):
                 yield
         except StorageError as exc:
             self._failed(exc)

@@ -112,7 +112,7 @@ class CDRStore:
         ``completed(row)`` is called, inside the transaction, for each call this batch
         completes that only its CDR knows (see ``_completed``).
         """
-        with self.db.transaction():
+        with self.db.transaction(background=True):  # SQLite: its writes and commit off the event loop
             calls = sorted({leg["call_uuid"] for leg, _ in entries})
             self.db.lock_many(["cdr:" + c for c in calls])  # one order: no deadlock
             kept, known = self._cdr_kept(calls, [leg["uuid"] for leg, _ in entries])
