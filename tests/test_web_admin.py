@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from fsapp import config as configmod
 from fsapp.store import LastAdmin, open_store
+from fsapp.web import auth
 from fsapp.web.app import create_app
 from tests.helpers import HANGUP_MENU, write_config
 from tests.webconsole import PASSWORD, add_users, csrf, login
@@ -98,6 +99,26 @@ def test_role_change_password_reset_and_removal(app: Flask) -> None:
     assert "viewer" not in roles(app)
     assert viewer.get("/").status_code == 302  # a removed user's session ends
     assert post(admin, "/users/nobody/remove").status_code == 404
+
+
+def test_a_new_password_ends_the_users_other_sessions(app: Flask) -> None:
+    admin = as_user(app, "admin")
+    reviewer = as_user(app, "reviewer")
+    assert reviewer.get("/").status_code == 200
+    assert post(admin, "/users/reviewer/password", password=NEW_PASSWORD).status_code == 303
+    assert reviewer.get("/").status_code == 302  # logged in with the old password: logged out
+    assert as_user(app, "reviewer", NEW_PASSWORD).get("/").status_code == 200
+    # the same when the password is set again from the command line (the store's web_user_set)
+    again = as_user(app, "viewer")
+    app.config["FSAPP_STORE"].web_user_set("viewer", "viewer", auth.hash_password(NEW_PASSWORD))
+    assert again.get("/").status_code == 302
+
+
+def test_an_admin_who_resets_their_own_password_stays_logged_in_here_only(app: Flask) -> None:
+    here, elsewhere = as_user(app, "admin"), as_user(app, "admin")
+    assert post(here, "/users/admin/password", password=NEW_PASSWORD).status_code == 303
+    assert here.get("/users").status_code == 200
+    assert elsewhere.get("/").status_code == 302
 
 
 @pytest.mark.parametrize(("path", "form"), [

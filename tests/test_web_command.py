@@ -81,3 +81,17 @@ def test_fsapp_web_refuses_an_unset_secret_variable(tmp_path: Path) -> None:
     proc = fsapp("web", "-c", str(path))
     assert proc.returncode == 2
     assert f"{path}:web.secret_env: environment variable FSAPP_NO_SUCH_SECRET must hold at least 16" in proc.stderr
+
+
+def test_users_add_never_demotes_the_last_admin(config: Path) -> None:
+    def add(name: str, role: str):  # noqa: ANN202 - a CompletedProcess
+        return fsapp("web", "users", "add", name, "--role", role, "-c", str(config), stdin="s3cret-pass\n")
+
+    assert add("boss", "admin").returncode == 0
+    demoted = add("boss", "viewer")
+    assert demoted.returncode == 2 and "boss is the last admin" in demoted.stderr
+    assert fsapp("web", "users", "list", "-c", str(config)).stdout.startswith("boss\tadmin\t")
+    # with a second admin, the first may become a viewer
+    assert add("sara", "admin").returncode == 0
+    again = add("boss", "viewer")
+    assert again.returncode == 0 and again.stdout == "boss: updated as viewer\n"

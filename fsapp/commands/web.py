@@ -7,6 +7,7 @@ import getpass
 import sys
 
 from fsapp.commands.base import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, UsageError, config_arg, load_config, open_store
+from fsapp.store import LastAdmin
 from fsapp.web.auth import ROLES, hash_password, name_problem, password_problem
 
 NAME = "web"
@@ -54,7 +55,10 @@ def _users_add(args: argparse.Namespace) -> int:
     if password_problem(password):
         raise UsageError(f"users add: {password_problem(password)}")
     _cfg, store = open_store(args)
-    new = store.web_user_set(name, args.role, hash_password(password))
+    try:
+        new = store.web_user_set(name, args.role, hash_password(password))
+    except LastAdmin as exc:
+        raise UsageError(f"users add: {exc}") from None
     print(f"{name}: {'added' if new else 'updated'} as {args.role}")
     return EXIT_OK
 

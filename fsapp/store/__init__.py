@@ -1035,8 +1035,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     # ------------------------------------------------------------ web console users
 
     def web_user_set(self, name: str, role: str, password_hash: str) -> bool:
-        """Add a user, or change an existing one's role and password; True if it was new."""
+        """Add a user, or change an existing one's role and password; True if it was new.
+        Raises LastAdmin rather than take the admin role from the last admin."""
         with self.db.transaction():
+            self.db.lock(WEB_USERS_LOCK)
+            if role != "admin":
+                self._keep_an_admin(name)
             new = self.db.one("SELECT 1 AS x FROM web_users WHERE name = ?", (name,)) is None
             self.db.execute(
                 "INSERT INTO web_users (name, role, password_hash, created_at) VALUES (?, ?, ?, ?)"

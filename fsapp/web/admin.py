@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
 from fsapp import log as logmod
 from fsapp.store import LastAdmin
@@ -55,7 +55,11 @@ def password(name: str) -> Any:
     new = _password()
     if auth.password_problem(new):
         return _refused("password", name, auth.password_problem(new))
-    return _change("web_user_password_reset", name, "password_reset", password_hash=auth.hash_password(new))
+    hashed = auth.hash_password(new)
+    response = _change("web_user_password_reset", name, "password_reset", password_hash=hashed)
+    if name == g.user["name"]:
+        session["password"] = auth.password_mark(hashed)  # every other session of theirs ends, not this one
+    return response
 
 
 @admin.route("/users/<name>/remove", methods=["POST"])

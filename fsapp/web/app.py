@@ -54,7 +54,8 @@ def _before() -> Any:
     name = session.get("user")
     if name:
         g.user = current_store().web_user(name)
-        if g.user is None:
+        if g.user is None or not auth.same_token(session.get("password"), auth.password_mark(g.user["password_hash"])):
+            g.user = None  # removed, or its password changed since this session logged in
             session.clear()
     if g.user is None and request.endpoint not in PUBLIC:
         return redirect(url_for("views.login"))

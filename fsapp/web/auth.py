@@ -88,6 +88,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def password_mark(password_hash: str) -> str:
+    """What a session keeps of its user's password hash: a new password (set by the user's
+    ``fsapp web users add`` again, or by an admin) ends every session logged in with the old one."""
+    return hashlib.sha256(b"fsapp session\0" + password_hash.encode()).hexdigest()[:32]
+
+
 def same_token(given: str | None, expected: str | None) -> bool:
     return bool(given and expected) and hmac.compare_digest(str(given), str(expected))
 

@@ -89,7 +89,8 @@ def _try_login(name: str, password: str) -> str:
     store.web_login_clear(keys[0])
     lang = session.get("lang")
     session.clear()
-    session.update(user=name, csrf=auth.new_token(), **({"lang": lang} if lang else {}))
+    session.update(user=name, password=auth.password_mark(user["password_hash"]), csrf=auth.new_token(),
+                   **({"lang": lang} if lang else {}))
     log.info("web_login", user=name, address=request.remote_addr)
     return ""
 
