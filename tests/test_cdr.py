@@ -128,6 +128,15 @@ def test_missed_cause_and_mos_filters(pbx: ServeProcess) -> None:
     assert bad.returncode == 2 and "--min-mos" in bad.stderr
 
 
+def test_queue_and_recording_filters(pbx: ServeProcess) -> None:
+    assert [r["uuid"] for r in pbx.calls("--queue", "support")] == [EXPECTED["e"]["uuid"]]
+    assert pbx.calls("--queue", "sales") == []
+    recorded = {s for s in SCENARIOS if EXPECTED[s].get("recording")}
+    assert {r["uuid"] for r in pbx.calls("--has-recording")} == {EXPECTED[s]["uuid"] for s in recorded}
+    assert {r["uuid"] for r in pbx.calls("--no-recording")} == {
+        EXPECTED[s]["uuid"] for s in SCENARIOS if s not in recorded}
+
+
 def test_csv_export_carries_the_cdr_columns(pbx: ServeProcess) -> None:
     proc = pbx.cli("calls", "--format", "csv", "--missed-cause", "cancelled")
     header, line = proc.stdout.splitlines()

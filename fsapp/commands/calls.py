@@ -64,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="missed calls of this cause")
     p.add_argument("--min-mos", type=_mos, default=None, help="calls whose every measured side has MOS >= this")
     p.add_argument("--max-mos", type=_mos, default=None, help="calls with a measured side of MOS <= this (poor audio)")
+    p.add_argument("--queue", default="", help="calls that went to this mod_callcenter queue (without @domain)")
+    p.add_argument("--has-recording", dest="has_recording", action="store_const", const=True, default=None,
+                   help="only calls with a recording")
+    p.add_argument("--no-recording", dest="has_recording", action="store_const", const=False,
+                   help="only calls without a recording")
     p.add_argument("--too-long", action="store_true", help="only calls marked too long")
     p.add_argument("--number", default="",
                    help="caller or called is this number in any written form (09.., +98.., 0098.., Persian digits),"
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                "status": args.status, "direction": args.direction, "too_long": args.too_long,
                "number": phones.search_key(args.number, cfg.crm.region), "flag": args.flag, "text": args.text,
                "extension": args.extension, "missed_cause": args.missed_cause, "min_mos": args.min_mos,
-               "max_mos": args.max_mos}
+               "max_mos": args.max_mos, "queue": args.queue, "has_recording": args.has_recording}
     out = sys.stdout
     if args.group_by == "date":
         buckets = store.calls_by_day(width=journal.bucket_width(clock), **filters)
