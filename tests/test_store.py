@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import gevent
 import pytest
@@ -214,3 +217,29 @@ def test_bad_url_names_the_key():
     """An unsupported or unreachable storage URL is one clear StorageError."""
     with pytest.raises(StorageError, match="storage.url"):
         open_store("mysql://nowhere/db")
+
+
+_OPEN_AT_ONCE = """
+import pathlib, sys, time
+from fsapp.store import open_store
+go = pathlib.Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+open_store("sqlite:///" + sys.argv[1]).close()
+print("opened")
+"""
+
+
+def test_processes_opening_a_brand_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    """Turning a new file to WAL needs it alone: the others wait for it, as for any write,
+    rather than fail with "database is locked" (daemons and commands started together)."""
+    for round_ in range(5):
+        db, go = tmp_path / f"new{round_}.db", tmp_path / f"go{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT_ONCE, str(db), str(go)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        time.sleep(1.0)  # all of them imported and waiting
+        go.touch()
+        outcomes = [p.communicate(timeout=60) for p in procs]
+        assert [out for out, _err in outcomes] == ["opened\n"] * 4, [err for _out, err in outcomes]
+        assert open_store(f"sqlite:///{db}").db.one("SELECT MAX(version) AS v FROM schema_version")["v"] == len(
+            MIGRATIONS)

@@ -71,7 +71,7 @@ class SQLiteDB:
             self.conn.row_factory = sqlite3.Row
             self.conn.create_function("GREATEST", 2, max, deterministic=True)
             self.conn.execute("PRAGMA busy_timeout = 0")
-            self.conn.execute("PRAGMA journal_mode = WAL")
+            _while_busy(lambda: self.conn.execute("PRAGMA journal_mode = WAL"), busy_timeout_ms / 1000)
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -288,6 +288,21 @@ class SQLiteDB:
     def close(self) -> None:
         self.flush()
         self.conn.close()
+
+
+def _while_busy(fn: Callable[[], T], seconds: float) -> T:
+    """``fn()``, tried again (cooperative sleeps) while another connection holds the database,
+    for up to ``seconds``: turning a brand-new file to WAL needs it alone, and daemons and
+    commands started together all open it at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() > deadline:
+                raise
+            gevent.sleep(0.005)
 
 
 def _batches(rows: Iterable[Sequence[Any]], n: int) -> Iterator[list[Sequence[Any]]]:
