@@ -83,6 +83,15 @@ def hash_pin(pin: str, *, salt: bytes | None = None) -> str:
     return f"{ALGO_PEPPER if peppered else ALGO}${salt.hex()}${digest.hex()}"
 
 
+def rehashed(pin: str, stored: str) -> str | None:
+    """A new hash for a PIN just verified against ``stored``, when ``stored`` was made without
+    the pepper that is set now (or by scrypt, or of Persian digits): None when it is current.
+    Only call it after ``verify_pin`` said True: it hashes ``pin`` as given."""
+    if not os.environ.get(PEPPER_ENV) or stored.startswith(ALGO_PEPPER + "$") or not PIN_RE.fullmatch(pin):
+        return None
+    return hash_pin(pin)
+
+
 def verify_pin(pin: str, stored: str) -> bool:
     """True if ``pin`` matches ``stored``; malformed or empty stored hashes never match.
 

@@ -140,3 +140,42 @@ def test_a_peppered_hash_is_not_found_by_trying_every_pin_without_the_pepper(mon
 
     assert search(plain) == ["4827"]
     assert search(peppered) == []
+
+
+def test_a_hash_made_before_the_pepper_is_peppered_by_the_callers_right_pin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon: Callable[[configmod.Config], Daemon]) -> None:
+    """A directory imported without FSAPP_PIN_PEPPER, then a daemon with it: a wrong PIN changes
+    nothing, the right one opens and leaves a peppered hash, which opens the next call too."""
+    path = write_config(tmp_path, PIN_FLOW)
+    (tmp_path / "c.csv").write_text(CSV)
+    assert fsapp("customers", "import", "-c", str(path), str(tmp_path / "c.csv"), env=_env(None)).returncode == 0
+    monkeypatch.setenv(pins.PEPPER_ENV, "p" * 40)
+    d = daemon(configmod.load(path, check_files=False))
+    before = d.store.pin_hash("cus-1")
+    assert before.startswith(pins.ALGO + "$")
+    _fake, row = d.call(dtmf=["1001", "1111", "1001", "2222", "1001", "3333"])
+    assert row is not None and row["auth_result"] != "ok"
+    assert d.store.pin_hash("cus-1") == before
+    _fake, row = d.call(dtmf=["1001", "4827"])
+    assert row is not None and row["auth_result"] == "ok"
+    after = d.store.pin_hash("cus-1")
+    assert after.startswith(pins.ALGO_PEPPER + "$") and pins.verify_pin("4827", after)
+    monkeypatch.delenv(pins.PEPPER_ENV)
+    with pytest.raises(ValueError, match=pins.PEPPER_ENV):
+        pins.verify_pin("4827", after)  # the pepper is in it now: without it the hash opens nothing
+    monkeypatch.setenv(pins.PEPPER_ENV, "p" * 40)
+    _fake, row = d.call(dtmf=["1001", "4827"])
+    assert row is not None and row["auth_result"] == "ok"
+    assert d.store.pin_hash("cus-1") == after
+
+
+def test_a_pin_set_meanwhile_is_not_overwritten_by_a_rehash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsapp.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    store.upsert_customer({"id": "c1", "number": "1", "name": "", "type": "", "pin_hash": pins.hash_pin("1234")}, [])
+    old = store.pin_hash("c1")
+    store.set_pin_hash("c1", pins.hash_pin("9999"))  # an operator's set-pin between the check and the rehash
+    monkeypatch.setenv(pins.PEPPER_ENV, "p" * 40)
+    assert not store.replace_pin_hash("c1", old, pins.rehashed("1234", old) or "")
+    assert pins.verify_pin("9999", store.pin_hash("c1"))

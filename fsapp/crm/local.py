@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from fsapp import log as logmod
 from fsapp import phones, pins
 from fsapp.crm import RECORDED, CRMError, Customer
 from fsapp.store import StorageError, Store
@@ -51,9 +52,25 @@ class LocalCRM:
         if not pin_hash:
             return False
         try:
-            return pins.verify_pin(pin, pin_hash)
+            ok = pins.verify_pin(pin, pin_hash)
         except ValueError as exc:  # a peppered hash without the pepper: an error, not a wrong PIN
             raise CRMError(str(exc), operation="verify_pin") from exc
+        if ok:
+            self._rehash(customer_id, pin, pin_hash)
+        return ok
+
+    def _rehash(self, customer_id: str, pin: str, old: str) -> None:
+        """A right PIN whose hash predates the pepper gets a peppered one (a failure is only logged:
+        the caller typed the right PIN, and the old hash still verifies)."""
+        new = pins.rehashed(pin, old)
+        if new is None:
+            return
+        log = logmod.get("fsapp").bind(component="crm", customer_id=customer_id)
+        try:
+            if self.store.replace_pin_hash(customer_id, old, new):
+                log.info("pin_rehashed", algorithm=new.partition("$")[0])
+        except StorageError as exc:
+            log.warning("pin_rehash_failed", reason=str(exc))
 
     def balance(self, customer_id: str, invoice_type: str) -> int:
         debt = self._read("balance", lambda: self.store.debt(customer_id))

@@ -816,6 +816,11 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     def set_pin_hash(self, customer_id: str, pin_hash: str) -> bool:
         return self.db.execute("UPDATE customers SET pin_hash = ? WHERE id = ?", (pin_hash, customer_id)) > 0
 
+    def replace_pin_hash(self, customer_id: str, old: str, new: str) -> bool:
+        """``new`` in place of ``old`` only: a PIN set meanwhile (``customers set-pin``) is kept."""
+        return self.db.execute("UPDATE customers SET pin_hash = ? WHERE id = ? AND pin_hash = ?",
+                               (new, customer_id, old)) > 0
+
     # ------------------------------------------------------------ PIN attempts and lockouts
     #
     # An attempt takes its slot (a pending pin_failures row) before its PIN is verified,
