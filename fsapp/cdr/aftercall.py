@@ -27,16 +27,20 @@ class AfterCall:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def queue(self, row: dict[str, Any]) -> None:
-        """Inside the CDR's transaction: the call log and the analysis queue (a database error fails the post)."""
-        app, now = self.app, time.time()
-        row = journal_row(row)
-        record = app.call_log_record(row) if row["direction"] != "local" else None
-        if record is not None:
-            app.store.outbox_add("call_log", call_log_key(row["uuid"]), record, now)
-        job = app.analysis_job(row)
-        if job is not None:
-            app.store.analysis_enqueue(row["uuid"], *job, now)
+    def queue(self, rows: list[dict[str, Any]]) -> None:
+        """Inside the CDRs' transaction: the call logs and the analysis queue, one statement each
+        for the batch (a database error fails its posts)."""
+        app, logs, jobs = self.app, [], []
+        for row in map(journal_row, rows):
+            record = app.call_log_record(row) if row["direction"] != "local" else None
+            if record is not None:
+                logs.append((call_log_key(row["uuid"]), record))
+            job = app.analysis_job(row)
+            if job is not None:
+                jobs.append((row["uuid"], *job))
+        now = time.time()
+        app.store.outbox_add_many("call_log", logs, now)
+        app.store.analysis_enqueue_many(jobs, now)
 
     def done(self, row: dict[str, Any]) -> None:
         """Once committed: metrics, the too-long notice, and the outbox woken for the call log."""

@@ -27,7 +27,7 @@ MAX_BATCH = 200
 
 
 class After(Protocol):
-    def queue(self, row: dict[str, Any]) -> None: ...
+    def queue(self, rows: list[dict[str, Any]]) -> None: ...
 
     def done(self, row: dict[str, Any]) -> None: ...
 
@@ -91,9 +91,9 @@ class CDRWriter:
             return self.store.cdr_add(entries, self._compute, now_iso())
         completed: list[dict[str, Any]] = []
 
-        def queue(row: dict[str, Any]) -> None:
-            after.queue(row)
-            completed.append(row)
+        def queue(rows: list[dict[str, Any]]) -> None:
+            after.queue(rows)
+            completed.extend(rows)
 
         added = self.store.cdr_add(entries, self._compute, now_iso(), queue)
         for row in completed:

@@ -1117,6 +1117,14 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             (kind, key, json.dumps(payload, ensure_ascii=False), now, now),
         ) > 0
 
+    def outbox_add_many(self, kind: str, writes: Sequence[tuple[str, dict[str, Any]]], now: float) -> None:
+        """``outbox_add`` of each (idempotency key, payload), in one statement (inside a transaction)."""
+        if writes:
+            self.db.execute_many(
+                "INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (idempotency_key) DO NOTHING",
+                [(kind, key, json.dumps(payload, ensure_ascii=False), now, now) for key, payload in writes])
+
     def outbox_claim(self, worker: str, now: float, limit: int = 20, lease: float = 60.0) -> list[dict[str, Any]]:
         """Take due rows for ``worker`` under a lease; other workers skip them until it ends."""
         with self.db.transaction():

@@ -36,7 +36,7 @@ KEEP_NONEMPTY = frozenset(("extension", "recording", "queue"))
 MERGED = (*sorted(FROM_A_LEG), *sorted(KEEP_NONEMPTY), "status", *CDR_FIELDS)
 
 Compute = Callable[[list[dict[str, Any]]], dict[str, Any]]
-Completed = Callable[[dict[str, Any]], None]
+Completed = Callable[[list[dict[str, Any]]], None]
 
 
 def socket_value(col: str, new: str) -> str:
@@ -109,8 +109,8 @@ class CDRStore:
         True if it was new, False if it was already kept (a replay: nothing written).
         A batch costs the same few statements whatever its size: one read of what is
         kept of its calls, one insert of the new legs, one merge of their calls' rows.
-        ``completed(row)`` is called, inside the transaction, for each call this batch
-        completes that only its CDR knows (see ``_completed``).
+        ``completed(rows)`` is called once, inside the transaction, with the calls this batch
+        completes that only their CDRs know (see ``_completed``), if there are any.
         """
         with self.db.transaction(background=True):  # SQLite: its writes and commit off the event loop
             calls = sorted({leg["call_uuid"] for leg, _ in entries})
@@ -132,8 +132,9 @@ class CDRStore:
             self.db.execute_many(_MERGE_SQL, [_merge_params(row) for row in merged.values()])
             fresh = [merged[r[1]] for r in rows if r[2]]  # the calls whose A leg came in this batch
             if completed is not None and fresh:
-                for row in self._completed(fresh):
-                    completed(row)
+                rows = self._completed(fresh)
+                if rows:
+                    completed(rows)
             return added
 
     def _cdr_kept(self, calls: list[str], uuids: list[str]) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
