@@ -20,6 +20,7 @@ from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 from fsapp.store.stats import StatsStore, kept_sums
+from fsapp.store.stats import next_day as _next_day
 
 __all__ = ["Store", "StorageError", "open_store"]
 
@@ -1220,14 +1221,6 @@ def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
     return row
-
-
-def _next_day(date: str) -> str:
-    import datetime as dt
-
-    if "T" in date:
-        return date
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:

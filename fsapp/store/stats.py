@@ -87,24 +87,19 @@ class StatsStore:
     def call_stats_quarters(self, **filters: Any) -> list[dict[str, Any]]:
         """The sums per quarter hour of UTC: ``hour`` (``2026-12-01T05``), ``quarter`` (0-3) and STAT_FIELDS."""
         kept = self._kept(QUARTERS, ("hour", "quarter"), filters)
-        if kept is not None:
-            return kept
-        return self._stats(f"{_HOUR.format(r='calls')} AS hour, {_QUARTER.format(r='calls')} AS quarter",
-                           f"{_HOUR.format(r='calls')}, {_QUARTER.format(r='calls')}", filters)
+        return self.call_stats_scanned("quarters", **filters) if kept is None else kept
 
     def call_stats_extensions(self, **filters: Any) -> list[dict[str, Any]]:
         """The sums per ``extension`` ("" for calls no agent had), in extension order."""
         kept = self._kept(EXTENSIONS, ("extension",), filters)
-        if kept is not None:
-            return kept
-        return self._stats("calls.extension AS extension", "calls.extension", filters)
+        return self.call_stats_scanned("extensions", **filters) if kept is None else kept
 
     def call_stats_scanned(self, grouping: str, **filters: Any) -> list[dict[str, Any]]:
-        """What ``call_stats_<grouping>`` gives, counted from the calls themselves (checks, benchmarks)."""
-        if grouping == "quarters":
-            return self._stats(f"{_HOUR.format(r='calls')} AS hour, {_QUARTER.format(r='calls')} AS quarter",
-                               f"{_HOUR.format(r='calls')}, {_QUARTER.format(r='calls')}", filters)
-        return self._stats("calls.extension AS extension", "calls.extension", filters)
+        """What ``call_stats_<grouping>`` gives, counted from the calls themselves (any filter; checks)."""
+        keys = (QUARTERS if grouping == "quarters" else EXTENSIONS).key_of("calls")
+        if grouping != "quarters":
+            keys = {"extension": keys["extension"]}
+        return self._stats(", ".join(f"{sql} AS {k}" for k, sql in keys.items()), ", ".join(keys.values()), filters)
 
     def _stats(self, keys: str, group: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         where, params = self._call_filter(**filters)
@@ -118,7 +113,7 @@ class StatsStore:
                for k in filters if k not in _PERIOD):
             return None
         lo = filters.get("date_from") or ""
-        hi = _next_day(filters["date_to"]) if filters.get("date_to") else ""
+        hi = next_day(filters["date_to"]) if filters.get("date_to") else ""
         edges = _edges(lo, hi, g)
         if edges is None:
             return None
@@ -153,7 +148,8 @@ def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: [r[k] for k in r if k not in SUMS])
 
 
-def _next_day(date: str) -> str:
+def next_day(date: str) -> str:
+    """The end of a period that ends on ``date``: the next day's start (a day), or ``date`` itself (an instant)."""
     if "T" in date:
         return date
     return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
