@@ -10,10 +10,9 @@ sums read back are the scan's.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -24,25 +23,18 @@ from fsapp.store import Store, open_store
 from fsapp.store.cdr import MERGED
 from fsapp.web.app import create_app
 from fsapp.web.auth import hash_password
+from tests import test_web_stats
 from tests.cdrkit import leg_body
 from tests.helpers import HANGUP_MENU
 from tests.test_web_stats import TEHRAN, known_calls, socket_call, totals, viewer
 from tests.webconsole import PASSWORD
 
+site = test_web_stats.site  # the same fixture: the console in Tehran's zone with a viewer, on each backend
 PERIODS = [{"from": "2026-11-29", "to": "2026-12-01"}, {"from": "2026-11-30", "to": "2026-11-30"},
            {"from": "2026-11-01", "to": "2026-12-31"}]
 FILTERS = [{"date_from": "2026-11-28T20:30:00Z", "date_to": "2026-12-01T20:30:00Z"},
            {"date_from": "2026-11-30T06:07:08Z", "date_to": "2026-11-30T06:59:59Z"},
            {"date_from": "2026-11-30T06:07:08Z"}, {"date_to": "2026-11-30"}, {}]
-
-
-@pytest.fixture
-def site(store_url: str, make_config: Callable[..., Any]) -> Iterator[tuple[Flask, Store]]:
-    store = open_store(store_url)
-    store.web_user_set("viewer", "viewer", hash_password(PASSWORD))
-    app = create_app(make_config(HANGUP_MENU, extra=TEHRAN), store)
-    yield app, store
-    store.close()
 
 
 def merge(store: Store, legs: list[tuple[str, str, bool]], **row: Any) -> list[bool]:
