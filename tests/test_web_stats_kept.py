@@ -34,7 +34,8 @@ PERIODS = [{"from": "2026-11-29", "to": "2026-12-01"}, {"from": "2026-11-30", "t
            {"from": "2026-11-01", "to": "2026-12-31"}]
 FILTERS = [{"date_from": "2026-11-28T20:30:00Z", "date_to": "2026-12-01T20:30:00Z"},
            {"date_from": "2026-11-30T06:07:08Z", "date_to": "2026-11-30T06:59:59Z"},
-           {"date_from": "2026-11-30T06:07:08Z"}, {"date_to": "2026-11-30"}, {}]
+           {"date_from": "2026-11-30T06:07:08Z"}, {"date_to": "2026-11-30"},
+           {"date_from": "2026-11-30", "date_to": "2026-11-30T22:00:00Z"}, {"date_from": "2026-11-29"}, {}]
 
 
 def merge(store: Store, legs: list[tuple[str, str, bool]], **row: Any) -> list[bool]:

@@ -171,19 +171,20 @@ def _edges(lo: str, hi: str, g: _Grouping) -> list[tuple[str, str, str]] | None:
 
     A ``started_at`` whose first ``width`` characters sort after the bound's sorts after the
     bound, and one whose sort before sorts before it: only the calls of the bound's own hour
-    (day) can fall either side. None when a bound is no time (then the calls are counted)."""
+    (day) can fall either side; a bound no longer than the key (a day) splits no key. None
+    when a bound is no time (then the calls are counted)."""
     out = []
-    if lo:
+    if len(lo) > g.width:
         first = lo[:g.width]
         until = _following(first, g)
         if until is None:
             return None
         out.append((lo, min(until, hi) if hi else until, first))
-    if hi:
+    if len(hi) > g.width:
         last = hi[:g.width]
         if _following(last, g) is None:
             return None
-        if not (lo and last == lo[:g.width]):
+        if not (len(lo) > g.width and last == lo[:g.width]):
             out.append((max(lo, last) if lo else last, hi, last))
     return out
 
@@ -200,7 +201,7 @@ def _inside(g: _Grouping, lo: str, hi: str, deltas: bool) -> tuple[list[str], li
     for table, select, prefix in sources:
         where = []
         if lo:
-            where.append(f"{prefix} > ?")
+            where.append(f"{prefix} {'>' if len(lo) > g.width else '>='} ?")
             params.append(lo[:g.width])
         if hi:
             where.append(f"{prefix} < ?")
