@@ -210,3 +210,19 @@ def test_two_writers_batching_the_same_quarters_in_opposite_orders(store_url: st
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_deltas_are_folded_into_the_sums(site: tuple[Flask, Store]) -> None:
+    """PostgreSQL's triggers append; a fold (the page's, the daemon's now and then) moves them into the sums."""
+    app, store = site
+    known_calls(store)
+    if store.db.dialect != "postgresql":
+        assert store.fold_call_stats() is False  # SQLite adds to the sums at once
+        assert store.db.one("SELECT SUM(calls) AS n FROM call_quarters")["n"] == 9
+        return
+    assert store.db.one("SELECT COUNT(*) AS n FROM call_stat_deltas")["n"] >= 9  # a row each new call at least
+    assert store.db.one("SELECT COUNT(*) AS n FROM call_quarters")["n"] == 0
+    assert store.fold_call_stats() is True
+    assert store.db.one("SELECT COUNT(*) AS n FROM call_stat_deltas")["n"] == 0
+    assert store.db.one("SELECT SUM(calls) AS n FROM call_quarters")["n"] == 9
+    assert_exact(app, store)

@@ -133,7 +133,10 @@ class StatsStore:
 
     def fold_call_stats(self) -> bool:
         """PostgreSQL: add the deltas the triggers appended into the sums (one reader at a time;
-        another one folding already: False, and its deltas are read with the sums meanwhile)."""
+        another one folding already: False, and its deltas are read with the sums meanwhile).
+        SQLite keeps no deltas: False."""
+        if self.db.dialect != "postgresql":
+            return False
         with self.db.transaction():
             row = self.db.one("SELECT pg_try_advisory_xact_lock(?) AS got", (FOLD_LOCK,))
             if not (row and row["got"]):
