@@ -79,10 +79,19 @@ class App:
             gevent.sleep(self.config.billing.meter_heartbeat_seconds)
             self._check_storage()
             self._reconcile()
+            self._fold_call_stats()
             if self._settles:
                 self.flush_settles()
             if self._backlog:
                 self.flush_backlog()
+
+    def _fold_call_stats(self) -> None:
+        """PostgreSQL: the statistics' deltas into their sums now and then, so that they stay few
+        even when no one opens the statistics page (which folds them too)."""
+        try:
+            self.store.fold_call_stats()
+        except StorageError as exc:
+            self.log.error("call_stats_fold_failed", reason=str(exc))
 
     def _check_storage(self) -> None:
         """Log (once per new problem) a database that is gone, replaced or failing its writes."""

@@ -19,7 +19,8 @@ from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
-from fsapp.store.stats import StatsStore
+from fsapp.store.stats import StatsStore, kept_sums
+from fsapp.store.stats import next_day as _next_day
 
 __all__ = ["Store", "StorageError", "open_store"]
 
@@ -344,6 +345,8 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """,
     # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
     _number_search_indexes,
+    # 13: the statistics' sums per quarter hour and per day and extension, kept by triggers (store/stats.py)
+    kept_sums,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -1235,14 +1238,6 @@ def _call_out(row: dict[str, Any]) -> dict[str, Any]:
     row["downloaded"] = bool(row.get("downloaded"))
     row["analysis_flags"] = [f for f in (row.get("analysis_flags") or "").split(",") if f]
     return row
-
-
-def _next_day(date: str) -> str:
-    import datetime as dt
-
-    if "T" in date:
-        return date
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
 
 
 def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
