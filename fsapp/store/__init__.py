@@ -830,6 +830,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         PostgreSQL VACUUM too, which also moves the rows just loaded out of the trigram indexes'
         pending lists (where a search reads them one by one)."""
         self.db.execute("ANALYZE" if self.db.dialect == "sqlite" else "VACUUM (ANALYZE) calls, call_analysis")
+        if self.db.dialect == "postgresql" and self._has_table("call_flags"):
+            self.db.execute("ANALYZE call_flags")
 
     def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
         """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,
