@@ -746,15 +746,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         return f"calls.uuid IN ({uuids})" if self.db.dialect == "sqlite" else f"calls.uuid = ANY(ARRAY({uuids}))"
 
     def _number_candidates(self, number: str) -> tuple[str, list[Any]] | None:
-        """A query of the uuids of the calls that may match ``number`` (every one that does) through
-        the trigram indexes, and its parameters; None when none can serve (a search of fewer than 3
-        characters, or no trigram index): the search then checks every row."""
+        """SQLite: a query of the uuids of the calls that may match ``number`` (every one that does)
+        through the trigram index, and its parameters; None when none can serve (a search of fewer
+        than 3 characters, or no trigram index): the search then checks each row."""
         forms = list(dict.fromkeys((number, digits.to_ascii(number))))
-        if min(len(f) for f in forms) < 3 or not self.number_search_indexed():
-            return None
-        if self.db.dialect == "postgresql":
-            params: list[Any] = []
-            return f"SELECT uuid FROM calls WHERE {_number_match(number, params)}", params
+        if self.db.dialect != "sqlite" or min(len(f) for f in forms) < 3 or not self.number_search_indexed():
+            return None  # PostgreSQL: its planner takes the trigram indexes (migration 12) when few match
         fts = ("SELECT i.uuid FROM call_numbers JOIN call_number_ids i ON i.id = call_numbers.rowid"
                " WHERE call_numbers MATCH ?")
         sql = " UNION ALL ".join([fts] * len(forms) + ["SELECT uuid FROM calls WHERE extension = ?"] * len(forms))
