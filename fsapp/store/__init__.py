@@ -713,8 +713,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         page's end) rather than through its filter's index and then sorted. SQLite's planner
         takes an indexed filter first however many rows it matches: sorting the month of a
         million-call journal (some 85,000 rows) for one page. Walk when the indexed filters
-        match at least WALK_AFTER rows (counted no further than that); a filter no index serves
-        (a number, a flag) leaves the planner's choice, which already walks."""
+        match at least WALK_AFTER rows (counted no further than that). A number or a flag filter
+        decides by its own count instead (``_searches_walk``)."""
         if not any(filters.get(k) for k in _INDEXED_FILTERS):
             return False
         row = self.db.one(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM {_JOURNAL}{where} LIMIT {WALK_AFTER})", params)
