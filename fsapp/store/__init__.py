@@ -617,9 +617,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
                      max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
-                     row_by_row: bool = False) -> tuple[str, list[Any]]:
+                     row_by_row: bool | None = None) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters. The number and
-        flag filters are read first through their indexes, or checked on each row (``row_by_row``)."""
+        flag filters are read first through their indexes, or checked on each row (``row_by_row``;
+        None: when they match many calls, see ``_searches_walk``)."""
         where: list[str] = []
         params: list[Any] = []
         if date_from:
@@ -644,6 +645,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             params.append(queue)
         if has_recording is not None:
             where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
+        if row_by_row is None:
+            row_by_row = bool(self._searches_walk({"number": number, "flag": flag}))
         where += self._search_conditions(number, flag, params, row_by_row)
         for word in text.lower().split():
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
@@ -691,12 +694,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                   filters: dict[str, Any]) -> tuple[str, list[Any]]:
         if order not in SORTABLE_CALL_FIELDS:
             raise ValueError(f"cannot page by {order!r}")
-        where, params = self._call_filter(**filters)
+        walk = self._searches_walk(filters)  # a number or a flag: its own count decides
+        where, params = self._call_filter(**filters, row_by_row=bool(walk))
         way, cmp = ("DESC", "<") if descending else ("ASC", ">")
         source = _JOURNAL
-        walk = self._searches_walk(filters)  # a number or a flag: its own count decides
-        if walk:
-            where, params = self._call_filter(**filters, row_by_row=True)
         if self.db.dialect == "sqlite" and (walk or walk is None and order != "started_at"
                                             and self._walk_sort_index(filters, where, params)):
             source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_by_{order} ", 1)
