@@ -751,8 +751,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         the trigram indexes, and its parameters; None when none can serve (a search of fewer than 3
         characters, or no trigram index): the search then checks each row."""
         forms = list(dict.fromkeys((number, digits.to_ascii(number))))
-        if min(len(f) for f in forms) < 3 or not self.number_search_indexed():
-            return None
+        if min(len(f) for f in forms) < 3 or "\x00" in number or not self.number_search_indexed():
+            return None  # (FTS5's query syntax ends at a NUL)
         if self.db.dialect == "postgresql":
             params: list[Any] = []
             return f"SELECT uuid FROM calls WHERE {_number_match(number, params)}", params
