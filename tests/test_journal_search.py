@@ -94,6 +94,8 @@ SEARCHES = ("09123456789", "+989123456789", "00989123456789", "۰۹۱۲۳۴۵۶�
 def test_the_number_search_finds_what_the_scan_found(journal: Any, monkeypatch: pytest.MonkeyPatch,
                                                       typed: str) -> None:
     store, _ = journal
+    if "\x00" in typed and store.db.dialect == "postgresql":
+        pytest.skip("PostgreSQL's text holds no NUL: the search cannot be asked there (before or now)")
     # what the console and `fsapp calls --number` search for, and the text as typed
     for number in dict.fromkeys((phones.search_key(typed), typed)):
         expected = _old_number(store, number)
@@ -161,7 +163,8 @@ def test_the_migrations_index_a_journal_written_before_them(store_url: str, monk
     monkeypatch.setattr(storemod, "MIGRATIONS", storemod.MIGRATIONS[:cut])
     store = open_store(store_url)
     _journal(store, 600)
-    before = {typed: _old_number(store, phones.search_key(typed)) for typed in SEARCHES}
+    before = {typed: _old_number(store, phones.search_key(typed)) for typed in SEARCHES
+              if "\x00" not in typed or store.db.dialect == "sqlite"}
     flags_before = {flag: _old_flag(store, flag) for flag in FLAGS}
     monkeypatch.undo()
     store.migrate()
