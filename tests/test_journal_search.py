@@ -1,4 +1,4 @@
-"""The journal's number search and flag filter through their indexes (migrations 13 and 14) find
+"""The journal's number search and flag filter through their indexes (migrations 14 and 15) find
 exactly the calls the scans they replace found, on SQLite and PostgreSQL: over a journal with
 numbers in every written form, Persian digits and extensions, written by bulk loads, by the
 daemon's two journal writes, by a later write that changes the number, and over analysis flags

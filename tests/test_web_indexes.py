@@ -1,5 +1,5 @@
-"""The journal's filtered pages are served by indexes on SQLite and PostgreSQL (migration 11; 12 and 13 for
-the number search on PostgreSQL and SQLite, 14 for the flag filter).
+"""The journal's filtered pages are served by indexes on SQLite and PostgreSQL (migration 11; 12 and 14 for
+the number search on PostgreSQL and SQLite, 15 for the flag filter).
 
 Each single filter x each sort column x both directions x the first and a deep keyset page:
 the plan the database chooses reads ``calls`` through an index, never the whole table.

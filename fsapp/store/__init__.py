@@ -398,9 +398,9 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """,
     # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
     _number_search_indexes,
-    # 13: SQLite: the number search by trigrams, where FTS5 has its trigram tokenizer
+    # 14: SQLite: the number search by trigrams, where FTS5 has its trigram tokenizer
     _number_search_table,
-    # 14: each call's analysis flags one per row, for the flag filter
+    # 15: each call's analysis flags one per row, for the flag filter
     _flag_table,
 ]
 
@@ -828,7 +828,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
 
     def number_search_indexed(self) -> bool:
         """Whether the journal's number search has its trigram indexes (PostgreSQL with pg_trgm,
-        migration 12; SQLite with FTS5's trigrams, migration 13). Asked once per store."""
+        migration 12; SQLite with FTS5's trigrams, migration 14). Asked once per store."""
         if self._numbers_indexed is None:
             self._numbers_indexed = self.db.one(
                 "SELECT 1 AS x FROM pg_indexes WHERE indexname = 'calls_caller_trigrams'") is not None if (

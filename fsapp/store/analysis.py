@@ -27,7 +27,7 @@ FINAL_STATES = ("done", "missing", "corrupt", "failed", "skipped")
 
 def flag_rows(analysed: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
     """(call_uuid, flag) for each flag of each (call_uuid, comma-separated flags): the rows of
-    ``call_flags``, which the flag filter reads (migration 14)."""
+    ``call_flags``, which the flag filter reads (migration 15)."""
     for uuid, flags in analysed:
         for flag in dict.fromkeys(f for f in (flags or "").split(",") if f):
             yield uuid, flag
