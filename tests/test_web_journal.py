@@ -124,6 +124,7 @@ def site(tmp_path: Path, store_url: str) -> Iterator[Site]:
 
 SOCKET = ["recorded", "sales"]
 WITH_RECORDING = ["cdr_a", "cdr_f", "cdr_g", *SOCKET]
+CALLS_0912 = ["cdr_a", "cdr_b", "cdr_c", "cdr_d", "cdr_e", "cdr_f", "sales"]
 FILTERS = [
     ("missed_cause=busy", ["cdr_c"]),
     ("missed_cause=cancelled", ["cdr_d"]),
@@ -143,6 +144,8 @@ FILTERS = [
     ("text=INVOICE+wrong", ["recorded"]),
     ("text=refund", []),
     ("number=%2B989127654321", ["recorded"]),  # the number in another written form
+    ("number=00989121234567", CALLS_0912),  # the CDRs' callers and called, a socket call's caller
+    ("number=%DB%B1%DB%B2%DB%B3%DB%B4%DB%B5%DB%B6%DB%B7", CALLS_0912),  # its last 7 digits in Persian digits
     ("direction=local", ["cdr_g"]),
 ]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fsapp import digits, instants
 from fsapp.pins import Limit, PinLimits
-from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, like_pattern
+from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, flag_rows, like_pattern
 from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 from fsapp.store.stats import StatsStore, kept_sums
@@ -57,6 +57,60 @@ def _number_search_indexes(db: Any) -> None:
         return
     db.execute("CREATE INDEX calls_caller_trigrams ON calls USING gin (caller gin_trgm_ops)")
     db.execute("CREATE INDEX calls_called_trigrams ON calls USING gin (called gin_trgm_ops)")
+
+
+def _number_search_table(db: Any) -> None:
+    """SQLite with FTS5's trigram tokenizer (SQLite 3.34 and later): a trigram index of each
+    call's ``caller`` and ``called`` (``call_numbers``, contentless, keyed by the call's
+    ``call_number_ids.id``: a table's rowid may change on VACUUM, that id does not), kept by
+    triggers on every write of ``calls``. Without it the number search stays a scan."""
+    if db.dialect != "sqlite" or not sqlite_trigrams(db):
+        return
+    for statement in _NUMBER_SEARCH_SQL:
+        db.execute(statement)
+
+
+_NUMBER_SEARCH_SQL = (
+    "CREATE TABLE call_number_ids (id INTEGER PRIMARY KEY, uuid TEXT NOT NULL UNIQUE)",
+    "CREATE VIRTUAL TABLE call_numbers USING fts5(caller, called, content='', tokenize='trigram')",
+    "INSERT INTO call_number_ids (uuid) SELECT uuid FROM calls",
+    """INSERT INTO call_numbers (rowid, caller, called)
+        SELECT i.id, c.caller, c.called FROM call_number_ids i JOIN calls c ON c.uuid = i.uuid""",
+    """CREATE TRIGGER call_numbers_insert AFTER INSERT ON calls BEGIN
+        INSERT INTO call_number_ids (uuid) VALUES (new.uuid);
+        INSERT INTO call_numbers (rowid, caller, called)
+            SELECT id, new.caller, new.called FROM call_number_ids WHERE uuid = new.uuid;
+    END""",
+    """CREATE TRIGGER call_numbers_update AFTER UPDATE OF caller, called ON calls
+    WHEN old.caller IS NOT new.caller OR old.called IS NOT new.called BEGIN
+        INSERT INTO call_numbers (call_numbers, rowid, caller, called)
+            SELECT 'delete', id, old.caller, old.called FROM call_number_ids WHERE uuid = old.uuid;
+        INSERT INTO call_numbers (rowid, caller, called)
+            SELECT id, new.caller, new.called FROM call_number_ids WHERE uuid = new.uuid;
+    END""",
+    """CREATE TRIGGER call_numbers_delete AFTER DELETE ON calls BEGIN
+        INSERT INTO call_numbers (call_numbers, rowid, caller, called)
+            SELECT 'delete', id, old.caller, old.called FROM call_number_ids WHERE uuid = old.uuid;
+        DELETE FROM call_number_ids WHERE uuid = old.uuid;
+    END""",
+)
+
+
+def sqlite_trigrams(db: Any) -> bool:
+    """Whether this SQLite has FTS5 with its trigram tokenizer (3.34 and later)."""
+    row = db.one("SELECT sqlite_version() AS v")
+    version = tuple(int(p) for p in row["v"].split(".")[:2]) if row else (0, 0)
+    return version >= (3, 34) and db.one(
+        "SELECT 1 AS x FROM pragma_compile_options WHERE compile_options = 'ENABLE_FTS5'") is not None
+
+
+def _flag_table(db: Any) -> None:
+    """``call_flags``: each call's analysis flags one per row, for the flag filter (kept where
+    the analysis is written), filled from the flags already written (comma-separated)."""
+    db.execute("CREATE TABLE call_flags (flag TEXT NOT NULL, call_uuid TEXT NOT NULL, PRIMARY KEY (flag, call_uuid))")
+    db.execute("CREATE INDEX call_flags_call ON call_flags (call_uuid)")
+    rows = db.query("SELECT call_uuid, flags FROM call_analysis WHERE flags <> ''")
+    db.load_rows("call_flags", ["call_uuid", "flag"], flag_rows((r["call_uuid"], r["flags"]) for r in rows))
 
 
 MIGRATIONS: list[str | Callable[[Any], None]] = [
@@ -347,6 +401,10 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     _number_search_indexes,
     # 13: the statistics' sums per quarter hour and per day and extension, kept by triggers (store/stats.py)
     kept_sums,
+    # 14: SQLite: the number search by trigrams, where FTS5 has its trigram tokenizer
+    _number_search_table,
+    # 15: each call's analysis flags one per row, for the flag filter
+    _flag_table,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -442,6 +500,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
 
     def __init__(self, db: Any) -> None:
         self.db = _Watched(db)
+        self._numbers_indexed: bool | None = None  # see number_search_indexed
 
     # ------------------------------------------------------------ schema
 
@@ -557,13 +616,14 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         row = self.db.one(f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid = ?", (uuid,))
         return _call_out(row) if row else None
 
-    @staticmethod
-    def _call_filter(*, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
+    def _call_filter(self, *, date_from: str = "", date_to: str = "", customer: str = "", status: str = "",
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
                      max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
-                     ) -> tuple[str, list[Any]]:
-        """The journal's filters as a WHERE clause ("" when none) and its parameters."""
+                     row_by_row: bool | None = None) -> tuple[str, list[Any]]:
+        """The journal's filters as a WHERE clause ("" when none) and its parameters. The number and
+        flag filters are read first through their indexes, or checked on each row (``row_by_row``;
+        None: when they match many calls, see ``_searches_walk``)."""
         where: list[str] = []
         params: list[Any] = []
         if date_from:
@@ -588,11 +648,9 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             params.append(queue)
         if has_recording is not None:
             where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
-        if number:
-            where.append(_number_match(number, params))
-        if flag:
-            where.append("(',' || call_analysis.flags || ',') LIKE ?")
-            params.append(f"%,{flag},%")
+        if row_by_row is None:
+            row_by_row = bool(self._searches_walk({"number": number, "flag": flag}))
+        where += self._search_conditions(number, flag, params, row_by_row)
         for word in text.lower().split():
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
             params.append(like_pattern(word))
@@ -639,10 +697,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                   filters: dict[str, Any]) -> tuple[str, list[Any]]:
         if order not in SORTABLE_CALL_FIELDS:
             raise ValueError(f"cannot page by {order!r}")
-        where, params = self._call_filter(**filters)
+        walk = self._searches_walk(filters)  # a number or a flag: its own count decides
+        where, params = self._call_filter(**filters, row_by_row=bool(walk))
         way, cmp = ("DESC", "<") if descending else ("ASC", ">")
         source = _JOURNAL
-        if self.db.dialect == "sqlite" and order != "started_at" and self._walk_sort_index(filters, where, params):
+        if self.db.dialect == "sqlite" and (walk or walk is None and order != "started_at"
+                                            and self._walk_sort_index(filters, where, params)):
             source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_by_{order} ", 1)
         if after:
             where += (" AND " if where else " WHERE ") + (
@@ -657,12 +717,80 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         page's end) rather than through its filter's index and then sorted. SQLite's planner
         takes an indexed filter first however many rows it matches: sorting the month of a
         million-call journal (some 85,000 rows) for one page. Walk when the indexed filters
-        match at least WALK_AFTER rows (counted no further than that); a filter no index serves
-        (a number, a flag) leaves the planner's choice, which already walks."""
+        match at least WALK_AFTER rows (counted no further than that). A number or a flag filter
+        decides by its own count instead (``_searches_walk``)."""
         if not any(filters.get(k) for k in _INDEXED_FILTERS):
             return False
         row = self.db.one(f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM {_JOURNAL}{where} LIMIT {WALK_AFTER})", params)
         return bool(row) and int(row["n"]) >= WALK_AFTER
+
+    # ------------------------------------------------------------ number and flag search
+
+    def _search_conditions(self, number: str, flag: str, params: list[Any], row_by_row: bool) -> list[str]:
+        """The number and flag filters' conditions (appending their parameters): the calls their
+        indexes find, read first (``calls.uuid IN ...``), or, ``row_by_row``, a check of each row
+        (for a page that walks its sort column's index, see ``_searches_walk``)."""
+        where = []
+        if number:
+            candidates = None if row_by_row else self._number_candidates(number)
+            if candidates is None:
+                where.append(_number_match(number, params))
+            else:
+                sql, found = candidates
+                where.append(f"({self._among(sql)} AND {_number_match(number, found)})")
+                params += found
+        if flag:
+            where.append("EXISTS (SELECT 1 FROM call_flags WHERE flag = ? AND call_uuid = calls.uuid)" if row_by_row
+                         else self._among("SELECT call_uuid FROM call_flags WHERE flag = ?"))
+            params.append(flag)
+        return where
+
+    def _among(self, uuids: str) -> str:
+        """``calls.uuid`` is one of the query's: PostgreSQL reads them first, as an array."""
+        return f"calls.uuid IN ({uuids})" if self.db.dialect == "sqlite" else f"calls.uuid = ANY(ARRAY({uuids}))"
+
+    def _number_candidates(self, number: str) -> tuple[str, list[Any]] | None:
+        """A query of the uuids of the calls that may match ``number`` (every one that does) through
+        the trigram indexes, and its parameters; None when none can serve (a search of fewer than 3
+        characters, or no trigram index): the search then checks each row."""
+        forms = list(dict.fromkeys((number, digits.to_ascii(number))))
+        if min(len(f) for f in forms) < 3 or "\x00" in number or not self.number_search_indexed():
+            return None  # (FTS5's query syntax ends at a NUL)
+        if self.db.dialect == "postgresql":
+            params: list[Any] = []
+            return f"SELECT uuid FROM calls WHERE {_number_match(number, params)}", params
+        fts = ("SELECT i.uuid FROM call_numbers JOIN call_number_ids i ON i.id = call_numbers.rowid"
+               " WHERE call_numbers MATCH ?")
+        sql = " UNION ALL ".join([fts] * len(forms) + ["SELECT uuid FROM calls WHERE extension = ?"] * len(forms))
+        return sql, ['"' + f.replace('"', '""') + '"' for f in forms] + forms
+
+    def _searches_walk(self, filters: dict[str, Any]) -> bool | None:
+        """Whether a page filtered by a number or a flag is best read walking its sort column's
+        index, checking each row: when each of them matches at least WALK_AFTER calls (counted no
+        further). None when neither filter is set."""
+        searches = []
+        if filters.get("number"):
+            searches.append(self._number_candidates(filters["number"]))
+        if filters.get("flag"):
+            searches.append(("SELECT call_uuid FROM call_flags WHERE flag = ?", [filters["flag"]]))
+        if not searches:
+            return None
+        for search in searches:
+            if search is None:
+                continue  # no index: every row is checked anyway
+            if self._matches_fewer(*search):
+                return False
+        return True
+
+    def _matches_fewer(self, sql: str, params: list[Any]) -> bool:
+        """Whether the query finds fewer than WALK_AFTER rows: counted (no further than that); on
+        PostgreSQL a contains-match is estimated by the planner from its trigram statistics (a count
+        builds the whole bitmap of a common number's calls: tens of milliseconds)."""
+        if self.db.dialect == "postgresql" and " LIKE " in sql:
+            plan = self.db.one("EXPLAIN (FORMAT JSON) " + sql, params)
+            return bool(plan) and float(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) < WALK_AFTER
+        row = self.db.one(f"SELECT COUNT(*) AS n FROM ({sql} LIMIT {WALK_AFTER}) AS m", params)
+        return bool(row) and int(row["n"]) < WALK_AFTER
 
     # ------------------------------------------------------------ bulk loads (benchmarks, imports)
 
@@ -675,7 +803,25 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         """Insert call_analysis rows (tuples in ``columns`` order) in one go; how many."""
         known = ("call_uuid", "recording", "customer_channel", "queued_at", "analysed_at", "segments",
                  *ANALYSIS_COLUMNS)
-        return self._load("call_analysis", known, columns, rows)
+        if "flags" not in columns or not self._has_table("call_flags"):  # an old schema (tests of migrations)
+            return self._load("call_analysis", known, columns, rows)
+        flagged: list[tuple[str, str]] = []
+        uuid_at, flags_at = list(columns).index("call_uuid"), list(columns).index("flags")
+
+        def kept(rows: Iterable[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+            for row in rows:
+                if row[flags_at]:
+                    flagged.append((row[uuid_at], row[flags_at]))
+                yield row
+
+        with self.db.transaction():
+            n = self._load("call_analysis", known, columns, kept(rows))
+            self.db.load_rows("call_flags", ["call_uuid", "flag"], flag_rows(flagged))
+        return n
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.one("SELECT 1 AS x FROM sqlite_master WHERE name = ?" if self.db.dialect == "sqlite"
+                           else "SELECT 1 AS x FROM pg_tables WHERE tablename = ?", (name,)) is not None
 
     def _load(self, table: str, known: Sequence[str], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
         unknown = [c for c in columns if c not in known]
@@ -684,15 +830,21 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         return int(self.db.load_rows(table, list(columns), rows))
 
     def number_search_indexed(self) -> bool:
-        """Whether the journal's number search has its trigram indexes (PostgreSQL with pg_trgm)."""
-        return self.db.dialect == "postgresql" and self.db.one(
-            "SELECT 1 AS x FROM pg_indexes WHERE indexname = 'calls_caller_trigrams'") is not None
+        """Whether the journal's number search has its trigram indexes (PostgreSQL with pg_trgm,
+        migration 12; SQLite with FTS5's trigrams, migration 14). Asked once per store."""
+        if self._numbers_indexed is None:
+            self._numbers_indexed = self.db.one(
+                "SELECT 1 AS x FROM pg_indexes WHERE indexname = 'calls_caller_trigrams'") is not None if (
+                self.db.dialect == "postgresql") else self._has_table("call_numbers")
+        return self._numbers_indexed
 
     def refresh_statistics(self) -> None:
         """The query planner's statistics brought up to date (after a bulk load): ANALYZE; on
         PostgreSQL VACUUM too, which also moves the rows just loaded out of the trigram indexes'
         pending lists (where a search reads them one by one)."""
         self.db.execute("ANALYZE" if self.db.dialect == "sqlite" else "VACUUM (ANALYZE) calls, call_analysis")
+        if self.db.dialect == "postgresql" and self._has_table("call_flags"):
+            self.db.execute("ANALYZE call_flags")
 
     def calls_by_day(self, *, limit: int = 0, width: int = 10, **filters: Any) -> list[dict[str, Any]]:
         """Per day (the first ``width`` characters of the UTC ``started_at``: 10 is the UTC day,

@@ -9,7 +9,7 @@ the lease ends, and a row that is done is never analysed again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 # What the journal shows of a call's analysis (``Store.list_calls``, ``fsapp calls``).
@@ -23,6 +23,14 @@ ANALYSIS_COLUMNS = ("state", "error", "flags", *FIGURES, *QUALITY, "transcript_s
 # States: pending -> running -> done | missing (no file) | corrupt (unreadable) | failed (gave up);
 # skipped: no recording to analyse (the line-quality figures and their flags still count).
 FINAL_STATES = ("done", "missing", "corrupt", "failed", "skipped")
+
+
+def flag_rows(analysed: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """(call_uuid, flag) for each flag of each (call_uuid, comma-separated flags): the rows of
+    ``call_flags``, which the flag filter reads (migration 15)."""
+    for uuid, flags in analysed:
+        for flag in dict.fromkeys(f for f in (flags or "").split(",") if f):
+            yield uuid, flag
 
 
 def like_pattern(text: str) -> str:
@@ -95,11 +103,17 @@ class AnalysisStore:
         """Store a claimed row's outcome; False if the row is no longer ``worker``'s (its lease ran out)."""
         cols = [c for c in (*FIGURES, "flags", "segments", "error", *_TRANSCRIPT) if c in figures]
         values = [json.dumps(figures[c]) if c == "segments" else figures[c] for c in cols]
-        return self.db.execute(
-            "UPDATE call_analysis SET state = ?, analysed_at = ?, locked_by = '', locked_until = 0"
-            + "".join(f", {c} = ?" for c in cols) + " WHERE call_uuid = ? AND locked_by = ? AND state = 'running'",
-            [state, now, *values, uuid, worker],
-        ) > 0
+        with self.db.transaction():
+            done = self.db.execute(
+                "UPDATE call_analysis SET state = ?, analysed_at = ?, locked_by = '', locked_until = 0"
+                + "".join(f", {c} = ?" for c in cols) + " WHERE call_uuid = ? AND locked_by = ? AND state = 'running'",
+                [state, now, *values, uuid, worker],
+            ) > 0
+            if done and "flags" in figures:
+                self.db.execute("DELETE FROM call_flags WHERE call_uuid = ?", (uuid,))
+                for _, flag in flag_rows([(uuid, figures["flags"])]):
+                    self.db.execute("INSERT INTO call_flags (flag, call_uuid) VALUES (?, ?)", (flag, uuid))
+        return done
 
     def analysis_get(self, uuid: str) -> dict[str, Any] | None:
         row = self.db.one("SELECT * FROM call_analysis WHERE call_uuid = ?", (uuid,))
