@@ -175,3 +175,34 @@ def test_the_migrations_index_a_journal_written_before_them(store_url: str, monk
     for flag, expected in flags_before.items():
         assert expected and {r["uuid"] for r in store.page_calls(flag=flag, limit=10_000)} == expected, flag
     store.close()
+
+
+def test_a_sqlite_without_trigrams_drops_the_triggers_and_one_with_them_rebuilds(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal file moved to a system whose SQLite has no FTS5 trigrams: its writes must not
+    fail on the index's triggers, the search scans; back where trigrams work, the index is built
+    again with the calls written meanwhile."""
+    url = f"sqlite:///{tmp_path / 'moved.db'}"
+    store = open_store(url)
+    _journal(store, n=200)
+    store.close()
+    monkeypatch.setattr(storemod, "sqlite_trigrams", lambda db: False)
+    older = open_store(url)
+    assert not older.number_search_indexed()
+    assert older.db.one("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'trigger'"
+                        " AND name LIKE 'call_numbers_%'")["n"] == 0
+    older.call_started({"uuid": "moved-1", "started_at": "2026-11-01T10:00:00Z", "direction": "inbound",
+                        "caller": "09357654321", "called": "1000", "status": "active"})
+    assert [r["uuid"] for r in older.list_calls(number="7654321")] == ["moved-1"]  # by the scan
+    older.close()
+    monkeypatch.undo()
+    back = open_store(url)
+    assert back.number_search_indexed()
+    assert [r["uuid"] for r in back.page_calls(number="7654321")] == ["moved-1"]
+    indexed = {r["uuid"] for r in back.db.query(
+        "SELECT i.uuid FROM call_numbers JOIN call_number_ids i ON i.id = call_numbers.rowid"
+        " WHERE call_numbers MATCH ?", ('"7654321"',))}
+    assert indexed == {"moved-1"}  # in the rebuilt index itself, not only found by a scan
+    for number in ("3456789", "0912"):
+        assert {r["uuid"] for r in back.list_calls(number=number)} == _old_number(back, number)
+    back.close()

@@ -96,6 +96,29 @@ _NUMBER_SEARCH_SQL = (
 )
 
 
+def keep_number_search(db: Any) -> None:
+    """At each open of a SQLite journal: the number search's triggers where this SQLite can run
+    them, none where it cannot. A journal made where FTS5 had trigrams, opened by a SQLite
+    without them (the file moved to an older system), would otherwise fail every write of a
+    call ("no such module"): its triggers are dropped and the search scans. Opened again where
+    trigrams work, the index is built afresh from the calls and its triggers come back."""
+    if db.dialect != "sqlite" or db.one("SELECT 1 AS x FROM sqlite_master WHERE name = 'call_numbers'") is None:
+        return
+    kept = db.one("SELECT 1 AS x FROM sqlite_master WHERE type = 'trigger' AND name = 'call_numbers_insert'")
+    able = sqlite_trigrams(db)
+    if able == (kept is not None):
+        return
+    with db.transaction():
+        if not able:
+            for trigger in ("insert", "update", "delete"):
+                db.execute(f"DROP TRIGGER IF EXISTS call_numbers_{trigger}")
+            return
+        db.execute("INSERT INTO call_numbers (call_numbers) VALUES ('delete-all')")
+        db.execute("DELETE FROM call_number_ids")
+        for statement in _NUMBER_SEARCH_SQL[2:]:  # the tables are there: fill them, make the triggers
+            db.execute(statement)
+
+
 def sqlite_trigrams(db: Any) -> bool:
     """Whether this SQLite has FTS5 with its trigram tokenizer (3.34 and later)."""
     row = db.one("SELECT sqlite_version() AS v")
@@ -835,7 +858,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if self._numbers_indexed is None:
             self._numbers_indexed = self.db.one(
                 "SELECT 1 AS x FROM pg_indexes WHERE indexname = 'calls_caller_trigrams'") is not None if (
-                self.db.dialect == "postgresql") else self._has_table("call_numbers")
+                self.db.dialect == "postgresql") else self._has_table("call_numbers_insert")  # its trigger
         return self._numbers_indexed
 
     def refresh_statistics(self) -> None:
@@ -1418,4 +1441,5 @@ def open_store(url: str, *, pool_size: int = 20) -> Store:
         raise StorageError(f"storage.url: unsupported database URL {url!r}")
     store = Store(db)
     store.migrate()
+    keep_number_search(store.db)
     return store
