@@ -66,9 +66,20 @@ WHOLE = re.compile(r"\b(sqlite_autoindex_calls_1|calls_pkey|calls_by_\w+)\b")
 
 
 def _reads_calls_by_index(plan: list[str], dialect: str) -> bool:
-    """No read of ``calls`` in the plan is a whole-table one: each is a search through an index,
-    or a walk of an index in the page's order (which stops at the page's end). A scan, or a walk
-    whose rows are sorted afterwards (all of them read first), is a read of the whole journal."""
+    """No read of ``calls`` in the plans of a page's queries (an empty line between two) is a
+    whole-table one: each is a search through an index, or a walk of an index in the page's
+    order (which stops at the page's end or after a bounded number of entries). A scan, or a
+    walk whose rows are sorted afterwards (all of them read first), is a read of the whole journal."""
+    steps: list[list[str]] = [[]]
+    for line in plan:
+        if line:
+            steps[-1].append(line)
+        else:
+            steps.append([])
+    return all(_query_reads_calls_by_index(step, dialect) for step in steps)
+
+
+def _query_reads_calls_by_index(plan: list[str], dialect: str) -> bool:
     if dialect == "sqlite":
         sorted_after = any(line.startswith("USE TEMP B-TREE FOR") and "ORDER BY" in line for line in plan)
         reads = [line for line in plan if line.startswith(("SCAN calls", "SEARCH calls"))]
