@@ -772,8 +772,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         index and sorted from it (SQLite: the index named, the sort kept off every index by the
         unary +; PostgreSQL: the matches taken first, in a MATERIALIZED CTE), then read."""
         key_where, key_params = keys.sql()
-        cond = _and(where, key_where)
         if self.db.dialect == "sqlite":
+            cond = _and(where, key_where)
             # the extension filter is an OR (the agent's calls, or local calls to it): left to
             # SQLite's OR plan, one index per branch, which a named index would rule out
             index = "" if covering == "calls_extension_covering" else f" INDEXED BY {covering}"
@@ -781,9 +781,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                     f" ORDER BY {keys.by(plus=True)} LIMIT {int(limit)}")
             sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.rowid IN ({pick})"
                    f" ORDER BY {keys.by()}")
-        else:
-            sql = (f"WITH matches AS MATERIALIZED (SELECT calls.uuid, calls.{keys.order} FROM calls{cond}),"
-                   f" page AS (SELECT uuid FROM matches ORDER BY {keys.by(table='matches')} LIMIT {int(limit)})"
+        else:  # the range applied to the matches, not inside: else it leads PostgreSQL to the sort's index again
+            sql = (f"WITH matches AS MATERIALIZED (SELECT calls.uuid, calls.{keys.order} FROM calls{where}),"
+                   f" page AS (SELECT calls.uuid FROM matches AS calls{key_where}"
+                   f" ORDER BY {keys.by()} LIMIT {int(limit)})"
                    f" SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid IN (SELECT uuid FROM page)"
                    f" ORDER BY {keys.by()}")
         return sql, params + key_params
