@@ -197,7 +197,7 @@ def test_number_search_uses_trigrams_on_postgresql(pg_url: str) -> None:
     store.close()
 
 
-def _fill_correlated(store: Store, n: int = 3000) -> None:
+def _fill_correlated(store: Store, n: int = 1200) -> None:
     """Calls whose filters line up with the sort columns, as a call centre's do: a missed or
     rejected call has no talk, no charge and no hangup side, a local call's caller and called are
     extensions and it has no queue or customer, one customer makes a fifth of the calls (one name,
@@ -243,7 +243,7 @@ CORRELATED: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize("walk_rows", [40, 100_000], ids=["short-walk", "whole-walk"])
+@pytest.mark.parametrize("walk_rows", [30, 100_000], ids=["short-walk", "whole-walk"])
 def test_pages_of_correlated_filters_are_exactly_the_plain_order(store_url: str, monkeypatch: pytest.MonkeyPatch,
                                                                   walk_rows: int) -> None:
     """Each page (first and keyset pages, both directions) of a filter that lines up with the sort
@@ -256,17 +256,17 @@ def test_pages_of_correlated_filters_are_exactly_the_plain_order(store_url: str,
     assert store.covered
     mismatched = []
     for label, filters in CORRELATED:
-        for order in ("talk_seconds", "charge", "hangup_by", "caller", "called", "customer_name", "customer_type",
-                      "extension", "queue", "status", "missed_cause", "started_at", "total_seconds"):
+        for order in ("talk_seconds", "charge", "hangup_by", "caller", "customer_type", "extension", "status",
+                      "started_at"):
             for descending in (False, True):
                 everything = sorted(store.list_calls(**filters), key=lambda r: (r[order], r["uuid"]),
                                     reverse=descending)
                 expected = [r["uuid"] for r in everything]
                 seen, after = [], ""
                 while True:
-                    page = store.page_calls(order=order, descending=descending, after=after, limit=23, **filters)
+                    page = store.page_calls(order=order, descending=descending, after=after, limit=17, **filters)
                     seen += [r["uuid"] for r in page]
-                    if len(page) < 23:
+                    if len(page) < 17:
                         break
                     after = page[-1]["uuid"]
                 assert expected, f"{label}: the filter matches no call: the test would prove nothing"
