@@ -70,20 +70,17 @@ COVERING_INDEXES = {  # name: (leading column or "", the rows it holds or "")
     "calls_queue_covering": ("queue", ""),
     "calls_recorded_covering": ("", "recording <> ''"),
     "calls_scored_covering": ("", "caller_mos IS NOT NULL OR callee_mos IS NOT NULL"),
-    "calls_too_long_covering": ("", "too_long = 1"),
 }
 _REPLACED_BY_COVERING = ["calls_status_started", "calls_direction_started", "calls_customer_started",
-                         "calls_extension_started", "calls_missed_started", "calls_queue_started"] + [
-    f"calls_too_long_by_{c}" for c in (
-        "started_at status direction caller called extension queue total_seconds wait_seconds ring_seconds "
-        "talk_seconds hold_seconds missed_cause hangup_by customer_name customer_type charge").split()]
+                         "calls_extension_started", "calls_missed_started", "calls_queue_started"]
 
 
 def _covering_indexes(db: Any) -> None:
-    """Migration 16: the filter indexes (F, started_at, uuid) and the seventeen too-long indexes
-    become covering indexes, one per filter (see COVERING_INDEXES): fewer indexes to write, and a
-    filter's matches sorted by any column without reading their rows. PostgreSQL keeps the
-    other columns as INCLUDE payload; SQLite has them as trailing key columns."""
+    """Migration 16: the filter indexes (F, started_at, uuid) become covering indexes, and the
+    recording and MOS filters get one each (see COVERING_INDEXES): a filter's matches sorted by
+    any column without reading their rows. PostgreSQL keeps the other columns as INCLUDE
+    payload; SQLite has them as trailing key columns. The too-long calls keep their small
+    partial indexes, one per sort column, which serve every sort of them directly."""
     for name in _REPLACED_BY_COVERING:
         db.execute(f"DROP INDEX {name}")
     for name, (lead, rows) in COVERING_INDEXES.items():
@@ -382,7 +379,7 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     """,
     # 12: PostgreSQL: the number search by trigrams, where pg_trgm is there
     _number_search_indexes,
-    # 16: the filter indexes and the too-long indexes become one covering index per filter
+    # 16: the filter indexes become covering ones, and the recording and MOS filters get theirs
     _covering_indexes,
 ]
 
@@ -1357,10 +1354,10 @@ def _and(where: str, more: str) -> str:
 _COVERED_FILTERS = (("customer", "calls_customer_covering"), ("extension", "calls_extension_covering"),
                     ("queue", "calls_queue_covering"), ("missed_cause", "calls_missed_covering"),
                     ("status", "calls_status_covering"), ("direction", "calls_direction_covering"),
-                    ("too_long", "calls_too_long_covering"), ("has_recording", "calls_recorded_covering"),
-                    ("min_mos", "calls_scored_covering"))
-# Filters on what a covering index does not hold: a page with one of them is planned as before.
-_UNCOVERED_FILTERS = ("number", "flag", "text", "max_mos")
+                    ("has_recording", "calls_recorded_covering"), ("min_mos", "calls_scored_covering"))
+# Filters a page is planned as before with: on what a covering index does not hold, or (the too-long
+# calls) served by their partial indexes, one per sort column.
+_UNCOVERED_FILTERS = ("number", "flag", "text", "max_mos", "too_long")
 # Equality filters on a sort column: sorted by it, the page is in uuid order within one value,
 # which the sort column's own index serves directly.
 _FIXING_FILTERS = {"status": "status", "direction": "direction", "missed_cause": "missed_cause",
