@@ -136,6 +136,41 @@ def _flag_table(db: Any) -> None:
     db.load_rows("call_flags", ["call_uuid", "flag"], flag_rows((r["call_uuid"], r["flags"]) for r in rows))
 
 
+# The journal's covering filter indexes (migration 16): the filter's column (or, for a partial
+# one, the rows it holds), then the start time and uuid (the default sort's order), then every
+# other sort column, so that a filter's matches can be sorted by any column from the index alone.
+COVERING_INDEXES = {  # name: (leading column or "", the rows it holds or "")
+    "calls_status_covering": ("status", ""),
+    "calls_direction_covering": ("direction", ""),
+    "calls_customer_covering": ("customer_id", ""),
+    "calls_extension_covering": ("extension", ""),
+    "calls_missed_covering": ("missed_cause", ""),
+    "calls_queue_covering": ("queue", ""),
+    "calls_recorded_covering": ("", "recording <> ''"),
+    "calls_scored_covering": ("", "caller_mos IS NOT NULL OR callee_mos IS NOT NULL"),
+}
+_REPLACED_BY_COVERING = ["calls_status_started", "calls_direction_started", "calls_customer_started",
+                         "calls_extension_started", "calls_missed_started", "calls_queue_started"]
+
+
+def _covering_indexes(db: Any) -> None:
+    """Migration 16: the filter indexes (F, started_at, uuid) become covering indexes, and the
+    recording and MOS filters get one each (see COVERING_INDEXES): a filter's matches sorted by
+    any column without reading their rows. PostgreSQL keeps the other columns as INCLUDE
+    payload; SQLite has them as trailing key columns. The too-long calls keep their small
+    partial indexes, one per sort column, which serve every sort of them directly."""
+    for name in _REPLACED_BY_COVERING:
+        db.execute(f"DROP INDEX {name}")
+    for name, (lead, rows) in COVERING_INDEXES.items():
+        rest = [c for c in SORTABLE_CALL_FIELDS if c not in (lead, "started_at")]
+        if rows.startswith("caller_mos"):
+            rest += ["caller_mos", "callee_mos"]
+        key = ([lead] if lead else []) + ["started_at", "uuid"]
+        cols = (f"{', '.join(key)}) INCLUDE ({', '.join(rest)}" if db.dialect == "postgresql"
+                else ", ".join(key + rest))
+        db.execute(f"CREATE INDEX {name} ON calls ({cols})" + (f" WHERE {rows}" if rows else ""))
+
+
 MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: the call journal, the customer directory, PIN failures
     """
@@ -428,6 +463,8 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     _number_search_table,
     # 15: each call's analysis flags one per row, for the flag filter
     _flag_table,
+    # 16: the filter indexes become covering ones, and the recording and MOS filters get theirs
+    _covering_indexes,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -459,6 +496,9 @@ SORTABLE_CALL_FIELDS = (
 # a page walks its sort column's index instead (see Store._walk_sort_index).
 _INDEXED_FILTERS = ("date_from", "date_to", "customer", "status", "direction", "extension", "missed_cause", "queue")
 WALK_AFTER = 5000
+# How many entries of the sort column's index a page with a covered filter walks before it takes
+# the rest from the filter's covering index (see Store._covered_page).
+WALK_ROWS = 2000
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -524,6 +564,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     def __init__(self, db: Any) -> None:
         self.db = _Watched(db)
         self._numbers_indexed: bool | None = None  # see number_search_indexed
+        self.covered = False  # the schema has the covering filter indexes (migration 16): set by migrate
 
     # ------------------------------------------------------------ schema
 
@@ -541,6 +582,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+        self.covered = _covering_indexes in MIGRATIONS
         return len(MIGRATIONS)
 
     def ping(self) -> bool:
@@ -699,22 +741,43 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                    limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
         """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
         order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
-        sql, params = self._page_sql(order, descending, after, limit, filters)
-        return [_call_out(r) for r in self.db.query(sql, params)]
+        return [_call_out(r) for r in self._page(order, descending, after, limit, filters, self.db.query)]
 
     def explain_page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
                            limit: int = 50, scans_last: bool = False, **filters: Any) -> list[str]:
-        """The plan the database chooses for that ``page_calls``, one line per step
-        (SQLite's EXPLAIN QUERY PLAN details, PostgreSQL's EXPLAIN lines). ``scans_last``:
-        PostgreSQL plans as if a sequential scan cost the earth (``enable_seqscan = off``), so
-        that on a small table the plan still shows whether an index can serve the query."""
+        """The plans the database chooses for that ``page_calls``'s queries, one line per step
+        (SQLite's EXPLAIN QUERY PLAN details, PostgreSQL's EXPLAIN lines), each query's plan after
+        the last's and an empty line between two. ``scans_last``: PostgreSQL plans as if a
+        sequential scan cost the earth (``enable_seqscan = off``), so that on a small table the
+        plan still shows whether an index can serve the query."""
+        plan: list[str] = []
+
+        def explain(sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+            if plan:
+                plan.append("")
+            if self.db.dialect == "sqlite":
+                plan.extend(r["detail"] for r in self.db.query("EXPLAIN QUERY PLAN " + sql, params))
+            else:
+                with self.db.transaction():
+                    if scans_last:
+                        self.db.execute("SET LOCAL enable_seqscan = off")
+                    plan.extend(r["QUERY PLAN"] for r in self.db.query("EXPLAIN " + sql, params))
+            return self.db.query(sql, params)  # the later steps depend on what this one found
+
+        self._page(order, descending, after, limit, filters, explain)
+        return plan
+
+    def _page(self, order: str, descending: bool, after: str, limit: int, filters: dict[str, Any],
+              run: Callable[[str, Sequence[Any]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """A page's rows, by one query or, where a covering index serves the filter, by a bounded
+        walk of the sort column's index and then the filter's covering index (``_covered_page``)."""
+        if order not in SORTABLE_CALL_FIELDS:
+            raise ValueError(f"cannot page by {order!r}")
+        covering = _covering_index(filters, order) if self.covered else ""
+        if covering:
+            return self._covered_page(order, descending, after, limit, filters, covering, run)
         sql, params = self._page_sql(order, descending, after, limit, filters)
-        if self.db.dialect == "sqlite":
-            return [r["detail"] for r in self.db.query("EXPLAIN QUERY PLAN " + sql, params)]
-        with self.db.transaction():
-            if scans_last:
-                self.db.execute("SET LOCAL enable_seqscan = off")
-            return [r["QUERY PLAN"] for r in self.db.query("EXPLAIN " + sql, params)]
+        return run(sql, params)
 
     def _page_sql(self, order: str, descending: bool, after: str, limit: int,
                   filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -814,6 +877,70 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             return bool(plan) and float(plan["QUERY PLAN"][0]["Plan"]["Plan Rows"]) < WALK_AFTER
         row = self.db.one(f"SELECT COUNT(*) AS n FROM ({sql} LIMIT {WALK_AFTER}) AS m", params)
         return bool(row) and int(row["n"]) < WALK_AFTER
+
+    def _covered_page(self, order: str, descending: bool, after: str, limit: int, filters: dict[str, Any],
+                      covering: str, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
+                      ) -> list[dict[str, Any]]:
+        """A filter's page in two steps, each bounded. First a walk of the sort column's index,
+        no further than WALK_ROWS entries past ``after`` (where the filter's matches are spread
+        along the sort column, the page fills within a few hundred). If that does not fill the
+        page (the matches lie further along, as missed calls by talk time do), the rest comes
+        from the filter's covering index: its matches after the walk's end, sorted from the
+        index alone by the database's top-N sort, and only the page's rows read. Both steps
+        keep the order (``order``, uuid), so the page is exactly what one ORDER BY gives."""
+        where, params = self._call_filter(**filters)
+        start = _Keyset(order, descending, after=after)
+        bound = self._walk_end(start, run)
+        walk = _Keyset(order, descending, after=after, upto=bound)
+        sql, walk_params = self._walk_sql(walk, where, params, limit)
+        rows = run(sql, walk_params)
+        if len(rows) >= limit or bound is None:
+            return rows
+        sql, rest_params = self._covered_sql(_Keyset(order, descending, past=bound), covering, where, params,
+                                             limit - len(rows))
+        return rows + run(sql, rest_params)
+
+    def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
+                  ) -> tuple[Any, str] | None:
+        """(sort value, uuid) of the WALK_ROWS-th entry of the sort column's index from ``start``
+        (read from the index alone); None when fewer entries are left."""
+        where, params = start.sql()
+        index = f" INDEXED BY calls_by_{start.order}" if self.db.dialect == "sqlite" else ""
+        rows = run(f"SELECT calls.{start.order} AS v, calls.uuid AS u FROM calls{index}{where}"
+                   f" ORDER BY {start.by()} LIMIT 1 OFFSET {WALK_ROWS - 1}", params)
+        return (rows[0]["v"], rows[0]["u"]) if rows else None
+
+    def _walk_sql(self, keys: _Keyset, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
+        """The filtered rows within ``keys``' range, read walking the sort column's index."""
+        key_where, key_params = keys.sql()
+        index = f" INDEXED BY calls_by_{keys.order}" if self.db.dialect == "sqlite" else ""
+        source = _JOURNAL.replace("calls ", f"calls{index} ", 1)
+        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {source}{_and(where, key_where)}"
+               f" ORDER BY {keys.by()} LIMIT {int(limit)}")
+        return sql, params + key_params
+
+    def _covered_sql(self, keys: _Keyset, covering: str, where: str, params: list[Any],
+                     limit: int) -> tuple[str, list[Any]]:
+        """The first ``limit`` filtered rows within ``keys``' range, found in the filter's covering
+        index and sorted from it (SQLite: the index named, the sort kept off every index by the
+        unary +; PostgreSQL: the matches taken first, in a MATERIALIZED CTE), then read."""
+        key_where, key_params = keys.sql()
+        if self.db.dialect == "sqlite":
+            cond = _and(where, key_where)
+            # the extension filter is an OR (the agent's calls, or local calls to it): left to
+            # SQLite's OR plan, one index per branch, which a named index would rule out
+            index = "" if covering == "calls_extension_covering" else f" INDEXED BY {covering}"
+            pick = (f"SELECT calls.rowid FROM calls{index}{cond}"
+                    f" ORDER BY {keys.by(plus=True)} LIMIT {int(limit)}")
+            sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.rowid IN ({pick})"
+                   f" ORDER BY {keys.by()}")
+        else:  # the range applied to the matches, not inside: else it leads PostgreSQL to the sort's index again
+            sql = (f"WITH matches AS MATERIALIZED (SELECT calls.uuid, calls.{keys.order} FROM calls{where}),"
+                   f" page AS (SELECT calls.uuid FROM matches AS calls{key_where}"
+                   f" ORDER BY {keys.by()} LIMIT {int(limit)})"
+                   f" SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid IN (SELECT uuid FROM page)"
+                   f" ORDER BY {keys.by()}")
+        return sql, params + key_params
 
     # ------------------------------------------------------------ bulk loads (benchmarks, imports)
 
@@ -1379,6 +1506,73 @@ def _number_match(number: str, params: list[Any]) -> str:
         matches.append("caller LIKE ? ESCAPE '\\' OR called LIKE ? ESCAPE '\\' OR extension = ?")
         params += [pattern, pattern, form]
     return "(" + " OR ".join(matches) + ")"
+
+
+class _Keyset:
+    """A range of the journal's order (``order``, uuid), one way: after the row ``after`` (a
+    uuid; its sort value read by a subquery) or past a known (value, uuid), and up to a known
+    (value, uuid) (inclusive)."""
+
+    def __init__(self, order: str, descending: bool, *, after: str = "", past: tuple[Any, str] | None = None,
+                 upto: tuple[Any, str] | None = None) -> None:
+        self.order, self.descending, self.after, self.past, self.upto = order, descending, after, past, upto
+
+    def by(self, *, plus: bool = False, table: str = "calls") -> str:
+        way, p = ("DESC" if self.descending else "ASC"), ("+" if plus else "")
+        return f"{p}{table}.{self.order} {way}, {p}{table}.uuid {way}"
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """`` WHERE ...`` (or "") and its parameters."""
+        after, before = ("<", ">=") if self.descending else (">", "<=")
+        pair = f"(calls.{self.order}, calls.uuid)"
+        terms: list[str] = []
+        params: list[Any] = []
+        if self.after:
+            terms.append(f"{pair} {after} ((SELECT k.{self.order} FROM calls AS k WHERE k.uuid = ?), ?)")
+            params += [self.after, self.after]
+        if self.past is not None:
+            terms.append(f"{pair} {after} (?, ?)")
+            params += list(self.past)
+        if self.upto is not None:
+            terms.append(f"{pair} {before} (?, ?)")
+            params += list(self.upto)
+        return (" WHERE " + " AND ".join(terms)) if terms else "", params
+
+
+def _and(where: str, more: str) -> str:
+    """Two `` WHERE ...`` clauses (either may be "") as one."""
+    if not where or not more:
+        return where or more
+    return f"{where} AND {more[len(' WHERE '):]}"
+
+
+# The filters a covering index serves (migration 16), in the order one is picked when several are
+# given (the likeliest to be narrow first), with the index that holds their matches.
+_COVERED_FILTERS = (("customer", "calls_customer_covering"), ("extension", "calls_extension_covering"),
+                    ("queue", "calls_queue_covering"), ("missed_cause", "calls_missed_covering"),
+                    ("status", "calls_status_covering"), ("direction", "calls_direction_covering"),
+                    ("has_recording", "calls_recorded_covering"), ("min_mos", "calls_scored_covering"))
+# Filters a page is planned as before with: on what a covering index does not hold, or (the too-long
+# calls) served by their partial indexes, one per sort column.
+_UNCOVERED_FILTERS = ("number", "flag", "text", "max_mos", "too_long")
+# Equality filters on a sort column: sorted by it, the page is in uuid order within one value,
+# which the sort column's own index serves directly.
+_FIXING_FILTERS = {"status": "status", "direction": "direction", "missed_cause": "missed_cause",
+                   "queue": "queue", "too_long": "too_long"}
+
+
+def _covering_index(filters: dict[str, Any], order: str) -> str:
+    """The covering index a page with ``filters`` sorted by ``order`` is read through, or "" when
+    it is planned as one query (no covered filter, an uncovered one, or a filter fixing ``order``)."""
+    if any(filters.get(k) for k in _UNCOVERED_FILTERS):
+        return ""
+    if any(filters.get(k) for k, column in _FIXING_FILTERS.items() if column == order):
+        return ""
+    for key, index in _COVERED_FILTERS:
+        value = filters.get(key)
+        if value is not None and value != "" and value is not False:
+            return index
+    return ""
 
 
 # The journal with each call's analysis beside it (none yet: NULLs).

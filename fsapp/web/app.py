@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, abort, g, redirect, request, session, url_for
+from markupsafe import Markup, escape
 
 from fsapp.config import Config
 from fsapp.store import Store, open_store
@@ -81,5 +83,14 @@ def _template_globals() -> dict[str, Any]:
         "moment": lambda iso: i18n.moment(lang, iso, current_config().journal.zone),
         "dur": lambda s: i18n.duration(lang, s),
         "pct": lambda ratio: i18n.percent(lang, ratio),
+        "icon": icon,
         "user": g.get("user"), "may": lambda needed: bool(g.get("user")) and auth.may(g.user["role"], needed),
     }
+
+
+@functools.lru_cache(maxsize=256)
+def icon(name: str, title: str = "") -> Markup:
+    """One of the sprite's icons (``_icons.html``), titled: made once per icon and title, since a
+    journal page shows a few in each of its fifty rows."""
+    return Markup('<svg class="icon i-{0}" viewBox="0 0 16 16" role="img" aria-label="{1}"><title>{1}</title>'
+                  '<use href="#i-{0}"/></svg>').format(escape(name), escape(title))

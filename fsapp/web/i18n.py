@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import jdatetime
 
@@ -147,10 +148,17 @@ def moment(lang: str, iso: str | None, tz: dt.tzinfo | None = None) -> tuple[str
     except ValueError:
         return iso, ""
     assert when is not None
+    clock = f"{when.hour:02}:{when.minute:02}:{when.second:02}"
     if lang != "fa":
-        return when.strftime("%Y-%m-%d"), when.strftime("%H:%M:%S")
-    j = jdatetime.datetime.fromgregorian(datetime=when.replace(tzinfo=None))
-    return digits(lang, j.strftime("%Y/%m/%d")), digits(lang, j.strftime("%H:%M:%S"))
+        return f"{when.year:04}-{when.month:02}-{when.day:02}", clock
+    return _solar_day(when.date()), clock.translate(_FA_DIGITS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _solar_day(day: dt.date) -> str:
+    """``day`` in Solar Hijri with Persian digits (``۱۴۰۵/۰۹/۱۰``), worked out once per day: a
+    journal page shows fifty calls of a few days."""
+    return jdatetime.date.fromgregorian(date=day).strftime("%Y/%m/%d").translate(_FA_DIGITS)
 
 
 def parse_date(text: str) -> dt.date:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from flask import (
     Blueprint,
@@ -206,6 +207,23 @@ def _days(rows: list[dict[str, Any]], grouped: bool) -> list[dict[str, Any]]:
     return days
 
 
+class _RowLinks:
+    """The links of a journal row (its call, its customer's calls, its customer's page), each built
+    once around a marker and filled per row: url_for for every row and link costs a page some
+    milliseconds. The values are quoted as Werkzeug quotes them (path segment, query value)."""
+
+    MARK = "ROWLINKMARK"
+
+    def __init__(self) -> None:
+        self.call = self._filled(url_for("views.call", uuid=self.MARK), "!$&'()*+,/:;=@", quote)
+        self.history = self._filled(url_for("views.calls", customer=self.MARK, search="1"), "!$'()*,/:;?@", quote_plus)
+        self.customer = self._filled(url_for("customer.page", customer_id=self.MARK), "!$&'()*+,/:;=@", quote)
+
+    def _filled(self, url: str, safe: str, quoting: Callable[..., str]) -> Callable[[str], str]:
+        head, _, tail = url.partition(self.MARK)
+        return lambda value: head + quoting(str(value), safe=safe) + tail
+
+
 @views.route("/")
 def calls() -> Any:
     search = _search()
@@ -218,6 +236,7 @@ def calls() -> Any:
     cfg = current_config()
     return render_template("calls.html", days=_days(rows, search.get("group") == "day"), search=search, sort=sort,
                            descending=descending, problems=problems, next_after=next_after, columns=COLUMNS,
+                           links=_RowLinks(),
                            sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
                            directions=journal.DIRECTIONS, causes=journal.MISSED_CAUSES, flags=FLAG_NAMES,
                            poor_mos=cfg.analysis.min_mos or 3.5), 400 if problems else 200
