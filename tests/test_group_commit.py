@@ -13,7 +13,6 @@ from pathlib import Path
 
 import gevent
 import pytest
-from gevent.monkey import get_original
 
 from fsapp import config as configmod
 from fsapp.config import Config, ConfigError
@@ -203,66 +202,3 @@ def test_the_daemon_groups_the_journal_writes_of_calls_that_overlap(tmp_path: Pa
     finished = {r["uuid"]: r for r in d.store.list_calls()}
     assert {c.value.uuid for c in calls} == set(finished)
     assert all(r["status"] == "completed" and r["customer_id"] == "C-1001" for r in finished.values())
-
-
-# ---------------------------------------------------------------- background transactions (the CDR writer's)
-
-def _napping(d: SQLiteDB, seconds: float) -> None:
-    """``nap(v)``: v, after a real sleep (one that does not yield to gevent) of ``seconds``."""
-    sleep = get_original("time", "sleep")
-    d.conn.create_function("nap", 1, lambda v: sleep(seconds) or v)
-
-
-def _ticker(ticks: list[float]) -> gevent.Greenlet:
-    def run() -> None:
-        while True:
-            gevent.sleep(0.01)
-            ticks.append(1)
-    return gevent.spawn(run)
-
-
-@pytest.mark.parametrize("background", [True, False])
-def test_a_background_transaction_leaves_the_event_loop_running(db: SQLiteDB, background: bool) -> None:
-    _napping(db, 0.2)
-    ticks: list[float] = []
-    ticker = _ticker(ticks)
-    gevent.sleep(0.03)
-    ticks.clear()
-    with db.transaction(background=background):
-        db.execute_many("INSERT INTO t VALUES (?, nap(?))", [(f"k{i}", i) for i in range(3)])
-    ran = len(ticks)
-    ticker.kill()
-    assert rows(db.path) == {"k0": 0, "k1": 1, "k2": 2}
-    if background:
-        assert ran >= 10  # 0.6 s of statements: the loop kept ticking
-    else:
-        assert ran <= 1  # the same statements on the loop's own thread stop it
-
-
-def test_other_greenlets_statements_wait_outside_a_background_transaction(db: SQLiteDB) -> None:
-    _napping(db, 0.1)
-    other = None
-
-    with pytest.raises(RuntimeError), db.transaction(background=True):
-        other = gevent.spawn(db.execute, "INSERT INTO t VALUES ('other', 1)")
-        db.execute_many("INSERT INTO t VALUES (?, nap(?))", [("mine", 2)])
-        assert not other.ready()  # it waited on the connection while the thread had it
-        raise RuntimeError("rolled back")
-    other.join(timeout=5)
-    assert other.successful() and other.value == 1
-    assert rows(db.path) == {"other": 1}  # not inside the transaction that rolled back
-
-
-def test_a_background_transaction_killed_mid_statement_rolls_back_and_the_connection_goes_on(db: SQLiteDB) -> None:
-    _napping(db, 0.3)
-
-    def write() -> None:
-        with db.transaction(background=True):
-            db.execute_many("INSERT INTO t VALUES (?, nap(?))", [("lost", 1)])
-
-    writer = gevent.spawn(write)
-    gevent.sleep(0.1)  # the thread is in the statement
-    writer.kill(block=True, timeout=5)
-    assert writer.dead
-    assert db.execute("INSERT INTO t VALUES ('after', 2)") == 1
-    assert rows(db.path) == {"after": 2}

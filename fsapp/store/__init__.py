@@ -545,9 +545,9 @@ class _Watched:
         return n
 
     @contextmanager
-    def transaction(self, background: bool = False) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         try:
-            with self._db.transaction(background):
+            with self._db.transaction():
                 yield
         except StorageError as exc:
             self._failed(exc)

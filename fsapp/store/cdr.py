@@ -112,7 +112,7 @@ class CDRStore:
         ``completed(rows)`` is called once, inside the transaction, with the calls this batch
         completes that only their CDRs know (see ``_completed``), if there are any.
         """
-        with self.db.transaction(background=True):  # SQLite: its writes and commit off the event loop
+        with self.db.transaction():
             calls = sorted({leg["call_uuid"] for leg, _ in entries})
             self.db.lock_many(["cdr:" + c for c in calls])  # one order: no deadlock
             kept, known = self._cdr_kept(calls, [leg["uuid"] for leg, _ in entries])

@@ -142,9 +142,7 @@ class PostgresDB:
             self._release(conn, broken)
 
     @contextmanager
-    def transaction(self, background: bool = False) -> Iterator[None]:
-        """One transaction on a pooled connection; nested calls join it. ``background`` is
-        SQLite's (its statements in a thread): here the server does the work, in its own process."""
+    def transaction(self) -> Iterator[None]:
         me = gevent.getcurrent()
         held = self._held.get(me)
         if held is not None:

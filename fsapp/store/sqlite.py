@@ -81,7 +81,6 @@ class SQLiteDB:
                 _private_file(Path(path + side), create=False)
         self._identity = _identity(path)
         self._depth = 0
-        self._background = False  # see transaction()
         self._busy_seconds = busy_timeout_ms / 1000
         self._lock = gevent.lock.RLock()
         self.group_window = 0.0  # seconds; 0: every write commits on its own
@@ -110,13 +109,8 @@ class SQLiteDB:
                 raise StorageError(str(exc)) from exc
 
     @contextmanager
-    def transaction(self, background: bool = False) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; nested calls join the outer transaction.
-
-        ``background``: its ``execute_many`` statements and its COMMIT run in a native
-        thread (``_blocking``) while this greenlet waits holding the connection, so the
-        daemon's other greenlets go on with anything but the database meanwhile.
-        """
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; nested calls join the outer transaction."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -127,12 +121,10 @@ class SQLiteDB:
                 return
             self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._depth = 1
-            self._background = background
             try:
                 yield
             except BaseException:
                 self._depth = 0
-                self._background = False
                 try:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -140,15 +132,13 @@ class SQLiteDB:
                 raise
             self._depth = 0
             try:
-                self._blocking(lambda: self.conn.execute("COMMIT"))
+                self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 try:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
                 raise StorageError(str(exc)) from exc
-            finally:
-                self._background = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -218,26 +208,7 @@ class SQLiteDB:
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement for each of ``rows`` (inside a transaction); the rows it changed."""
         with self._lock:
-            return self._retry_locked(lambda: self._blocking(lambda: self.conn.executemany(sql, rows).rowcount))
-
-    def _blocking(self, fn: Callable[[], T]) -> T:
-        """``fn()``; in a ``background`` transaction, in the hub's thread pool.
-
-        Only the greenlet holding ``_lock`` (the connection) gets here, so the thread has
-        the connection to itself: every other greenlet's statement waits on the lock.
-        SQLite releases the GIL while it steps a statement (its B-trees, the WAL), so the
-        process's other greenlets (HTTP, parsing) run on the other core meanwhile. A
-        greenlet killed while waiting still waits for the thread, so the connection is
-        never used by two threads at once.
-        """
-        if not self._background:
-            return fn()
-        result = gevent.get_hub().threadpool.spawn(fn)
-        try:
-            return result.get()
-        except BaseException:
-            result.wait()
-            raise
+            return self._retry_locked(lambda: self.conn.executemany(sql, rows).rowcount)
 
     def lock(self, name: str) -> None:
         """Serialise a critical section across processes: a write transaction already is."""
