@@ -111,8 +111,9 @@ class AnalysisStore:
             ) > 0
             if done and "flags" in figures:
                 self.db.execute("DELETE FROM call_flags WHERE call_uuid = ?", (uuid,))
-                for _, flag in flag_rows([(uuid, figures["flags"])]):
-                    self.db.execute("INSERT INTO call_flags (flag, call_uuid) VALUES (?, ?)", (flag, uuid))
+                flags = [(flag, uuid) for _, flag in flag_rows([(uuid, figures["flags"])])]
+                if flags:
+                    self.db.execute_many("INSERT INTO call_flags (flag, call_uuid) VALUES (?, ?)", flags)
         return done
 
     def analysis_get(self, uuid: str) -> dict[str, Any] | None:

@@ -96,8 +96,7 @@ class SQLiteDB:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-                if not busy or self._depth or time.monotonic() + delay > deadline:
+                if not _busy(exc) or self._depth or time.monotonic() + delay > deadline:
                     raise StorageError(str(exc)) from exc
                 self._lock.release()
                 try:
@@ -261,6 +260,11 @@ class SQLiteDB:
         self.conn.close()
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the database (worth waiting for), not another failure."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _while_busy(fn: Callable[[], T], seconds: float) -> T:
     """``fn()``, tried again (cooperative sleeps) while another connection holds the database,
     for up to ``seconds``: turning a brand-new file to WAL needs it alone, and daemons and
@@ -270,8 +274,7 @@ def _while_busy(fn: Callable[[], T], seconds: float) -> T:
         try:
             return fn()
         except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() > deadline:
+            if not _busy(exc) or time.monotonic() > deadline:
                 raise
             gevent.sleep(0.005)
 
