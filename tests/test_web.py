@@ -355,13 +355,34 @@ def test_group_by_day_heads_each_day_with_its_counts(app: Flask, journal: Journa
     if len(days) == 1:  # not run across midnight
         head = " ".join(html[html.index('<tr class="day"'):].split("</tr>", 1)[0].split())
         assert ('Calls: <span class="n-calls">4</span>, answered: <span class="n-answered">2</span>, missed: '
-                '<span class="n-missed">1</span>, Talk: <span class="n-talk">1:21</span> (on this page)') in head
+                '<span class="n-missed">1</span>, Talk: <span class="n-talk">1:21</span>') in head
     assert len(row_uuids(html)) == 4
     fa = client_as(app, "viewer", lang="fa").get("/?group=day&search=1").get_data(as_text=True)
     first = max(days)
     jalali = jdatetime.date.fromgregorian(date=first).strftime("%Y/%m/%d").translate(
         str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹"))
     assert re.search(rf'<tr class="day" data-day="{first.isoformat()}"><th colspan="\d+">{jalali} —', fa)
+
+
+def test_a_days_header_counts_the_whole_day_not_only_the_page(app: Flask, journal: Journal) -> None:
+    """Sixty calls on one day, fifty to a page: both pages' headers say sixty (answered 40, talk 20:00)."""
+    rows = [(f"day-{i:02}", f"2026-06-15T08:{i:02}:00Z", "answered" if i % 3 else "missed", 30 if i % 3 else 0)
+            for i in range(60)]
+    journal.store.load_calls(("uuid", "started_at", "status", "talk_seconds"), rows)
+    c = client_as(app, "viewer")
+    query = "/?group=day&search=1&from=2026-06-15&to=2026-06-15&sort=started_at"
+    first = c.get(query).get_data(as_text=True)
+    assert len(row_uuids(first)) == 50
+    heads = re.findall(r'<tr class="day"[^>]*>.*?</tr>', first, flags=re.S)
+    assert len(heads) == 1 and '<span class="n-calls">60</span>' in heads[0]
+    assert '<span class="n-answered">40</span>' in heads[0] and '<span class="n-missed">20</span>' in heads[0]
+    assert '<span class="n-talk">20:00</span>' in heads[0]
+    after = re.search(r'id="next-page" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = c.get(after).get_data(as_text=True)
+    assert len(row_uuids(second)) == 10 and '<span class="n-calls">60</span>' in second
+    # a filter narrows the day's count too
+    missed = c.get(query + "&status=missed").get_data(as_text=True)
+    assert '<span class="n-calls">20</span>' in missed
 
 
 def test_the_ledger_page_is_for_admins_newest_first_by_pages(app: Flask, journal: Journal,

@@ -55,7 +55,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "with_recording": ("with a recording", "با ضبط"), "without_recording": ("without a recording", "بدون ضبط"),
     "min_mos": ("MOS at least", "MOS دست‌کم"), "max_mos": ("MOS at most", "MOS حداکثر"),
     "flag": ("Analysis flag", "نشانه تحلیل"), "text": ("Transcript words", "واژه‌های متن گفتگو"),
-    "group_day": ("Group by day", "گروه‌بندی روزانه"), "on_this_page": ("on this page", "در این صفحه"),
+    "group_day": ("Group by day", "گروه‌بندی روزانه"),
     "no_answer": ("no answer", "پاسخ نداد"), "busy": ("busy", "اشغال"), "cancelled": ("cancelled", "لغو شد"),
     "unregistered": ("unregistered", "ثبت‌نشده"), "callee": ("callee", "پاسخ‌دهنده"), "system": ("system", "سامانه"),
     "long_silence": ("long silence", "سکوت طولانی"), "overtalk": ("overtalk", "هم‌زمان‌گویی"),

@@ -207,6 +207,25 @@ def _days(rows: list[dict[str, Any]], grouped: bool) -> list[dict[str, Any]]:
     return days
 
 
+def _whole_days(days: list[dict[str, Any]], filters: dict[str, Any]) -> None:
+    """Each day's header counts every call of that local day the filters match, not only the
+    page's rows: one grouped count over the page's days (``Store.calls_by_day``)."""
+    keys = [d["key"] for d in days if d["key"] is not None]
+    if not keys:
+        return
+    clock = journal.Clock(current_config().journal.zone)
+    lo = instants.day_start(min(keys), clock.tz)
+    hi = instants.day_start(max(keys) + dt.timedelta(days=1), clock.tz)
+    period = {**filters, "date_from": max(filters.get("date_from") or lo, lo),
+              "date_to": min(filters.get("date_to") or hi, hi)}
+    buckets = current_store().calls_by_day(width=journal.bucket_width(clock), **period)
+    totals = {g["date"]: g for g in journal.by_day(buckets, clock)}
+    for d in days:
+        whole = totals.get(d["key"].isoformat()) if d["key"] is not None else None
+        if whole is not None:
+            d.update({k: whole[k] for k in ("calls", "answered", "missed", "talk_seconds")})
+
+
 class _RowLinks:
     """The links of a journal row (its call, its customer's calls, its customer's page), each built
     once around a marker and filled per row: url_for for every row and link costs a page some
@@ -234,7 +253,10 @@ def calls() -> Any:
     rows = [{**r, "mos": journal.call_mos(r)} for r in rows[:PAGE]]
     next_after = rows[-1]["uuid"] if more else ""
     cfg = current_config()
-    return render_template("calls.html", days=_days(rows, search.get("group") == "day"), search=search, sort=sort,
+    days = _days(rows, search.get("group") == "day")
+    if search.get("group") == "day":
+        _whole_days(days, filters)
+    return render_template("calls.html", days=days, search=search, sort=sort,
                            descending=descending, problems=problems, next_after=next_after, columns=COLUMNS,
                            links=_RowLinks(),
                            sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
