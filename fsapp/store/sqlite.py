@@ -30,6 +30,7 @@ import gevent.event
 import gevent.lock
 
 T = TypeVar("T")
+OPEN_WAIT_SECONDS = 120.0  # see SQLiteDB.__init__
 
 class StorageError(Exception):
     """The database failed (locked too long, disk full, unreachable)."""
@@ -71,7 +72,10 @@ class SQLiteDB:
             self.conn.row_factory = sqlite3.Row
             self.conn.create_function("GREATEST", 2, max, deterministic=True)
             self.conn.execute("PRAGMA busy_timeout = 0")
-            _while_busy(lambda: self.conn.execute("PRAGMA journal_mode = WAL"), busy_timeout_ms / 1000)
+            # a brand-new file becomes WAL only with its first write, which is another process's
+            # whole first migration when they start together: wait for that, not only busy_timeout
+            _while_busy(lambda: self.conn.execute("PRAGMA journal_mode = WAL"),
+                        max(busy_timeout_ms / 1000, OPEN_WAIT_SECONDS))
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
