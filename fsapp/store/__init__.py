@@ -1416,19 +1416,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
 
     def outbox_add(self, kind: str, key: str, payload: dict[str, Any], now: float) -> bool:
         """Queue a CRM write once per idempotency key; False if that key was already queued."""
-        return self.db.execute(
-            "INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
-            (kind, key, json.dumps(payload, ensure_ascii=False), now, now),
-        ) > 0
+        return self.db.execute(_OUTBOX_ADD, _outbox_row(kind, key, payload, now)) > 0
 
     def outbox_add_many(self, kind: str, writes: Sequence[tuple[str, dict[str, Any]]], now: float) -> None:
         """``outbox_add`` of each (idempotency key, payload), in one statement (inside a transaction)."""
         if writes:
-            self.db.execute_many(
-                "INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (idempotency_key) DO NOTHING",
-                [(kind, key, json.dumps(payload, ensure_ascii=False), now, now) for key, payload in writes])
+            self.db.execute_many(_OUTBOX_ADD, [_outbox_row(kind, key, payload, now) for key, payload in writes])
 
     def outbox_claim(self, worker: str, now: float, limit: int = 20, lease: float = 60.0) -> list[dict[str, Any]]:
         """Take due rows for ``worker`` under a lease; other workers skip them until it ends."""
@@ -1495,6 +1488,14 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if not row or not row["n"]:
             return 0, 0.0
         return int(row["n"]), max(0.0, now - float(row["oldest"]))
+
+
+_OUTBOX_ADD = ("INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?)"
+               " ON CONFLICT (idempotency_key) DO NOTHING")
+
+
+def _outbox_row(kind: str, key: str, payload: dict[str, Any], now: float) -> tuple[Any, ...]:
+    return kind, key, json.dumps(payload, ensure_ascii=False), now, now
 
 
 def _number_match(number: str, params: list[Any]) -> str:

@@ -33,6 +33,16 @@ def flag_rows(analysed: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
             yield uuid, flag
 
 
+# A finished call queued for analysis, once; its line figures where known (NULL otherwise).
+_ENQUEUE = ("INSERT INTO call_analysis (call_uuid, state, recording, customer_channel, queued_at"
+            + "".join(f", {c}" for c in QUALITY) + ") VALUES (?, 'pending', ?, ?, ?" + ", ?" * len(QUALITY) + ")"
+            " ON CONFLICT (call_uuid) DO NOTHING")
+
+
+def _job_row(uuid: str, recording: str, channel: str, quality: dict[str, Any], now: float) -> list[Any]:
+    return [uuid, recording, channel or "left", now, *(quality.get(c) for c in QUALITY)]
+
+
 def like_pattern(text: str) -> str:
     """``%text%`` for LIKE ... ESCAPE '\\', with the text's own wildcards taken literally."""
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -44,24 +54,12 @@ class AnalysisStore:
     def analysis_enqueue(self, uuid: str, recording: str, customer_channel: str, quality: dict[str, Any],
                          now: float) -> bool:
         """Queue a finished call once; False if it was already queued."""
-        cols = [c for c in QUALITY if quality.get(c) is not None]
-        state = "pending"
-        return self.db.execute(
-            "INSERT INTO call_analysis (call_uuid, state, recording, customer_channel, queued_at"
-            + "".join(f", {c}" for c in cols) + ") VALUES (?, ?, ?, ?, ?" + ", ?" * len(cols) + ")"
-            " ON CONFLICT (call_uuid) DO NOTHING",
-            [uuid, state, recording, customer_channel or "left", now, *(quality[c] for c in cols)],
-        ) > 0
+        return self.db.execute(_ENQUEUE, _job_row(uuid, recording, customer_channel, quality, now)) > 0
 
     def analysis_enqueue_many(self, jobs: Sequence[tuple[str, str, str, dict[str, Any]]], now: float) -> None:
         """``analysis_enqueue`` of each (uuid, recording, customer channel, line figures), in one statement."""
         if jobs:
-            self.db.execute_many(
-                "INSERT INTO call_analysis (call_uuid, state, recording, customer_channel, queued_at"
-                + "".join(f", {c}" for c in QUALITY) + ") VALUES (?, 'pending', ?, ?, ?" + ", ?" * len(QUALITY) + ")"
-                " ON CONFLICT (call_uuid) DO NOTHING",
-                [[uuid, recording, channel or "left", now, *(quality.get(c) for c in QUALITY)]
-                 for uuid, recording, channel, quality in jobs])
+            self.db.execute_many(_ENQUEUE, [_job_row(*job, now) for job in jobs])
 
     def analysis_requeue(self, uuid: str, recording: str, customer_channel: str, now: float) -> None:
         """Analyse a call again (by hand): its row back to pending, its figures kept until replaced."""
