@@ -1,9 +1,10 @@
 """How many mod_json_cdr posts per second a daemon stores, how fast it answers, and its memory.
 
 Starts `fsapp serve` (its own process, a fresh SQLite database, `[cdr] listen`) and
-posts the captured legs of ../shared/cdr (all seven scenarios, each call's uuids made
-its own) the way mod_json_cdr does: one POST per leg on a new connection, B leg then
-A leg. Two phases:
+posts the captured legs of ../shared/cdr (all seven scenarios, each call with random
+uuids of its own, as FreeSWITCH's are, and its times moved on a second every 1,000 calls)
+the way mod_json_cdr does: one POST per leg on a new connection, B leg then A leg. Two
+phases:
 
 1. ``--rate`` posts/s, open loop, for ``--posts`` posts: latency is measured from the
    moment a post was due (so a stall counts for every post it delays), p50/p99/max;
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -61,13 +64,36 @@ def _templates() -> list[tuple[bytes, bytes, str, str]]:
 TEMPLATES = _templates()
 
 
+CALLS_A_SECOND = 1000  # the captured calls' times moved on a second every this many calls
+_EPOCH = re.compile(rb'"(179[0-9]{7})([0-9]{6})?"')  # the capture's times (2026-12)
+
+
+def _later(body: bytes, seconds: int) -> bytes:
+    """The leg with every epoch time in it (seconds or microseconds) ``seconds`` later: the calls
+    start one after another, as on a real PBX, not all in the captured second."""
+    if not seconds:
+        return body
+
+    def move(m: re.Match[bytes]) -> bytes:
+        return b'"%d%s"' % (int(m.group(1)) + seconds, m.group(2) or b"")
+
+    return _EPOCH.sub(move, body)
+
+
+def _uuid(seed: str) -> str:
+    """A uuid as random as FreeSWITCH's (version 4), the same for the same seed: calls keep coming
+    in at random places of every index keyed by uuid, as they do on a real PBX."""
+    h = hashlib.md5(seed.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
+
+
 def leg_request(n: int, port: int) -> bytes:
     """Post ``n``: call n // 2 (scenario by number), its B leg when n is even, else its A leg."""
     call = n // 2
     b, a, b_uuid, a_uuid = TEMPLATES[call % len(TEMPLATES)]
-    tail = f"{call:012x}"
-    new_b, new_a = b_uuid[:-12] + tail, a_uuid[:-12] + tail
+    new_b, new_a = _uuid(f"{call}b"), _uuid(f"{call}a")
     body = (a if n % 2 else b).replace(a_uuid.encode(), new_a.encode()).replace(b_uuid.encode(), new_b.encode())
+    body = _later(body, call // CALLS_A_SECOND)
     head = (f"POST /cdr?uuid={new_a if n % 2 else new_b} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "User-Agent: freeswitch-json/1.0\r\nAccept: */*\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
