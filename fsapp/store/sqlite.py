@@ -31,6 +31,11 @@ import gevent.lock
 
 T = TypeVar("T")
 OPEN_WAIT_SECONDS = 120.0  # see SQLiteDB.__init__
+# Pages the WAL may hold before a commit copies them back into the database (SQLite's default:
+# 1,000). A call's row is in some forty index pages; copied back every 4 MB, a busy page is
+# written again and again and every copy waits on an fsync. At 40 MB the CDR endpoint's write
+# costs a third less (bench/cdr_bench.py), and the WAL file stays under about 40 MB.
+WAL_PAGES = 10_000
 
 class StorageError(Exception):
     """The database failed (locked too long, disk full, unreachable)."""
@@ -77,6 +82,7 @@ class SQLiteDB:
             _while_busy(lambda: self.conn.execute("PRAGMA journal_mode = WAL"),
                         max(busy_timeout_ms / 1000, OPEN_WAIT_SECONDS))
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: {exc}") from exc
