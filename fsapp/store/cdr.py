@@ -18,6 +18,7 @@ each take a leg of the same call and still write one row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,10 +65,19 @@ def _cdr_value(col: str) -> str:
 
 _LEG_SQL = ("INSERT INTO cdr_legs (uuid, call_uuid, a_leg, received_at, facts, body) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (uuid) DO NOTHING")
-_MERGE_SQL = (
-    f"INSERT INTO calls (uuid, {', '.join(MERGED)}) VALUES (?, {', '.join('?' * len(MERGED))})"
-    f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = {_cdr_value(c)}' for c in MERGED)}"
-)
+
+
+@functools.lru_cache(maxsize=256)
+def _merge_sql(columns: tuple[str, ...] = MERGED) -> str:
+    """The merge of a call's row that may SET only ``columns`` of a row already there.
+
+    SQLite rewrites every index holding a column an UPDATE names, and runs its triggers,
+    even when the value is the same: naming only the columns that differ keeps a leg's
+    merge to the indexes it changes. A column left out has the value the CDR would bring
+    (whichever way its rule goes, it stays as it is).
+    """
+    return (f"INSERT INTO calls (uuid, {', '.join(MERGED)}) VALUES (?, {', '.join('?' * len(MERGED))})"
+            f" ON CONFLICT (uuid) DO UPDATE SET {', '.join(f'{c} = {_cdr_value(c)}' for c in columns)}")
 
 
 def cdr_filter(*, extension: str = "", missed_cause: str = "", min_mos: float | None = None,
@@ -129,13 +139,38 @@ class CDRStore:
                 return added
             self.db.execute_many(_LEG_SQL, rows)
             merged = {r[1]: compute(sorted(kept[r[1]], key=_by_uuid)) for r in rows}
-            self.db.execute_many(_MERGE_SQL, [_merge_params(row) for row in merged.values()])
+            self._merge(list(merged.values()))
             fresh = [merged[r[1]] for r in rows if r[2]]  # the calls whose A leg came in this batch
             if completed is not None and fresh:
                 rows = self._completed(fresh)
                 if rows:
                     completed(rows)
             return added
+
+    def _merge(self, rows: list[dict[str, Any]]) -> None:
+        """Write each call's row: a new one whole, one already there in the columns whose value differs."""
+        now = self._calls_now([r["uuid"] for r in rows])
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for row in rows:
+            params = _merge_params(row)
+            old = now.get(row["uuid"])
+            columns = MERGED if old is None else tuple(c for c, v in zip(MERGED, params[1:], strict=True)
+                                                       if old[c] != v)
+            if columns:
+                by_columns.setdefault(columns, []).append(params)
+        for columns, batch in by_columns.items():
+            self.db.execute_many(_merge_sql(columns), batch)
+
+    def _calls_now(self, uuids: list[str]) -> dict[str, dict[str, Any]]:
+        """The merged columns of those of ``uuids`` already journaled, locked until the transaction ends.
+
+        SQLite's write transaction already excludes every other writer; PostgreSQL locks the
+        rows, so a socket write cannot change one between this read and the merge.
+        """
+        lock = " ORDER BY uuid FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        return {r["uuid"]: r for r in self.db.query(
+            f"SELECT uuid, {', '.join(MERGED)} FROM calls WHERE uuid IN ({', '.join('?' * len(uuids))}){lock}",
+            uuids)}
 
     def _cdr_kept(self, calls: list[str], uuids: list[str]) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
         """The legs already kept of ``calls`` (by call), and which of ``uuids`` (or theirs) are kept."""
