@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsapp.store import open_store
+from fsapp.store import open_store, tie
 
 
 def _rows(store) -> list[str]:  # noqa: ANN001 - a Store
@@ -32,7 +32,7 @@ def test_keyset_pages_walk_the_sorted_journal_once(store_url: str, order: str, d
         if len(page) < size:
             break
         after = page[-1]["uuid"]
-    keys = [(r[order], r["uuid"]) for r in seen]
+    keys = [(r[order], *map(r.get, tie(order))) for r in seen]
     assert keys == sorted(keys, reverse=descending)
     assert len({r["uuid"] for r in seen}) == len(seen) == 7
     store.close()

@@ -171,6 +171,25 @@ def _covering_indexes(db: Any) -> None:
         db.execute(f"CREATE INDEX {name} ON calls ({cols})" + (f" WHERE {rows}" if rows else ""))
 
 
+def _sort_indexes_by_time(db: Any) -> None:
+    """Migration 17: each sort column's index (but the start time's) breaks its ties by start
+    time, then uuid; it was by uuid alone. FreeSWITCH's uuids are random, so a new call landed
+    at a random page of every one of those indexes: some thirty pages written for each call. By
+    start time it lands near the end of its value's run, on a page the last calls already had."""
+    for order in SORTABLE_CALL_FIELDS:
+        if order == "started_at":
+            continue
+        for name, rows in ((f"calls_by_{order}", ""), (f"calls_too_long_by_{order}", " WHERE too_long = 1")):
+            db.execute(f"DROP INDEX IF EXISTS {name}")
+            db.execute(f"CREATE INDEX {name} ON calls ({', '.join((order, *tie(order)))}){rows}")
+
+
+def tie(order: str) -> tuple[str, ...]:
+    """The columns that break the journal's ties when it is sorted by ``order`` (see migration 17):
+    the uuid when sorted by start time, else the start time and then the uuid."""
+    return ("uuid",) if order == "started_at" else ("started_at", "uuid")
+
+
 MIGRATIONS: list[str | Callable[[Any], None]] = [
     # 1: the call journal, the customer directory, PIN failures
     """
@@ -465,6 +484,8 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     _flag_table,
     # 16: the filter indexes become covering ones, and the recording and MOS filters get theirs
     _covering_indexes,
+    # 17: the sort indexes break ties by start time, then uuid
+    _sort_indexes_by_time,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -731,8 +752,9 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if order not in CALL_FIELDS:
             raise ValueError(f"cannot sort by {order!r}")
         where, params = self._call_filter(**filters)
-        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where}"
-               f" ORDER BY calls.{order} {'DESC' if descending else 'ASC'}, calls.uuid")
+        ties = ", ".join(f"calls.{c}" for c in tie(order))
+        way = "DESC" if descending else "ASC"
+        sql = f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL}{where} ORDER BY calls.{order} {way}, {ties}"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_call_out(r) for r in self.db.query(sql, params)]
@@ -740,7 +762,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     def page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
                    limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
         """One page of the journal by keyset: the rows after the row ``after`` (a uuid) in the
-        order (``order``, uuid), both ascending or both descending; no OFFSET, no count."""
+        order (``order``, its tie: see ``tie``), both ascending or both descending; no OFFSET, no count."""
         return [_call_out(r) for r in self._page(order, descending, after, limit, filters, self.db.query)]
 
     def explain_page_calls(self, *, order: str = "started_at", descending: bool = False, after: str = "",
@@ -785,18 +807,17 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             raise ValueError(f"cannot page by {order!r}")
         walk = self._searches_walk(filters)  # a number or a flag: its own count decides
         where, params = self._call_filter(**filters, row_by_row=bool(walk))
-        way, cmp = ("DESC", "<") if descending else ("ASC", ">")
         source = _JOURNAL
         if self.db.dialect == "sqlite" and (walk or walk is None and order != "started_at"
                                             and self._walk_sort_index(filters, where, params)):
             source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_by_{order} ", 1)
-        if after:
-            where += (" AND " if where else " WHERE ") + (
-                f"(calls.{order}, calls.uuid) {cmp} ((SELECT k.{order} FROM calls AS k WHERE k.uuid = ?), ?)")
-            params += [after, after]
-        sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {source}{where}"
-               f" ORDER BY calls.{order} {way}, calls.uuid {way} LIMIT {int(limit)}")
-        return sql, params
+        keys = self._keyset(order, descending, after=after)
+        key_where, key_params = keys.sql()
+        sql = f"SELECT {_JOURNAL_COLUMNS} FROM {source}{_and(where, key_where)} ORDER BY {keys.by()} LIMIT {int(limit)}"
+        return sql, params + key_params
+
+    def _keyset(self, order: str, descending: bool, **bounds: Any) -> _Keyset:
+        return _Keyset(order, descending, **bounds)
 
     def _walk_sort_index(self, filters: dict[str, Any], where: str, params: list[Any]) -> bool:
         """SQLite: whether a page is best read walking the sort column's index (stopping at the
@@ -887,28 +908,28 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         page (the matches lie further along, as missed calls by talk time do), the rest comes
         from the filter's covering index: its matches after the walk's end, sorted from the
         index alone by the database's top-N sort, and only the page's rows read. Both steps
-        keep the order (``order``, uuid), so the page is exactly what one ORDER BY gives."""
+        keep the order (``order``, its tie), so the page is exactly what one ORDER BY gives."""
         where, params = self._call_filter(**filters)
-        start = _Keyset(order, descending, after=after)
+        start = self._keyset(order, descending, after=after)
         bound = self._walk_end(start, run)
-        walk = _Keyset(order, descending, after=after, upto=bound)
+        walk = self._keyset(order, descending, after=after, upto=bound)
         sql, walk_params = self._walk_sql(walk, where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
             return rows
-        sql, rest_params = self._covered_sql(_Keyset(order, descending, past=bound), covering, where, params,
+        sql, rest_params = self._covered_sql(self._keyset(order, descending, past=bound), covering, where, params,
                                              limit - len(rows))
         return rows + run(sql, rest_params)
 
     def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
                   ) -> tuple[Any, str] | None:
-        """(sort value, uuid) of the WALK_ROWS-th entry of the sort column's index from ``start``
+        """(sort value, tie...) of the WALK_ROWS-th entry of the sort column's index from ``start``
         (read from the index alone); None when fewer entries are left."""
         where, params = start.sql()
         index = f" INDEXED BY calls_by_{start.order}" if self.db.dialect == "sqlite" else ""
-        rows = run(f"SELECT calls.{start.order} AS v, calls.uuid AS u FROM calls{index}{where}"
+        rows = run(f"SELECT {start.columns()} FROM calls{index}{where}"
                    f" ORDER BY {start.by()} LIMIT 1 OFFSET {WALK_ROWS - 1}", params)
-        return (rows[0]["v"], rows[0]["u"]) if rows else None
+        return tuple(rows[0].values()) if rows else None
 
     def _walk_sql(self, keys: _Keyset, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
         """The filtered rows within ``keys``' range, read walking the sort column's index."""
@@ -935,7 +956,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.rowid IN ({pick})"
                    f" ORDER BY {keys.by()}")
         else:  # the range applied to the matches, not inside: else it leads PostgreSQL to the sort's index again
-            sql = (f"WITH matches AS MATERIALIZED (SELECT calls.uuid, calls.{keys.order} FROM calls{where}),"
+            sql = (f"WITH matches AS MATERIALIZED (SELECT {keys.columns()} FROM calls{where}),"
                    f" page AS (SELECT calls.uuid FROM matches AS calls{key_where}"
                    f" ORDER BY {keys.by()} LIMIT {int(limit)})"
                    f" SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid IN (SELECT uuid FROM page)"
@@ -1510,32 +1531,39 @@ def _number_match(number: str, params: list[Any]) -> str:
 
 
 class _Keyset:
-    """A range of the journal's order (``order``, uuid), one way: after the row ``after`` (a
-    uuid; its sort value read by a subquery) or past a known (value, uuid), and up to a known
-    (value, uuid) (inclusive)."""
+    """A range of the journal's order (``order``, then its tie: see ``tie``), one way: after the
+    row ``after`` (a uuid; its other keys read by subqueries) or past a known (value, tie...),
+    and up to a known (value, tie...) (inclusive)."""
 
-    def __init__(self, order: str, descending: bool, *, after: str = "", past: tuple[Any, str] | None = None,
-                 upto: tuple[Any, str] | None = None) -> None:
+    def __init__(self, order: str, descending: bool, *, after: str = "", past: tuple[Any, ...] | None = None,
+                 upto: tuple[Any, ...] | None = None) -> None:
         self.order, self.descending, self.after, self.past, self.upto = order, descending, after, past, upto
+        self.keys = (order, *tie(order))
+
+    def columns(self) -> str:
+        return ", ".join(f"calls.{c}" for c in self.keys)
 
     def by(self, *, plus: bool = False, table: str = "calls") -> str:
         way, p = ("DESC" if self.descending else "ASC"), ("+" if plus else "")
-        return f"{p}{table}.{self.order} {way}, {p}{table}.uuid {way}"
+        return ", ".join(f"{p}{table}.{c} {way}" for c in self.keys)
 
     def sql(self) -> tuple[str, list[Any]]:
         """`` WHERE ...`` (or "") and its parameters."""
         after, before = ("<", ">=") if self.descending else (">", "<=")
-        pair = f"(calls.{self.order}, calls.uuid)"
+        pair = f"({self.columns()})"
+        marks = f"({', '.join('?' * len(self.keys))})"
         terms: list[str] = []
         params: list[Any] = []
         if self.after:
-            terms.append(f"{pair} {after} ((SELECT k.{self.order} FROM calls AS k WHERE k.uuid = ?), ?)")
-            params += [self.after, self.after]
+            values = ", ".join("?" if c == "uuid" else f"(SELECT k.{c} FROM calls AS k WHERE k.uuid = ?)"
+                               for c in self.keys)
+            terms.append(f"{pair} {after} ({values})")
+            params += [self.after] * len(self.keys)
         if self.past is not None:
-            terms.append(f"{pair} {after} (?, ?)")
+            terms.append(f"{pair} {after} {marks}")
             params += list(self.past)
         if self.upto is not None:
-            terms.append(f"{pair} {before} (?, ?)")
+            terms.append(f"{pair} {before} {marks}")
             params += list(self.upto)
         return (" WHERE " + " AND ".join(terms)) if terms else "", params
 
