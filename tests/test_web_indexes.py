@@ -107,18 +107,17 @@ def _query_reads_calls_by_index(plan: list[str], dialect: str) -> bool:
 
 
 @pytest.fixture
-def journal(store_url: str) -> Any:
-    store = open_store(store_url)
-    _fill(store)
+def journal(store_url: str, journal_copies: Any) -> Any:
+    store = journal_copies(store_url, "indexes", _fill)
     yield store
     store.close()
 
 
 @pytest.fixture
-def small_journal(store_url: str) -> Any:
+def small_journal(store_url: str, journal_copies: Any) -> Any:
     """Fewer calls, for comparing pages: the walk is forced by WALK_AFTER, not by the journal's size."""
-    store = open_store(store_url)
-    _fill(store, 6000)  # the number filter's caller (i % 5000 == 3) is called twice in 6000
+    # the number filter's caller (i % 5000 == 3) is called twice in 6000
+    store = journal_copies(store_url, "indexes_small", lambda s: _fill(s, 6000))
     yield store
     store.close()
 
@@ -182,9 +181,8 @@ def test_walking_the_sort_index_gives_the_same_pages(small_journal: Store, monke
             assert pages[True], f"{label}: the filter matches no call: the test would prove nothing"
 
 
-def test_number_search_uses_trigrams_on_postgresql(pg_url: str) -> None:
-    store = open_store(pg_url)
-    _fill(store)
+def test_number_search_uses_trigrams_on_postgresql(pg_url: str, journal_copies: Any) -> None:
+    store = journal_copies(pg_url, "indexes", _fill)
     if not store.number_search_indexed():
         pytest.skip("this PostgreSQL server has no pg_trgm extension")
     plan = " | ".join(store.explain_page_calls(number="9120000003", order="charge", scans_last=True))
@@ -243,13 +241,12 @@ CORRELATED: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize("walk_rows", [30, 100_000], ids=["short-walk", "whole-walk"])
 def test_pages_of_correlated_filters_are_exactly_the_plain_order(store_url: str, monkeypatch: pytest.MonkeyPatch,
-                                                                  walk_rows: int) -> None:
+                                                                  walk_rows: int, journal_copies: Any) -> None:
     """Each page (first and keyset pages, both directions) of a filter that lines up with the sort
     holds exactly the rows a plain ORDER BY over all the matches gives: whether the walk of the
     sort index fills the page, stops short and the covering index gives the rest (a short walk),
     or walks to the end."""
-    store = open_store(store_url)
-    _fill_correlated(store)
+    store = journal_copies(store_url, "correlated", _fill_correlated)
     monkeypatch.setattr(storemod, "WALK_ROWS", walk_rows)
     assert store.covered
     mismatched = []
