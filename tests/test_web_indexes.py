@@ -269,3 +269,23 @@ def test_pages_of_correlated_filters_are_exactly_the_plain_order(store_url: str,
                     mismatched.append(f"{label} by {order} {'desc' if descending else 'asc'}")
     store.close()
     assert not mismatched, mismatched
+
+
+def test_a_migration_that_remakes_indexes_gathers_their_statistics_again(tmp_path: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 17 drops and makes the sort indexes again, which drops their planner statistics:
+    a journal that had statistics has them again for every new index; a new, empty journal gets
+    none (they would tell the planner the table is empty long after it is not)."""
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    with monkeypatch.context() as m:
+        m.setattr(storemod, "MIGRATIONS", storemod.MIGRATIONS[:16])
+        store = open_store(url)
+        _fill(store, 400)  # and its statistics
+        store.close()
+    store = open_store(url)
+    analysed = {r["idx"] for r in store.db.query("SELECT idx FROM sqlite_stat1 WHERE tbl = 'calls'")}
+    store.close()
+    assert {f"calls_by_{order}" for order in SORTABLE_CALL_FIELDS} <= analysed
+    fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert not fresh.db.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
+    fresh.close()

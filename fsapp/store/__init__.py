@@ -595,6 +595,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
             current = int(row["v"]) if row and row["v"] is not None else 0
+            analysed = current < len(MIGRATIONS) and self._analysed()
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
                 if callable(sql):  # a data migration: statements that depend on the rows
                     sql(self.db)
@@ -603,8 +604,19 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                     if statement.strip():
                         self.db.execute(statement)
                 self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            if analysed:
+                self.db.execute("ANALYZE calls")
         self.covered = _covering_indexes in MIGRATIONS
         return len(MIGRATIONS)
+
+    def _analysed(self) -> bool:
+        """SQLite: whether the journal has the planner's statistics (``refresh_statistics``). A
+        migration that drops and makes indexes again drops theirs, and SQLite then plans those
+        indexes blind (at a million calls, a too-long page sorted all 50,000 of them): they are
+        gathered again after it. Not where there were none: statistics of a table still empty
+        would mislead the planner once it has grown."""
+        return self.db.dialect == "sqlite" and self._has_table("sqlite_stat1") and self.db.one(
+            "SELECT 1 AS x FROM sqlite_stat1 WHERE tbl = 'calls' LIMIT 1") is not None
 
     def ping(self) -> bool:
         return self.db.ping()
