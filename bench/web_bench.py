@@ -273,7 +273,8 @@ def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "load_average": [round(x, 2) for x in load],
-            "note": "2 cores shared with other work running at the same time (loaded)"}
+            "note": (f"{os.cpu_count()} cores; load average {load[0]:.1f} at the start: " + (
+                "nothing else running" if load[0] < 2.5 else "shared with other work running at the same time"))}
 
 
 PARTS = ("pages", "stats", "export", "writes")
