@@ -19,6 +19,8 @@ from fsapp.store import StorageError, Store, open_store
 
 __all__ = ["App", "NullMetrics", "call_log_key", "make_crm"]
 
+STATISTICS_EVERY_SECONDS = 24 * 3600  # SQLite's planner statistics of the journal (App._sample_statistics)
+
 
 class App:
     def __init__(self, config: Config, store: Store | None = None, crm: Any = None,
@@ -34,6 +36,7 @@ class App:
         self.outbox = OutboxWorker(self)
         self._maintenance: gevent.Greenlet | None = None
         self._storage_problem = ""
+        self._next_statistics = 0.0  # monotonic time of the next planner statistics (SQLite)
         self._live: set[str] = set()  # the uuids of this daemon's live sessions
 
     def claim_call(self, uuid: str) -> bool:
@@ -80,6 +83,7 @@ class App:
             self._check_storage()
             self._reconcile()
             self._fold_call_stats()
+            self._sample_statistics()
             if self._settles:
                 self.flush_settles()
             if self._backlog:
@@ -92,6 +96,17 @@ class App:
             self.store.fold_call_stats()
         except StorageError as exc:
             self.log.error("call_stats_fold_failed", reason=str(exc))
+
+    def _sample_statistics(self) -> None:
+        """SQLite: the journal's planner statistics, at the first round and then once a day."""
+        now = time.monotonic()
+        if now < self._next_statistics:
+            return
+        self._next_statistics = now + STATISTICS_EVERY_SECONDS
+        try:
+            self.store.sample_statistics()
+        except StorageError as exc:
+            self.log.error("planner_statistics_failed", reason=str(exc))
 
     def _check_storage(self) -> None:
         """Log (once per new problem) a database that is gone, replaced or failing its writes."""

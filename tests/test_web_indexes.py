@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from typing import Any
 
+import gevent
 import pytest
 
 import fsapp.store as storemod
 from fsapp.store import SORTABLE_CALL_FIELDS, Store, open_store, tie
+from tests.helpers import paid_line
 
 COLUMNS = ("uuid started_at direction caller called extension status total_seconds talk_seconds too_long "
            "customer_id customer_name charge missed_cause caller_mos callee_mos recording").split()
@@ -289,3 +292,20 @@ def test_a_migration_that_remakes_indexes_gathers_their_statistics_again(tmp_pat
     fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
     assert not fresh.db.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
     fresh.close()
+
+
+def test_the_daemon_gathers_the_journal_planner_statistics(make_config: Any, daemon: Any) -> None:
+    """A SQLite journal gets the planner's statistics from the daemon's first maintenance round
+    (and then daily), sampled: without them SQLite plans the console's pages blind."""
+    d = daemon(make_config(paid_line(), extra="[billing]\nmeter_heartbeat_seconds = 1\n"))
+    assert d.store.db.dialect == "sqlite"
+    d.store.load_calls(("uuid", "started_at", "status"),
+                       [(f"u{i:05}", f"2026-03-{1 + i % 28:02}T10:00:00Z", "answered") for i in range(300)])
+    deadline = time.monotonic() + 10
+    analysed: list[dict[str, Any]] = []
+    while not analysed and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+        if d.store.db.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'"):
+            analysed = d.store.db.query("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'calls'")
+    assert {r["idx"] for r in analysed} >= {"calls_by_started_at", "calls_by_status"}, analysed
+    assert all(r["stat"].split()[0] == "300" for r in analysed if r["idx"] == "calls_by_status")
