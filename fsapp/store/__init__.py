@@ -948,7 +948,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         return rows + run(sql, rest_params)
 
     def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
-                  ) -> tuple[Any, str] | None:
+                  ) -> tuple[Any, ...] | None:
         """(sort value, tie...) of the WALK_ROWS-th entry of the sort column's index from ``start``
         (read from the index alone); None when fewer entries are left."""
         where, params = start.sql()

@@ -33,9 +33,11 @@ T = TypeVar("T")
 OPEN_WAIT_SECONDS = 120.0  # see SQLiteDB.__init__
 # Pages the WAL may hold before a commit copies them back into the database (SQLite's default:
 # 1,000). A call's row is in some forty index pages; copied back every 4 MB, a busy page is
-# written again and again and every copy waits on an fsync. At 40 MB the CDR endpoint's write
-# costs a third less (bench/cdr_bench.py), and the WAL file stays under about 40 MB.
+# written again and again and every copy waits on an fsync. At 40 MB the CDR endpoint's store
+# costs a fifth less a leg, the daemon a tenth less a post (bench/cdr_bench.py, random uuids),
+# and the WAL file stays under about 40 MB.
 WAL_PAGES = 10_000
+
 
 class StorageError(Exception):
     """The database failed (locked too long, disk full, unreachable)."""
