@@ -938,7 +938,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         where, params = self._call_filter(**filters)
         start = self._keyset(order, descending, after=after)
         bound = self._walk_end(start, run)
-        walk = self._keyset(order, descending, after=after, upto=bound)
+        walk = _Keyset(order, descending, after=start.after, past=start.past, upto=bound)
         sql, walk_params = self._walk_sql(walk, where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
