@@ -68,7 +68,7 @@ _LEG_SQL = ("INSERT INTO cdr_legs (uuid, call_uuid, a_leg, received_at, facts, b
 
 
 @functools.lru_cache(maxsize=256)
-def _merge_sql(columns: tuple[str, ...] = MERGED) -> str:
+def _merge_sql(columns: tuple[str, ...]) -> str:
     """The merge of a call's row that may SET only ``columns`` of a row already there.
 
     SQLite rewrites every index holding a column an UPDATE names, and runs its triggers,
