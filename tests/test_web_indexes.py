@@ -196,11 +196,14 @@ def test_number_search_uses_trigrams_on_postgresql(pg_url: str, journal_copies: 
     store.close()
 
 
+BUSY_NUMBER = "09121110000"
+
+
 def _fill_correlated(store: Store, n: int = 1200) -> None:
     """Calls whose filters line up with the sort columns, as a call centre's do: a missed or
     rejected call has no talk, no charge and no hangup side, a local call's caller and called are
     extensions and it has no queue or customer, one customer makes a fifth of the calls (one name,
-    one type), recordings and MOS figures only on answered calls; ties in every sort column."""
+    one type, one number), recordings and MOS figures only on answered calls; ties in every sort column."""
     rng = random.Random(11)
     rows = []
     for i in range(n):
@@ -211,7 +214,7 @@ def _fill_correlated(store: Store, n: int = 1200) -> None:
         ext = f"10{rng.randrange(10):02}"
         busy = i % 5 == 0
         customer = ("C001" if busy else f"C{rng.randrange(2, 300):03}") if direction != "local" else ""
-        number = f"0912{rng.randrange(10**7):07}"
+        number = BUSY_NUMBER if busy else f"0912{rng.randrange(10**7):07}"
         uuid = f"{rng.getrandbits(32):08x}-{i:05}"
         rows.append((uuid, f"2026-{1 + i % 12:02}-{1 + i % 28:02}T{8 + i % 10:02}:{i % 60:02}:00Z", direction,
                      ext if direction != "inbound" else number, f"10{rng.randrange(10):02}" if direction == "local"
@@ -252,26 +255,93 @@ def test_pages_of_correlated_filters_are_exactly_the_plain_order(store_url: str,
     store = journal_copies(store_url, "correlated", _fill_correlated)
     monkeypatch.setattr(storemod, "WALK_ROWS", walk_rows)
     assert store.covered
-    mismatched = []
-    for label, filters in CORRELATED:
-        for order in ("talk_seconds", "charge", "hangup_by", "caller", "customer_type", "extension", "status",
-                      "started_at"):
-            for descending in (False, True):
-                everything = sorted(store.list_calls(**filters), key=lambda r: (r[order], *map(r.get, tie(order))),
-                                    reverse=descending)
-                expected = [r["uuid"] for r in everything]
-                seen, after = [], ""
-                while True:
-                    page = store.page_calls(order=order, descending=descending, after=after, limit=17, **filters)
-                    seen += [r["uuid"] for r in page]
-                    if len(page) < 17:
-                        break
-                    after = page[-1]["uuid"]
-                assert expected, f"{label}: the filter matches no call: the test would prove nothing"
-                if seen != expected:
-                    mismatched.append(f"{label} by {order} {'desc' if descending else 'asc'}")
+    mismatched = [f"{label} {way}" for label, filters in CORRELATED for way in _unlike_the_plain_order(store, filters)]
     store.close()
     assert not mismatched, mismatched
+
+
+@pytest.mark.parametrize("walk_rows", [30, 100_000], ids=["short-walk", "whole-walk"])
+def test_pages_of_a_common_number_are_exactly_the_plain_order(store_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                               walk_rows: int, journal_copies: Any) -> None:
+    """The number one customer calls from (a fifth of the calls) counts as common, so its pages
+    walk the sort column's index; by the customer's name or type, or by caller, its calls lie
+    together, far along. Each page is exactly what a plain ORDER BY gives, whether the walk
+    fills it, or stops short and the number's own index gives the rest (SQLite: the plan
+    shows that second query)."""
+    store = journal_copies(store_url, "correlated", _fill_correlated)
+    monkeypatch.setattr(storemod, "WALK_AFTER", 1)
+    monkeypatch.setitem(storemod.SEARCH_WALK_ROWS, store.db.dialect, walk_rows)
+    filters = {"number": BUSY_NUMBER[1:]}
+    mismatched = _unlike_the_plain_order(store, filters, ("customer_name", "customer_type", "caller", "talk_seconds",
+                                                          "started_at"))
+    plan = store.explain_page_calls(order="customer_name", descending=True, **filters)
+    store.close()
+    assert not mismatched, mismatched
+    if store.db.dialect == "sqlite":
+        by_uuid = [line for line in plan if "USING INDEX sqlite_autoindex_calls_1 (uuid=?)" in line]
+        assert bool(by_uuid) == (walk_rows < 1200), plan
+
+
+@pytest.mark.parametrize("order,filters", [("direction", {"direction": "local"}), ("too_long", {"too_long": True}),
+                                           ("status", {"status": "missed"})], ids=["local", "too_long", "missed"])
+def test_a_filter_fixing_the_sort_column_reads_deep_pages_off_its_index(store_url: str, journal_copies: Any,
+                                                                          order: str, filters: dict[str, Any]) -> None:
+    """Every row of the local calls has "local" in the direction column: a deep page of them by
+    direction compares the tie alone (start time, uuid) and is read off the column's index, nothing
+    sorted. SQLite, with the whole key in the range beside the filter's equality, sorted every row
+    of the value past the cursor (0.3-0.6 s at a million calls)."""
+    store = journal_copies(store_url, "correlated", _fill_correlated)
+    for descending in (False, True):
+        after = store.page_calls(order=order, descending=descending, limit=5, **filters)[-1]["uuid"]
+        plan = store.explain_page_calls(order=order, descending=descending, after=after, scans_last=True, **filters)
+        sorted_steps = [line for line in plan if "TEMP B-TREE" in line or re.search(r"\bSort\b", line)]
+        assert not sorted_steps, plan
+    store.close()
+
+
+def test_a_rare_number_s_pages_are_read_from_its_calls_not_along_the_sort(store_url: str,
+                                                                         journal_copies: Any) -> None:
+    """A number with a call or two: its pages, first and deep, come from the calls its index finds,
+    sorted, never from a walk of the sort column's index checking each row. PostgreSQL, given the
+    uuids inside the query, walked it: 2-4 s for a deep page at a million calls."""
+    store = journal_copies(store_url, "correlated", _fill_correlated)
+    rare = next(r["caller"] for r in store.list_calls(direction="inbound") if r["caller"] != BUSY_NUMBER)
+    filters = {"number": rare[-7:]}
+    deep = store.page_calls(order="started_at", limit=1, **filters)[0]["uuid"]
+    walked = []
+    for order in ("direction", "charge", "hold_seconds"):
+        for descending in (False, True):
+            for after in ("", deep):
+                plan = store.explain_page_calls(order=order, descending=descending, after=after, **filters)
+                if any(f"calls_by_{order}" in line for line in plan):
+                    walked.append(f"by {order} {'desc' if descending else 'asc'}: {' | '.join(plan)}")
+    store.close()
+    assert not walked, walked
+
+
+def _unlike_the_plain_order(store: Store, filters: dict[str, Any], orders: tuple[str, ...] = (
+        "talk_seconds", "charge", "hangup_by", "caller", "customer_type", "extension", "status", "direction",
+        "too_long", "started_at"),
+        ) -> list[str]:
+    """The orders (each both ways) whose pages, read one after another by keyset, are not exactly
+    a plain sort of all of ``filters``' matches."""
+    unlike = []
+    for order in orders:
+        for descending in (False, True):
+            everything = sorted(store.list_calls(**filters), key=lambda r: (r[order], *map(r.get, tie(order))),
+                                reverse=descending)
+            expected = [r["uuid"] for r in everything]
+            assert expected, f"{filters}: no call matches: the test would prove nothing"
+            seen, after = [], ""
+            while True:
+                page = store.page_calls(order=order, descending=descending, after=after, limit=17, **filters)
+                seen += [r["uuid"] for r in page]
+                if len(page) < 17:
+                    break
+                after = page[-1]["uuid"]
+            if seen != expected:
+                unlike.append(f"by {order} {'desc' if descending else 'asc'}")
+    return unlike
 
 
 def test_a_migration_that_remakes_indexes_gathers_their_statistics_again(tmp_path: Any,

@@ -521,6 +521,10 @@ SAMPLED_ROWS = 2000  # of each index, for the daily planner statistics (Store.sa
 # How many entries of the sort column's index a page with a covered filter walks before it takes
 # the rest from the filter's covering index (see Store._covered_page).
 WALK_ROWS = 2000
+# How many entries a page of a number or a flag that matches many calls walks, checking each row,
+# before it takes the rest from the calls the search's index finds (see Store._searched_page). A
+# row checked costs PostgreSQL more, and its search's index less: the best bounds measured there.
+SEARCH_WALK_ROWS = {"sqlite": 20_000, "postgresql": 5_000}
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -719,10 +723,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                      direction: str = "", too_long: bool = False, number: str = "", flag: str = "",
                      text: str = "", extension: str = "", missed_cause: str = "", min_mos: float | None = None,
                      max_mos: float | None = None, queue: str = "", has_recording: bool | None = None,
-                     row_by_row: bool | None = None) -> tuple[str, list[Any]]:
+                     row_by_row: bool | None = None, number_by_row: bool | None = None,
+                     ) -> tuple[str, list[Any]]:
         """The journal's filters as a WHERE clause ("" when none) and its parameters. The number and
         flag filters are read first through their indexes, or checked on each row (``row_by_row``;
-        None: when they match many calls, see ``_searches_walk``)."""
+        None: when they match many calls, see ``_searches_walk``; ``number_by_row``: the number's
+        alone, when it is not as ``row_by_row`` says)."""
         where: list[str] = []
         params: list[Any] = []
         if date_from:
@@ -749,7 +755,8 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             where.append("calls.recording <> ''" if has_recording else "calls.recording = ''")
         if row_by_row is None:
             row_by_row = bool(self._searches_walk({"number": number, "flag": flag}))
-        where += self._search_conditions(number, flag, params, row_by_row)
+        where += self._search_conditions(number, flag, params, row_by_row,
+                                         row_by_row if number_by_row is None else number_by_row)
         for word in text.lower().split():
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
             params.append(like_pattern(word))
@@ -811,25 +818,26 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         covering = _covering_index(filters, order) if self.covered else ""
         if covering:
             return self._covered_page(order, descending, after, limit, filters, covering, run)
-        sql, params = self._page_sql(order, descending, after, limit, filters)
+        walk = self._searches_walk(filters)  # a number or a flag: its own count decides
+        if walk is not None and not filters.get("text") and (walk or self.db.dialect == "postgresql"):
+            return self._searched_page(order, descending, after, limit, filters, run, walk)
+        sql, params = self._page_sql(order, descending, after, limit, filters, walk)
         return run(sql, params)
 
     def _page_sql(self, order: str, descending: bool, after: str, limit: int,
-                  filters: dict[str, Any]) -> tuple[str, list[Any]]:
-        if order not in SORTABLE_CALL_FIELDS:
-            raise ValueError(f"cannot page by {order!r}")
-        walk = self._searches_walk(filters)  # a number or a flag: its own count decides
+                  filters: dict[str, Any], walk: bool | None) -> tuple[str, list[Any]]:
         where, params = self._call_filter(**filters, row_by_row=bool(walk))
         source = _JOURNAL
-        if self.db.dialect == "sqlite" and (walk or walk is None and order != "started_at"
-                                            and self._walk_sort_index(filters, where, params)):
+        if self.db.dialect == "sqlite" and walk is None and order != "started_at" and self._walk_sort_index(
+                filters, where, params):
             source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_by_{order} ", 1)
         elif self.db.dialect == "sqlite" and walk is None and filters.get("too_long"):
             # SQLite takes the too-long calls' index by too_long (they all match) and sorts all
             # of them (50,000 at a million calls: 150-240 ms a page); the sort column's walks in order
             source = _JOURNAL.replace("calls ", f"calls INDEXED BY calls_too_long_by_{order} ", 1)
         keys = self._keyset(order, descending, after=after)
-        key_where, key_params = keys.sql()
+        fixed = _fixed_value(filters, order)
+        key_where, key_params = (keys if fixed is None else keys.within(fixed)).sql()
         sql = f"SELECT {_JOURNAL_COLUMNS} FROM {source}{_and(where, key_where)} ORDER BY {keys.by()} LIMIT {int(limit)}"
         return sql, params + key_params
 
@@ -859,13 +867,15 @@ class Store(AnalysisStore, CDRStore, StatsStore):
 
     # ------------------------------------------------------------ number and flag search
 
-    def _search_conditions(self, number: str, flag: str, params: list[Any], row_by_row: bool) -> list[str]:
+    def _search_conditions(self, number: str, flag: str, params: list[Any], row_by_row: bool,
+                           number_by_row: bool) -> list[str]:
         """The number and flag filters' conditions (appending their parameters): the calls their
         indexes find, read first (``calls.uuid IN ...``), or, ``row_by_row``, a check of each row
-        (for a page that walks its sort column's index, see ``_searches_walk``)."""
+        (for a page that walks its sort column's index, see ``_searches_walk``); ``number_by_row``
+        says it for the number alone (PostgreSQL's trigram indexes serve its check directly)."""
         where = []
         if number:
-            candidates = None if row_by_row else self._number_candidates(number)
+            candidates = None if number_by_row else self._number_candidates(number)
             if candidates is None:
                 where.append(_number_match(number, params))
             else:
@@ -948,14 +958,61 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         return rows + run(sql, rest_params)
 
     def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
-                  ) -> tuple[Any, ...] | None:
-        """(sort value, tie...) of the WALK_ROWS-th entry of the sort column's index from ``start``
+                  entries: int = WALK_ROWS) -> tuple[Any, ...] | None:
+        """(sort value, tie...) of the ``entries``-th entry of the sort column's index from ``start``
         (read from the index alone); None when fewer entries are left."""
         where, params = start.sql()
         index = f" INDEXED BY calls_by_{start.order}" if self.db.dialect == "sqlite" else ""
         rows = run(f"SELECT {start.columns()} FROM calls{index}{where}"
-                   f" ORDER BY {start.by()} LIMIT 1 OFFSET {WALK_ROWS - 1}", params)
+                   f" ORDER BY {start.by()} LIMIT 1 OFFSET {entries - 1}", params)
         return tuple(rows[0].values()) if rows else None
+
+    def _searched_page(self, order: str, descending: bool, after: str, limit: int, filters: dict[str, Any],
+                       run: Callable[[str, Sequence[Any]], list[dict[str, Any]]], walk: bool) -> list[dict[str, Any]]:
+        """A page of a number or a flag. One that matches many calls (``walk``) is read in two
+        steps, each bounded. First a walk of the sort column's index checking each row, no further
+        than SEARCH_WALK_ROWS entries past ``after``: where the matches are spread along the sort
+        column (a common number by start time or talk time) the page fills within a few thousand.
+        Where they lie together further along (a customer's number by customer name: the walk
+        passed most of the journal, 1.5-2.7 s at a million calls), the rest comes from the calls
+        the search's index finds (``_found``), after the walk's end. One that matches few calls
+        comes from those alone. Both keep the order (``order``, its tie), so the page is exactly
+        what one ORDER BY gives. (Not with the transcript filter: its column is not in ``calls``.)"""
+        start = self._keyset(order, descending, after=after)
+        if not walk:
+            return self._found(start, filters, limit, run)
+        where, params = self._call_filter(**filters, row_by_row=True)
+        bound = self._walk_end(start, run, SEARCH_WALK_ROWS[self.db.dialect])
+        walked = _Keyset(order, descending, after=start.after, past=start.past, upto=bound)
+        sql, walk_params = self._walk_sql(walked, where, params, limit)
+        rows = run(sql, walk_params)
+        if len(rows) >= limit or bound is None:
+            return rows
+        return rows + self._found(self._keyset(order, descending, past=bound), filters, limit - len(rows), run)
+
+    def _found(self, keys: _Keyset, filters: dict[str, Any], limit: int,
+               run: Callable[[str, Sequence[Any]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The first ``limit`` matches of a number or a flag within ``keys``' range, of the calls its
+        index finds, sorted. SQLite: the calls of the uuids that index gives, their own index named
+        (else it walks the sort column's again). PostgreSQL: the rows of the number's trigram
+        conditions or of the flag's uuids, in a MATERIALIZED CTE; given the uuids in the query, its
+        planner (not knowing how many come) walked the sort column's index checking each row
+        against them: 2-4 s for a rare number's deep page at a million calls."""
+        if self.db.dialect == "sqlite":
+            where, params = self._call_filter(**filters, row_by_row=False)
+            index = self._uuid_index()
+        else:
+            where, params = self._call_filter(**filters, row_by_row=False, number_by_row=True)
+            index = ""
+        sql, found_params = self._covered_sql(keys, index, where, params, limit)
+        return run(sql, found_params)
+
+    def _uuid_index(self) -> str:
+        """SQLite's name for the index of the calls' primary key (uuid)."""
+        row = self.db.one("SELECT name FROM pragma_index_list('calls') WHERE origin = 'pk'")
+        if row is None:
+            raise StorageError("the journal's calls table has no primary key index")
+        return str(row["name"])
 
     def _walk_sql(self, keys: _Keyset, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
         """The filtered rows within ``keys``' range, read walking the sort column's index."""
@@ -969,8 +1026,9 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     def _covered_sql(self, keys: _Keyset, covering: str, where: str, params: list[Any],
                      limit: int) -> tuple[str, list[Any]]:
         """The first ``limit`` filtered rows within ``keys``' range, found in the filter's covering
-        index and sorted from it (SQLite: the index named, the sort kept off every index by the
-        unary +; PostgreSQL: the matches taken first, in a MATERIALIZED CTE), then read."""
+        index (``covering``: or another index that finds them) and sorted from it (SQLite: the
+        index named, the sort kept off every index by the unary +; PostgreSQL: the matches taken
+        first, in a MATERIALIZED CTE), then read."""
         key_where, key_params = keys.sql()
         if self.db.dialect == "sqlite":
             cond = _and(where, key_where)
@@ -1580,6 +1638,18 @@ class _Keyset:
                  upto: tuple[Any, ...] | None = None) -> None:
         self.order, self.descending, self.after, self.past, self.upto = order, descending, after, past, upto
         self.keys = (order, *tie(order))
+        self.compared = self.keys  # by sql(): see within()
+
+    def within(self, value: Any) -> _Keyset:
+        """This range, for rows that all have ``value`` in the sort column (a filter fixes it):
+        compared by the tie alone. Given the column's equality and a range of the whole key,
+        SQLite sorts every row of the value past the cursor (a deep page of the local calls by
+        direction: 0.3-0.6 s at a million calls); by the tie alone it reads the page off the index."""
+        if self.past is None or self.upto is not None or self.past[0] != value:
+            return self
+        keyset = _Keyset(self.order, self.descending, past=self.past[1:])
+        keyset.compared = self.keys[1:]
+        return keyset
 
     def columns(self) -> str:
         return ", ".join(f"calls.{c}" for c in self.keys)
@@ -1591,15 +1661,15 @@ class _Keyset:
     def sql(self) -> tuple[str, list[Any]]:
         """`` WHERE ...`` (or "") and its parameters."""
         after, before = ("<", ">=") if self.descending else (">", "<=")
-        pair = f"({self.columns()})"
-        marks = f"({', '.join('?' * len(self.keys))})"
+        pair = f"({', '.join(f'calls.{c}' for c in self.compared)})"
+        marks = f"({', '.join('?' * len(self.compared))})"
         terms: list[str] = []
         params: list[Any] = []
         if self.after:
             values = ", ".join("?" if c == "uuid" else f"(SELECT k.{c} FROM calls AS k WHERE k.uuid = ?)"
-                               for c in self.keys)
+                               for c in self.compared)
             terms.append(f"{pair} {after} ({values})")
-            params += [self.after] * len(self.keys)
+            params += [self.after] * len(self.compared)
         if self.past is not None:
             terms.append(f"{pair} {after} {marks}")
             params += list(self.past)
@@ -1629,6 +1699,15 @@ _UNCOVERED_FILTERS = ("number", "flag", "text", "max_mos", "too_long")
 # which the sort column's own index serves directly.
 _FIXING_FILTERS = {"status": "status", "direction": "direction", "missed_cause": "missed_cause",
                    "queue": "queue", "too_long": "too_long"}
+
+
+def _fixed_value(filters: dict[str, Any], order: str) -> Any:
+    """The value a filter gives every row in ``order``'s column, or None when none fixes it."""
+    for key, column in _FIXING_FILTERS.items():
+        value = filters.get(key)
+        if column == order and value:
+            return 1 if value is True else value
+    return None
 
 
 def _covering_index(filters: dict[str, Any], order: str) -> str:
