@@ -17,7 +17,7 @@ from flask import Blueprint, render_template, request
 from fsapp import callstats
 from fsapp.web import charts, i18n
 from fsapp.web.context import current_config, current_store, language
-from fsapp.web.views import _filters, _search
+from fsapp.web.views import remembered_search, search_filters
 
 stats = Blueprint("stats", __name__)
 
@@ -27,10 +27,10 @@ PERIOD_KEYS = ("from", "to")
 
 @stats.route("/stats")
 def page() -> Any:
-    search = _search()
+    search = remembered_search()
     others = {k: v for k, v in search.items() if k not in PERIOD_KEYS}
     ext_sort, ext_desc, problems = _extension_sort()
-    _f, _s, _d, more = _filters(_unsorted(search))
+    _f, _s, _d, more = search_filters(_unsorted(search))
     problems += more
     view: dict[str, Any] = {"search": search, "others": others, "ext_sort": ext_sort, "ext_desc": ext_desc,
                             "period": {k: search.get(k, "") for k in PERIOD_KEYS}}
@@ -64,7 +64,7 @@ def _fill(view: dict[str, Any], search: dict[str, str]) -> list[str]:
     if (last - first).days >= callstats.MAX_DAYS:
         return [f"from: a period is at most {callstats.MAX_DAYS} days; this one is {(last - first).days + 1}"]
     view["period"] = {"from": _shown(lang, first), "to": _shown(lang, last)}
-    filters = _filters({**_unsorted(search), "from": first.isoformat(), "to": last.isoformat()})[0]
+    filters = search_filters({**_unsorted(search), "from": first.isoformat(), "to": last.isoformat()})[0]
     store = current_store()
     folded = callstats.fold(store.call_stats_quarters(**filters), tz, first, last)
     view.update(total=callstats.figures(folded.total),

@@ -105,7 +105,7 @@ def logout() -> Any:
 # ------------------------------------------------------------------ journal
 
 
-def _search() -> dict[str, str]:
+def remembered_search() -> dict[str, str]:
     """The search in the query string; none given: the last one remembered in the session."""
     if request.args.get("reset"):
         session.pop("search", None)
@@ -117,7 +117,7 @@ def _search() -> dict[str, str]:
     return dict(session.get("search", {}))
 
 
-def _filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[str]]:
+def search_filters(search: dict[str, str]) -> tuple[dict[str, Any], str, bool, list[str]]:
     """The store's filters, sort column and direction from a search; the problems with it."""
     problems: list[str] = []
     f = {**_period(search, problems), **_choices(search, problems), **_measures(search, problems)}
@@ -245,8 +245,8 @@ class _RowLinks:
 
 @views.route("/")
 def calls() -> Any:
-    search = _search()
-    filters, sort, descending, problems = _filters(search)
+    search = remembered_search()
+    filters, sort, descending, problems = search_filters(search)
     rows = current_store().page_calls(order=sort, descending=descending, after=request.args.get("after", ""),
                                       limit=PAGE + 1, **filters)
     more = len(rows) > PAGE
@@ -267,7 +267,7 @@ def calls() -> Any:
 @views.route("/calls.csv")
 def export() -> Any:
     """Exactly the filtered rows, streamed page by page through the renderer's CSV rules."""
-    filters, sort, descending, problems = _filters({k: request.args[k] for k in FILTER_KEYS if k in request.args})
+    filters, sort, descending, problems = search_filters({k: request.args[k] for k in FILTER_KEYS if k in request.args})
     if problems:
         abort(400, "; ".join(problems))
     store = current_store()
