@@ -6,6 +6,7 @@ Schema changes are numbered migrations applied in order at open.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid as uuidlib
@@ -1000,15 +1001,17 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         against them: 2-4 s for a rare number's deep page at a million calls."""
         if self.db.dialect == "sqlite":
             where, params = self._call_filter(**filters, row_by_row=False)
-            index = self._uuid_index()
+            index = self._uuid_index
         else:
             where, params = self._call_filter(**filters, row_by_row=False, number_by_row=True)
             index = ""
         sql, found_params = self._covered_sql(keys, index, where, params, limit)
         return run(sql, found_params)
 
+    @functools.cached_property
     def _uuid_index(self) -> str:
-        """SQLite's name for the index of the calls' primary key (uuid)."""
+        """SQLite's name for the index of the calls' primary key (uuid), read once: the schema is
+        migrated before the first page."""
         row = self.db.one("SELECT name FROM pragma_index_list('calls') WHERE origin = 'pk'")
         if row is None:
             raise StorageError("the journal's calls table has no primary key index")
