@@ -343,6 +343,18 @@ def test_persian_is_rtl_with_persian_digits_and_solar_hijri_dates(app: Flask, jo
     assert '<html lang="en"' in c.get("/").get_data(as_text=True)  # the switch is remembered
 
 
+def test_the_persian_call_page_punctuates_in_persian(app: Flask, journal: Journal) -> None:
+    """Persian's comma and semicolon (U+060C, U+061B) between the timeline's items, not the Latin ones."""
+    html = client_as(app, "viewer", lang="fa").get(f"/call/{journal.uuids['answered']}").get_data(as_text=True)
+    timeline = html[html.index('id="timeline"'):].split("</ol>", 1)[0]
+    attempt = re.search(r'<li class="attempt" data-outcome="answered">(.*?)</li>', timeline)
+    assert attempt and "پاسخ داده، داخلی ۱۰۰۱، مکالمه" in attempt.group(1)
+    assert re.search(r"پاسخ: [^<]*؛ مکالمه", timeline)  # answered at ...; talk ...
+    assert ", " not in timeline and "; " not in timeline
+    en = client_as(app, "viewer").get(f"/call/{journal.uuids['answered']}").get_data(as_text=True)
+    assert "، " not in en and "؛ " not in en
+
+
 def test_group_by_day_heads_each_day_with_its_counts(app: Flask, journal: Journal) -> None:
     import jdatetime
 

@@ -47,6 +47,7 @@ LABELS: dict[str, tuple[str, str]] = {  # key: (English, Persian)
     "created_at": ("Added", "افزوده شده"), "desc": ("descending", "نزولی"), "sort": ("Sort", "مرتب‌سازی"),
     "no_recording": ("No recording.", "ضبطی نیست."), "rial": ("rial", "ریال"),
     "lang_other": ("فارسی", "English"), "yes": ("yes", "بله"),
+    "comma": (", ", "، "), "semicolon": ("; ", "؛ "),  # Persian has its own (U+060C, U+061B)
     "stats": ("Statistics", "آمار"), "calls": ("Calls", "تماس‌ها"), "total": ("Total", "جمع"),
     # the journal's CDR and analysis columns and filters, and the call page's timeline, quality and analysis
     "queue": ("Queue", "صف"), "wait_seconds": ("Wait", "انتظار"), "ring_seconds": ("Ring", "زنگ"),
