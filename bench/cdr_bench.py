@@ -142,7 +142,7 @@ def closed_loop(port: int, requests: list[bytes], concurrency: int) -> dict[str,
 
 def _drive(port: int, pid: int, requests: list[bytes], *, rate: float = 0.0, concurrency: int = 0) -> dict[str, object]:
     """One epoll loop, the requests built before (see ``build``), so that the client costs as
-    little CPU as it can in Python (about 150-190 us a post, against 440-540 with a greenlet a
+    little CPU as it can in Python (about 120-200 us a post, against 440-540 with a greenlet a
     post: beside the daemon on a 2-core machine, the client's CPU is the daemon's loss).
     Latency is from when a post was due (open loop) or sent (closed loop)."""
     posts, most = len(requests), min(IN_FLIGHT, _open_files() - 100)
