@@ -959,9 +959,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         return rows + run(sql, rest_params)
 
     def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
-                  entries: int = WALK_ROWS) -> tuple[Any, ...] | None:
-        """(sort value, tie...) of the ``entries``-th entry of the sort column's index from ``start``
-        (read from the index alone); None when fewer entries are left."""
+                  entries: int = 0) -> tuple[Any, ...] | None:
+        """(sort value, tie...) of the ``entries``-th (default WALK_ROWS, read when called) entry of
+        the sort column's index from ``start`` (read from the index alone); None when fewer are left."""
+        entries = entries or WALK_ROWS
         where, params = start.sql()
         index = f" INDEXED BY calls_by_{start.order}" if self.db.dialect == "sqlite" else ""
         rows = run(f"SELECT {start.columns()} FROM calls{index}{where}"
