@@ -127,7 +127,7 @@ def login(client: Any) -> None:
 def store_filters(app: Any, query: dict[str, str]) -> dict[str, Any]:
     """The store's filters the console makes of a query string."""
     with app.test_request_context("/?" + urlencode(query)):
-        filters, _sort, _desc, problems = views._filters(query)
+        filters, _sort, _desc, problems = views.search_filters(query)
     assert not problems, problems
     return filters
 
