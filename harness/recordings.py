@@ -7,16 +7,21 @@ time. The truth of a placement is the span of its samples above 1% of full scale
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 RATE = 8000
 
 
 def speech(text: str, tmp: Path, *, voice: str = "en-us", rate: int = RATE) -> np.ndarray:
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:  # .ci/run installs both
+        pytest.skip(f"generated speech needs {' and '.join(missing)} (apt-get install {' '.join(missing)})")
     raw, out = tmp / "raw.wav", tmp / "utt.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(raw), text], check=True)
     subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out),
