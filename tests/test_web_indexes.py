@@ -302,6 +302,32 @@ def test_a_filter_fixing_the_sort_column_reads_deep_pages_off_its_index(store_ur
     store.close()
 
 
+@pytest.mark.parametrize("order,filters", [("talk_seconds", {"status": "missed"}), ("status", {"has_recording": True})],
+                         ids=["missed-by-talk", "recorded-by-status"])
+def test_matches_far_along_the_sort_are_walked_from_their_value_not_sorted(
+        store_url: str, journal_copies: Any, monkeypatch: pytest.MonkeyPatch, order: str,
+        filters: dict[str, Any]) -> None:
+    """The missed calls by most talk (none has any: they come last) and the recorded calls by
+    status, the latest first (all answered, behind the other statuses): the walk of the sort
+    column's index stops short of them. The page then walks on from the nearest match's value,
+    read from the filter's covering index alone, and the matches are not sorted (at a million
+    calls, sorting every missed call for it took 55-110 ms); the pages are still exactly the plain order."""
+    store = journal_copies(store_url, "correlated", _fill_correlated)
+    # short of the 133 rejected calls (first by status), and of the latest month's answered calls
+    # (none recorded: the recorded ones are every other call, and each month every twelfth)
+    monkeypatch.setattr(storemod, "WALK_ROWS", 80)
+    monkeypatch.setattr(storemod, "SORT_MATCHES_BELOW", 0)  # PostgreSQL: a common filter, as at a million calls
+    plan = store.explain_page_calls(order=order, descending=True, limit=10, scans_last=True, **filters)
+    mismatched = _unlike_the_plain_order(store, filters, (order,))
+    store.close()
+    walked_from_value = [line for line in plan if re.search(rf"\({order} ?<=? ?['?]", line)]
+    assert walked_from_value, plan
+    # the sorted matches: SQLite's temporary b-tree, PostgreSQL's CTE of them (which may plan a
+    # walk's few rows with a sort of its own)
+    assert not [line for line in plan if "TEMP B-TREE" in line or "CTE matches" in line], plan
+    assert not mismatched, mismatched
+
+
 def test_a_rare_number_s_pages_are_read_from_its_calls_not_along_the_sort(store_url: str,
                                                                          journal_copies: Any) -> None:
     """A number with a call or two: its pages, first and deep, come from the calls its index finds,

@@ -163,13 +163,19 @@ def _covering_indexes(db: Any) -> None:
     for name in _REPLACED_BY_COVERING:
         db.execute(f"DROP INDEX {name}")
     for name, (lead, rows) in COVERING_INDEXES.items():
-        rest = [c for c in SORTABLE_CALL_FIELDS if c not in (lead, "started_at")]
-        if rows.startswith("caller_mos"):
-            rest += ["caller_mos", "callee_mos"]
-        key = ([lead] if lead else []) + ["started_at", "uuid"]
-        cols = (f"{', '.join(key)}) INCLUDE ({', '.join(rest)}" if db.dialect == "postgresql"
-                else ", ".join(key + rest))
-        db.execute(f"CREATE INDEX {name} ON calls ({cols})" + (f" WHERE {rows}" if rows else ""))
+        _create_covering(db, name, lead, rows)
+
+
+def _create_covering(db: Any, name: str, lead: str, rows: str) -> None:
+    """One covering index: ``lead`` (a column or an expression; "" for none), the start time and
+    the uuid, then every other sort column (and, for the scored calls, their MOS figures)."""
+    rest = [c for c in SORTABLE_CALL_FIELDS if c not in (lead, "started_at")]
+    if rows.startswith("caller_mos"):
+        rest += ["caller_mos", "callee_mos"]
+    key = ([lead] if lead else []) + ["started_at", "uuid"]
+    cols = (f"{', '.join(key)}) INCLUDE ({', '.join(rest)}" if db.dialect == "postgresql"
+            else ", ".join(key + rest))
+    db.execute(f"CREATE INDEX {name} ON calls ({cols})" + (f" WHERE {rows}" if rows else ""))
 
 
 def _sort_indexes_by_time(db: Any) -> None:
@@ -522,6 +528,9 @@ SAMPLED_ROWS = 2000  # of each index, for the daily planner statistics (Store.sa
 # How many entries of the sort column's index a page with a covered filter walks before it takes
 # the rest from the filter's covering index (see Store._covered_page).
 WALK_ROWS = 2000
+# When that walk falls short, a sample of the matches past it: where they have no more sort values
+# than this, the walk goes on from the nearest match's value (see Store._matches_share_values).
+VALUE_SAMPLE, SHARED_VALUES = 64, 3
 # How many entries a page of a number or a flag that matches many calls walks, checking each row,
 # before it takes the rest from the calls the search's index finds (see Store._searched_page). A
 # row checked costs PostgreSQL more, and its search's index less: the best bounds measured there.
@@ -968,14 +977,53 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             sql, page_params = self._covered_sql(start, covering, where, params, limit, halves)
             return run(sql, page_params)
         bound = self._walk_end(start, run)
-        walk = _Keyset(order, descending, after=start.after, past=start.past, upto=bound)
-        sql, walk_params = self._walk_sql(walk, where, params, limit)
+        sql, walk_params = self._walk_sql(start.until(bound), where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
             return rows
+        past = _Keyset(order, descending, past=bound)
+        if self._matches_share_values(past, covering, where, params, run):
+            nearest = self._nearest_value(past, covering, where, params, run)
+            if nearest is None:
+                return rows  # no match past the walk
+            if nearest != bound[0]:
+                # The next match lies past the walked value's run (missed calls by talk time, the
+                # recorded calls by status): the walk goes on from that value's first row.
+                start = _Keyset(order, descending, reach=nearest)
+                bound = self._walk_end(start, run)
+                sql, walk_params = self._walk_sql(start.until(bound), where, params, limit - len(rows))
+                rows += run(sql, walk_params)
+                if len(rows) >= limit or bound is None:
+                    return rows
         sql, rest_params = self._covered_sql(self._keyset(order, descending, past=bound), covering, where, params,
                                              limit - len(rows))
         return rows + run(sql, rest_params)
+
+    def _matches_share_values(self, keys: _Keyset, covering: str, where: str, params: list[Any],
+                              run: Callable[[str, Sequence[Any]], list[dict[str, Any]]]) -> bool:
+        """Whether the first VALUE_SAMPLE matches within ``keys``' range (in the covering index's
+        own order, read from it alone) have at most SHARED_VALUES values of the sort column: the
+        matches then lie in those values' runs, dense there, and a walk from the nearest of them
+        fills the page (``_nearest_value``). Spread over many values (the well-scored calls by
+        length), the nearest value's run holds a match or two: the sorted matches serve better."""
+        key_where, key_params = keys.sql()
+        rows = run(f"SELECT calls.{keys.order} AS v FROM {self._through(covering)}{_and(where, key_where)}"
+                   f" LIMIT {VALUE_SAMPLE}", params + key_params)
+        return len({r["v"] for r in rows}) <= SHARED_VALUES
+
+    def _nearest_value(self, keys: _Keyset, covering: str, where: str, params: list[Any],
+                       run: Callable[[str, Sequence[Any]], list[dict[str, Any]]]) -> Any:
+        """The sort value of the first match within ``keys``' range, from the filter's covering
+        index alone (MIN or MAX of its matches: no sort, no row read); None when none matches.
+        PostgreSQL: with a FILTER clause, which its planner's MIN/MAX shortcut does not take (else
+        it reads the value off the sort column's index, checking each row: 1.4 s for the missed
+        calls' most talk at a million calls); the matches are then scanned, in parallel."""
+        key_where, key_params = keys.sql()
+        pick = f"{'MAX' if keys.descending else 'MIN'}(calls.{keys.order})"
+        if self.db.dialect == "postgresql":
+            pick += " FILTER (WHERE TRUE)"
+        rows = run(f"SELECT {pick} AS v FROM {self._through(covering)}{_and(where, key_where)}", params + key_params)
+        return rows[0]["v"] if rows else None
 
     def _walk_end(self, start: _Keyset, run: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
                   entries: int = 0) -> tuple[Any, ...] | None:
@@ -1004,8 +1052,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             return self._found(start, filters, limit, run)
         where, params = self._call_filter(**filters, row_by_row=True)
         bound = self._walk_end(start, run, SEARCH_WALK_ROWS[self.db.dialect])
-        walked = _Keyset(order, descending, after=start.after, past=start.past, upto=bound)
-        sql, walk_params = self._walk_sql(walked, where, params, limit)
+        sql, walk_params = self._walk_sql(start.until(bound), where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
             return rows
@@ -1046,6 +1093,14 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                f" ORDER BY {keys.by()} LIMIT {int(limit)}")
         return sql, params + key_params
 
+    def _through(self, covering: str) -> str:
+        """The calls, read through the filter's covering index: SQLite is told it by name, but for
+        the extension filter's, an OR (the agent's calls, or local calls to it), left to SQLite's
+        OR plan, one index per branch, which a named index would rule out; PostgreSQL picks its own."""
+        if self.db.dialect == "sqlite" and covering and covering != "calls_extension_covering":
+            return f"calls INDEXED BY {covering}"
+        return "calls"
+
     def _covered_sql(self, keys: _Keyset, covering: str, where: str, params: list[Any],
                      limit: int, halves: Sequence[tuple[str, list[Any]]] = ()) -> tuple[str, list[Any]]:
         """The first ``limit`` filtered rows within ``keys``' range, found in the filter's covering
@@ -1058,10 +1113,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         key_where, key_params = keys.sql()
         if self.db.dialect == "sqlite":
             cond = _and(where, key_where)
-            # the extension filter is an OR (the agent's calls, or local calls to it): left to
-            # SQLite's OR plan, one index per branch, which a named index would rule out
-            index = "" if covering == "calls_extension_covering" else f" INDEXED BY {covering}"
-            pick = (f"SELECT calls.rowid FROM calls{index}{cond}"
+            pick = (f"SELECT calls.rowid FROM {self._through(covering)}{cond}"
                     f" ORDER BY {keys.by(plus=True)} LIMIT {int(limit)}")
             sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.rowid IN ({pick})"
                    f" ORDER BY {keys.by()}")
@@ -1664,10 +1716,15 @@ class _Keyset:
     and up to a known (value, tie...) (inclusive)."""
 
     def __init__(self, order: str, descending: bool, *, after: str = "", past: tuple[Any, ...] | None = None,
-                 upto: tuple[Any, ...] | None = None) -> None:
+                 upto: tuple[Any, ...] | None = None, reach: Any = None) -> None:
         self.order, self.descending, self.after, self.past, self.upto = order, descending, after, past, upto
+        self.reach = reach  # not None: from the first row with this sort value on (inclusive)
         self.keys = (order, *tie(order))
         self.compared = self.keys  # by sql(): see within()
+
+    def until(self, upto: tuple[Any, ...] | None) -> _Keyset:
+        """This range, ending at ``upto`` (inclusive; None: at the journal's end)."""
+        return _Keyset(self.order, self.descending, after=self.after, past=self.past, upto=upto, reach=self.reach)
 
     def within(self, value: Any) -> _Keyset:
         """This range, for rows that all have ``value`` in the sort column (a filter fixes it):
@@ -1705,6 +1762,9 @@ class _Keyset:
         if self.upto is not None:
             terms.append(f"{pair} {before} {marks}")
             params += list(self.upto)
+        if self.reach is not None:
+            terms.append(f"calls.{self.order} {'<=' if self.descending else '>='} ?")
+            params.append(self.reach)
         return (" WHERE " + " AND ".join(terms)) if terms else "", params
 
 
