@@ -18,7 +18,7 @@ from typing import Any
 from fsapp import digits, instants
 from fsapp.pins import Limit, PinLimits
 from fsapp.store.analysis import ANALYSIS_COLUMNS, FIGURES, AnalysisStore, flag_rows, like_pattern
-from fsapp.store.cdr import CDR_FIELDS, CDRStore, cdr_filter, socket_value
+from fsapp.store.cdr import CDR_FIELDS, WORST_MOS, CDRStore, cdr_filter, socket_value
 from fsapp.store.sqlite import SQLiteDB, StorageError
 from fsapp.store.stats import StatsStore, kept_sums
 from fsapp.store.stats import next_day as _next_day
@@ -176,6 +176,20 @@ def _create_covering(db: Any, name: str, lead: str, rows: str) -> None:
     cols = (f"{', '.join(key)}) INCLUDE ({', '.join(rest)}" if db.dialect == "postgresql"
             else ", ".join(key + rest))
     db.execute(f"CREATE INDEX {name} ON calls ({cols})" + (f" WHERE {rows}" if rows else ""))
+
+
+def _scored_by_worst_mos(db: Any) -> None:
+    """Migration 18: the scored calls' covering index leads with each call's worst MOS
+    (``WORST_MOS``), as the MOS filter now reads it: a filter of at least 4.4 reads the 92,000
+    calls that score that, not all 560,000 scored ones (at a million calls, 70 ms of a SQLite page
+    went in passing over the others)."""
+    db.execute("DROP INDEX calls_scored_covering")
+    _create_covering(db, "calls_scored_covering", f"({WORST_MOS[db.dialect]})",
+                     COVERING_INDEXES["calls_scored_covering"][1])
+    if db.dialect == "postgresql":  # the expression's statistics (SQLite's come after every migration)
+        row = db.one("SELECT reltuples AS n FROM pg_class WHERE oid = 'calls'::regclass")
+        if row and float(row["n"]) > 0:
+            db.execute("ANALYZE calls")
 
 
 def _sort_indexes_by_time(db: Any) -> None:
@@ -493,6 +507,8 @@ MIGRATIONS: list[str | Callable[[Any], None]] = [
     _covering_indexes,
     # 17: the sort indexes break ties by start time, then uuid
     _sort_indexes_by_time,
+    # 18: the MOS filter's covering index by each call's worst MOS
+    _scored_by_worst_mos,
 ]
 
 WEB_USERS_LOCK = "fsapp-web-users"  # a role change or removal checks "another admin remains" under it
@@ -774,7 +790,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             where.append("LOWER(call_analysis.transcript) LIKE ? ESCAPE '\\'")
             params.append(like_pattern(word))
         cdr_where, cdr_params = cdr_filter(extension=extension, missed_cause=missed_cause, min_mos=min_mos,
-                                           max_mos=max_mos, extension_half=extension_half)
+                                           max_mos=max_mos, extension_half=extension_half, dialect=self.db.dialect)
         where += cdr_where
         params += cdr_params
         return (" WHERE " + " AND ".join(where)) if where else "", params

@@ -91,8 +91,15 @@ EXTENSION_HALVES = {
 }
 
 
+# A call's worst MOS, a leg with no figure counting as perfect, as each database writes it: the
+# MOS filter reads it, and the scored calls' covering index leads with it (migration 18).
+WORST_MOS = {"sqlite": "min(COALESCE(caller_mos, 5), COALESCE(callee_mos, 5))",
+             "postgresql": "LEAST(COALESCE(caller_mos, 5), COALESCE(callee_mos, 5))"}
+
+
 def cdr_filter(*, extension: str = "", missed_cause: str = "", min_mos: float | None = None,
-               max_mos: float | None = None, extension_half: int = 0) -> tuple[list[str], list[Any]]:
+               max_mos: float | None = None, extension_half: int = 0,
+               dialect: str = "sqlite") -> tuple[list[str], list[Any]]:
     """The journal's CDR filters: WHERE terms and their parameters.
 
     ``extension``: the agent's calls, answered or made (a local call also counts for the
@@ -109,9 +116,8 @@ def cdr_filter(*, extension: str = "", missed_cause: str = "", min_mos: float | 
         where.append("missed_cause = ?")
         params.append(missed_cause)
     if min_mos is not None:
-        where.append("(caller_mos IS NOT NULL OR callee_mos IS NOT NULL)"
-                     " AND COALESCE(caller_mos, 5) >= ? AND COALESCE(callee_mos, 5) >= ?")
-        params += [min_mos, min_mos]
+        where.append(f"(caller_mos IS NOT NULL OR callee_mos IS NOT NULL) AND {WORST_MOS[dialect]} >= ?")
+        params.append(min_mos)
     if max_mos is not None:
         where.append("(caller_mos <= ? OR callee_mos <= ?)")
         params += [max_mos, max_mos]
