@@ -1135,10 +1135,11 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         index named, the sort kept off every index by the unary +; PostgreSQL: the matches taken
         first, in a subquery behind OFFSET 0, which its planner plans on its own and does not
         push the range or the order into; a MATERIALIZED CTE did as much but wrote every match
-        down first: 115-170 ms for 200,000 of them, 75 ms now), then read. ``halves`` (PostgreSQL): the filter as two
-        disjoint WHERE clauses whose matches a UNION ALL takes instead. The extension filter's
-        OR made a bitmap of both halves and read each match's row (15,000 for one agent:
-        70-180 ms); its first half is then read from its covering index alone."""
+        down first: 115-170 ms for 200,000 of them, 75 ms now), then read. ``halves``
+        (PostgreSQL): the filter as two disjoint WHERE clauses whose matches a UNION ALL takes
+        instead. The extension filter's OR made a bitmap of both halves and read each match's
+        row (15,000 for one agent: 70-180 ms); its first half is then read from its covering
+        index alone."""
         key_where, key_params = keys.sql()
         if self.db.dialect == "sqlite":
             cond = _and(where, key_where)
