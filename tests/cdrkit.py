@@ -45,19 +45,26 @@ class ServeProcess:
     def __init__(self, tmp: Path, body: str = "", *, cdr: str = "", env: dict[str, str] | None = None,
                  db_url: str = "", cdr_host: str = "127.0.0.1", server: str = "") -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        self.esl_port, self.cdr_port = free_port(), free_port()
-        extra = f'[cdr]\nlisten = "{cdr_host}:{self.cdr_port}"\n{cdr}\n'
-        self.config = write_config(tmp, body, extra=extra)
-        esl = f'listen = "127.0.0.1:{self.esl_port}"\n{server}'
-        text = self.config.read_text().replace('listen = "127.0.0.1:0"', esl)
-        if db_url:
-            text = text.replace(text.split("[storage]\n", 1)[1].split("\n", 1)[0], f'url = "{db_url}"')
-        self.config.write_text(text)
-        self.log = tmp / f"serve-{self.cdr_port}.log"
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env)
-        self._wait_listening()
+        for attempt in range(3):
+            # a free port can be taken by another test's process before serve binds it: new ones, then
+            self.esl_port, self.cdr_port = free_port(), free_port()
+            extra = f'[cdr]\nlisten = "{cdr_host}:{self.cdr_port}"\n{cdr}\n'
+            self.config = write_config(tmp, body, extra=extra)
+            esl = f'listen = "127.0.0.1:{self.esl_port}"\n{server}'
+            text = self.config.read_text().replace('listen = "127.0.0.1:0"', esl)
+            if db_url:
+                text = text.replace(text.split("[storage]\n", 1)[1].split("\n", 1)[0], f'url = "{db_url}"')
+            self.config.write_text(text)
+            self.log = tmp / f"serve-{self.cdr_port}.log"
+            self.proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(self.config)],
+                                         stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env)
+            try:
+                self._wait_listening()
+                return
+            except AssertionError as exc:
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
 
     @property
     def esl_address(self) -> tuple[str, int]:
