@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import gevent
 import pytest
 
 from fsapp import customers
+from fsapp.cdr import legs as cdrlegs
+from fsapp.cdr.writer import CDRWriter
 from fsapp.fakefs import Script, run_call
 from fsapp.journal import ANALYSIS_FIELDS
 from fsapp.store import open_store
@@ -304,8 +307,17 @@ def test_database_outage_during_a_post_is_503_then_stored_once(serve: ServeProce
     assert row["status"] == "answered" and row["talk_seconds"] == 10
 
 
-def test_concurrent_posts_all_stored(serve: ServeProcess) -> None:
-    """Many posts at once (FreeSWITCH posts from each channel's thread): every one answered 200, each stored."""
+def test_concurrent_posts_all_stored(tmp_path: Path, store_url: str) -> None:
+    """Many posts at once (FreeSWITCH posts from each channel's thread): every one answered 200, each
+    stored, one row per call, on either database."""
+    serve = _started(tmp_path / "d", db_url=store_url)
+    try:
+        _post_60_calls_at_once(serve)
+    finally:
+        serve.stop()
+
+
+def _post_60_calls_at_once(serve: ServeProcess) -> None:
     bodies = []
     for i in range(60):
         for leg in "ab":
@@ -539,3 +551,32 @@ def test_keep_alive_carries_several_posts(serve: ServeProcess) -> None:
 def test_requests_that_are_not_a_cdr_post(serve: ServeProcess, data: bytes, status: bytes) -> None:
     assert _raw(serve, data).startswith(b"HTTP/1.1 " + status)
     assert serve.calls() == []
+
+
+# ------------------------------------------------------------------ the writer stopping
+
+
+class _SlowWriter(CDRWriter):
+    """A writer whose transactions take a while: each call's row is computed slowly, inside it."""
+
+    def _compute(self, legs: list[dict[str, object]]) -> dict[str, object]:
+        gevent.sleep(0.3)
+        return super()._compute(legs)
+
+
+def test_stopping_the_writer_answers_the_posts_of_the_batch_in_flight(tmp_path: Path) -> None:
+    """The daemon stops (its CDR listener stops the writer) while a batch is committing: that batch
+    ends, its posts are answered as stored, and its legs are kept. Killed inside its transaction,
+    the batch was rolled back and its posts waited for an answer that never came."""
+    store = open_store(f"sqlite:///{tmp_path / 'journal.db'}")
+    writer = _SlowWriter(store, lambda: 600)
+    writer.start()
+    posts = [gevent.spawn(writer.add, cdrlegs.parse(leg_body("a", leg), "application/json"), leg_body("a", leg))
+             for leg in "ba"]
+    gevent.sleep(0.1)  # both queued, their batch in its transaction
+    writer.stop()
+    gevent.joinall(posts, timeout=5)
+    answers = [p.value if p.ready() else "no answer" for p in posts]
+    kept = store.cdr_leg_count()
+    store.close()
+    assert answers == [True, True] and kept == 2, (answers, kept)

@@ -24,6 +24,7 @@ from fsapp.cdr import classify
 from fsapp.store import Store, now_iso
 
 MAX_BATCH = 200
+STOP_SECONDS = 10.0  # how long stop() waits for the batch in flight
 
 
 class After(Protocol):
@@ -49,6 +50,7 @@ class CDRWriter:
         self._queue: list[_Pending] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
+        self._stopping = False
 
     def add(self, leg: dict[str, Any], body: bytes) -> bool:
         """Keep one leg; True if new, False for a replay. Raises StorageError when not committed."""
@@ -60,21 +62,29 @@ class CDRWriter:
         return bool(pending.result.get())
 
     def start(self) -> None:
+        self._stopping = False
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop. The batch in flight ends first and its posts get their
+        answers; killed in its transaction, they got none (up to ``STOP_SECONDS``, then it is)."""
         if self._greenlet is None:
             return
-        self._greenlet.kill()
+        self._stopping = True
+        self._wake.set()  # left set: the writer drains the queue and returns
+        self._greenlet.join(timeout=STOP_SECONDS)
+        self._greenlet.kill()  # still stuck in the database past that
         self._greenlet = None
         self._drain()
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            self._wake.clear()
+            if not self._stopping:
+                self._wake.clear()
             self._drain()
+            if self._stopping:
+                return
 
     def _drain(self) -> None:
         while self._queue:
