@@ -21,7 +21,7 @@ import gevent
 import pytest
 
 import fsapp.store as storemod
-from fsapp.store import SORTABLE_CALL_FIELDS, Store, open_store, tie
+from fsapp.store import SORTABLE_CALL_FIELDS, SORTED_BY_COVERING, Store, open_store, sort_index, tie
 from tests.helpers import paid_line
 
 COLUMNS = ("uuid started_at direction caller called extension status total_seconds talk_seconds too_long "
@@ -67,8 +67,10 @@ def _fill(store: Store, n: int = 20_000) -> None:
 # PostgreSQL's plan of a page's matches taken first and sorted (Store._covered_sql): the
 # subquery behind OFFSET 0 that holds them.
 PG_SORTED_MATCHES = "Subquery Scan on calls"
-# Indexes over every call (the partial ones, calls_too_long_by_*, hold only the too-long calls).
-WHOLE = re.compile(r"\b(sqlite_autoindex_calls_1|calls_pkey|calls_by_\w+)\b")
+# Indexes over every call (the partial ones, calls_too_long_by_*, calls_recorded_covering and
+# calls_scored_covering, hold only some).
+WHOLE = re.compile(r"\b(sqlite_autoindex_calls_1|calls_pkey|calls_by_\w+"
+                   r"|calls_(status|direction|customer|extension|missed|queue)_covering)\b")
 
 
 def _reads_calls_by_index(plan: list[str], dialect: str) -> bool:
@@ -387,7 +389,7 @@ def test_a_rare_number_s_pages_are_read_from_its_calls_not_along_the_sort(store_
         for descending in (False, True):
             for after in ("", deep):
                 plan = store.explain_page_calls(order=order, descending=descending, after=after, **filters)
-                if any(f"calls_by_{order}" in line for line in plan):
+                if any(sort_index(order) in line for line in plan):
                     walked.append(f"by {order} {'desc' if descending else 'asc'}: {' | '.join(plan)}")
     store.close()
     assert not walked, walked
@@ -453,6 +455,34 @@ def _unlike_the_plain_order(store: Store, filters: dict[str, Any], orders: tuple
     return unlike
 
 
+def test_the_columns_leading_a_covering_index_are_sorted_by_it(store_url: str, journal_copies: Any) -> None:
+    """Migration 19: status, direction, extension, missed cause and queue have no sort index of
+    their own. The journal sorted by one of them, first and deep pages, both ways, walks the
+    covering index that column leads, in order and with nothing sorted after, and the pages are
+    exactly a plain sort of every call."""
+    store = journal_copies(store_url, "correlated", _fill_correlated)
+    dialect = store.db.dialect
+    names = ({r["name"] for r in store.db.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+             if dialect == "sqlite" else
+             {r["indexname"] for r in store.db.query("SELECT indexname FROM pg_indexes WHERE tablename = 'calls'")})
+    left = {f"calls_by_{order}" for order in SORTED_BY_COVERING} & names
+    unwalked = []
+    for order in SORTED_BY_COVERING:
+        for descending in (False, True):
+            after = store.page_calls(order=order, descending=descending, limit=5)[-1]["uuid"]
+            for cursor in ("", after):
+                plan = store.explain_page_calls(order=order, descending=descending, after=cursor, scans_last=True)
+                walked = any(sort_index(order) in line for line in plan)
+                sorted_after = [line for line in plan if "TEMP B-TREE" in line or re.search(r"\bSort\b", line)]
+                if not walked or sorted_after:
+                    unwalked.append(f"by {order} {'desc' if descending else 'asc'}: {' | '.join(plan)}")
+    mismatched = _unlike_the_plain_order(store, {}, tuple(SORTED_BY_COVERING))
+    store.close()
+    assert len(SORTED_BY_COVERING) == 5 and not left, left
+    assert not unwalked, unwalked
+    assert not mismatched, mismatched
+
+
 def test_a_migration_that_remakes_indexes_gathers_their_statistics_again(tmp_path: Any,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Migration 17 drops and makes the sort indexes again, which drops their planner statistics:
@@ -467,7 +497,7 @@ def test_a_migration_that_remakes_indexes_gathers_their_statistics_again(tmp_pat
     store = open_store(url)
     analysed = {r["idx"] for r in store.db.query("SELECT idx FROM sqlite_stat1 WHERE tbl = 'calls'")}
     store.close()
-    assert {f"calls_by_{order}" for order in SORTABLE_CALL_FIELDS} <= analysed
+    assert {sort_index(order) for order in SORTABLE_CALL_FIELDS} <= analysed
     fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
     assert not fresh.db.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'")
     fresh.close()
@@ -486,5 +516,5 @@ def test_the_daemon_gathers_the_journal_planner_statistics(make_config: Any, dae
         gevent.sleep(0.1)
         if d.store.db.query("SELECT name FROM sqlite_master WHERE name = 'sqlite_stat1'"):
             analysed = d.store.db.query("SELECT idx, stat FROM sqlite_stat1 WHERE tbl = 'calls'")
-    assert {r["idx"] for r in analysed} >= {"calls_by_started_at", "calls_by_status"}, analysed
-    assert all(r["stat"].split()[0] == "300" for r in analysed if r["idx"] == "calls_by_status")
+    assert {r["idx"] for r in analysed} >= {"calls_by_started_at", "calls_status_covering"}, analysed
+    assert all(r["stat"].split()[0] == "300" for r in analysed if r["idx"] == "calls_status_covering")
