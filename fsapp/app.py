@@ -53,6 +53,10 @@ class App:
         """Background work: settle meters dead daemons left, deliver the outbox."""
         self._reconcile()
         self._group_commit()
+        try:
+            self.store.checkpoint_in_background()
+        except StorageError as exc:  # SQLite checkpoints at its commits, as without it
+            self.log.error("checkpoints_not_started", reason=str(exc))
         self.outbox.start()
         self._maintenance = gevent.spawn(self._maintain)
 

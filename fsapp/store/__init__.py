@@ -711,6 +711,12 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if hasattr(self.db, "group_window"):
             self.db.group_window = seconds
 
+    def checkpoint_in_background(self) -> None:
+        """SQLite only (see sqlite.py): the WAL copied back into the database off the event loop."""
+        start = getattr(self.db, "checkpoint_in_background", None)
+        if start is not None:
+            start()
+
     def flush(self) -> None:
         """Commit a group of writes still in its window now (SQLite's group commit)."""
         flush = getattr(self.db, "flush", None)
