@@ -259,7 +259,8 @@ class SQLiteDB:
                         _in_thread(passive)
                     self._checkpoint_problem = ""
                 except sqlite3.Error as exc:  # SQLite's own checkpoint still runs (the backstop)
-                    self._checkpoint_problem = f"{self.path}: checkpoint failed: {exc}"
+                    if not (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):  # busy: next round
+                        self._checkpoint_problem = f"{self.path}: checkpoint failed: {exc}"
         finally:
             other.close()
 
