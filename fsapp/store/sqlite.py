@@ -233,6 +233,7 @@ class SQLiteDB:
         try:
             other = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             other.execute("PRAGMA busy_timeout = 0")  # a busy database is tried again next round
+            other.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # its WAL open now, not later
             self.conn.execute(f"PRAGMA wal_autocheckpoint = {4 * WAL_PAGES}")
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: {exc}") from exc
