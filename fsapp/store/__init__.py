@@ -1021,7 +1021,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             sql, page_params = self._covered_sql(start, covering, where, params, limit, halves)
             return run(sql, page_params)
         bound = self._walk_end(start, run)
-        sql, walk_params = self._walk_sql(start.until(bound), where, params, limit)
+        sql, walk_params = self._walk_sql(start, bound, WALK_ROWS, where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
             return rows
@@ -1035,7 +1035,7 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                 # recorded calls by status): the walk goes on from that value's first row.
                 start = _Keyset(order, descending, reach=nearest)
                 bound = self._walk_end(start, run)
-                sql, walk_params = self._walk_sql(start.until(bound), where, params, limit - len(rows))
+                sql, walk_params = self._walk_sql(start, bound, WALK_ROWS, where, params, limit - len(rows))
                 rows += run(sql, walk_params)
                 if len(rows) >= limit or bound is None:
                     return rows
@@ -1095,8 +1095,9 @@ class Store(AnalysisStore, CDRStore, StatsStore):
         if not walk:
             return self._found(start, filters, limit, run)
         where, params = self._call_filter(**filters, row_by_row=True)
-        bound = self._walk_end(start, run, SEARCH_WALK_ROWS[self.db.dialect])
-        sql, walk_params = self._walk_sql(start.until(bound), where, params, limit)
+        entries = SEARCH_WALK_ROWS[self.db.dialect]
+        bound = self._walk_end(start, run, entries)
+        sql, walk_params = self._walk_sql(start, bound, entries, where, params, limit)
         rows = run(sql, walk_params)
         if len(rows) >= limit or bound is None:
             return rows
@@ -1128,11 +1129,23 @@ class Store(AnalysisStore, CDRStore, StatsStore):
             raise StorageError("the journal's calls table has no primary key index")
         return str(row["name"])
 
-    def _walk_sql(self, keys: _Keyset, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
-        """The filtered rows within ``keys``' range, read walking the sort column's index."""
+    def _walk_sql(self, start: _Keyset, bound: tuple[Any, ...] | None, entries: int, where: str,
+                  params: list[Any], limit: int) -> tuple[str, list[Any]]:
+        """The filtered rows of the walk of the sort column's index from ``start`` to ``bound``,
+        its ``entries``-th entry (``_walk_end``; None: the journal's end). PostgreSQL: the walk
+        is the first ``entries`` entries from ``start``, not the range up to ``bound``. Its b-tree
+        stops a scan at a row comparison's first column only: the range up to the 2,000th
+        missed cause of the calls that have none read all 850,000 of them (22,700 pages, 120-170
+        ms for a walk that found nothing)."""
+        if self.db.dialect == "postgresql":
+            start_where, start_params = start.sql()
+            walk = f"SELECT calls.* FROM calls{start_where} ORDER BY {start.by()} LIMIT {int(entries)}"
+            pick = f"SELECT calls.uuid FROM ({walk}) AS calls{where} ORDER BY {start.by()} LIMIT {int(limit)}"
+            sql = f"SELECT {_JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE calls.uuid IN ({pick}) ORDER BY {start.by()}"
+            return sql, start_params + params
+        keys = start.until(bound)
         key_where, key_params = keys.sql()
-        index = f" INDEXED BY {sort_index(keys.order)}" if self.db.dialect == "sqlite" else ""
-        source = _JOURNAL.replace("calls ", f"calls{index} ", 1)
+        source = _JOURNAL.replace("calls ", f"calls INDEXED BY {sort_index(keys.order)} ", 1)
         sql = (f"SELECT {_JOURNAL_COLUMNS} FROM {source}{_and(where, key_where)}"
                f" ORDER BY {keys.by()} LIMIT {int(limit)}")
         return sql, params + key_params
