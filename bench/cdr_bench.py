@@ -217,16 +217,19 @@ def _step(post: _Post, events: int, poller: select.epoll) -> bool | None:
     return post.answer.startswith(b"HTTP/1.1 200 ")
 
 
-def start_daemon(tmp: Path, url: str, profile: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(tmp: Path, url: str, profile: str, group_commit_ms: float | None = None,
+                 ) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tmp / "fsapp.toml"
+    group_commit = "" if group_commit_ms is None else f"group_commit_ms = {group_commit_ms}"
     config.write_text(textwrap.dedent(f"""
         [server]
         listen = "127.0.0.1:0"
         [storage]
         url = "{url}"
+        {group_commit}
         [sounds]
         dir = "{ROOT / 'sounds'}"
         [entry]
@@ -301,6 +304,8 @@ def main() -> int:
     p.add_argument("--max-posts", type=int, default=20_000, help="posts of the closed-loop phase (0: skip it)")
     p.add_argument("--pg", default="", help="a PostgreSQL server's URL: store in a fresh database made there")
     p.add_argument("--profile", default="", help="run the daemon under cProfile, its stats to this file")
+    p.add_argument("--group-commit-ms", type=float, default=None,
+                   help="[storage] group_commit_ms of the daemon (default: its own default)")
     p.add_argument("--floor", action="store_true", help="post to a server that answers 200 and does nothing else")
     p.add_argument("--serve-floor", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -310,7 +315,8 @@ def main() -> int:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, _database("" if args.floor else args.pg, Path(tmp)) as url:
         proc, port = (start_floor(Path(tmp)) if args.floor else
-                      start_daemon(Path(tmp), url, os.path.abspath(args.profile) if args.profile else ""))
+                      start_daemon(Path(tmp), url, os.path.abspath(args.profile) if args.profile else "",
+                                   args.group_commit_ms))
         try:
             runs = _phases(args, port, proc.pid)
             journal = None if args.floor else _journal(url)

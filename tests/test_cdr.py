@@ -580,3 +580,67 @@ def test_stopping_the_writer_answers_the_posts_of_the_batch_in_flight(tmp_path: 
     kept = store.cdr_leg_count()
     store.close()
     assert answers == [True, True] and kept == 2, (answers, kept)
+
+
+# ------------------------------------------------------------------ the writer gathering legs
+
+
+class _CountingWriter(CDRWriter):
+    """A writer that notes the size of each transaction it commits."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.batches: list[int] = []
+
+    def _commit(self, entries):  # type: ignore[no-untyped-def]
+        self.batches.append(len(entries))
+        return super()._commit(entries)
+
+
+def _legs_of(call: str) -> list[tuple[dict[str, object], bytes]]:
+    return [(cdrlegs.parse(leg_body(call, leg), "application/json"), leg_body(call, leg)) for leg in "ba"]
+
+
+def _post_legs(writer: CDRWriter, legs: list[tuple[dict[str, object], bytes]], apart: float) -> list[object]:
+    posts = []
+    for leg, body in legs:
+        posts.append(gevent.spawn(writer.add, leg, body))
+        gevent.sleep(apart)
+    gevent.joinall(posts, timeout=10)
+    return [p.value if p.ready() else "no answer" for p in posts]
+
+
+@pytest.mark.parametrize("window", [0.0, 0.2])
+def test_legs_coming_close_together_share_a_transaction(tmp_path: Path, window: float) -> None:
+    """With a gathering window, a call's B and A legs posted a few milliseconds apart, while legs
+    are coming (one came just before), commit as one transaction; without one, each on its own.
+    Every post is answered as stored either way, and both legs are kept."""
+    store = open_store(f"sqlite:///{tmp_path / 'journal.db'}")
+    writer = _CountingWriter(store, lambda: 600, gather_seconds=lambda: window)
+    writer.start()
+    try:
+        first = _post_legs(writer, _legs_of("a")[:1], 0)
+        answers = _post_legs(writer, _legs_of("c"), 0.01)  # the B leg comes 10 ms after the last
+    finally:
+        writer.stop()
+    kept = store.cdr_leg_count()
+    store.close()
+    assert first == [True] and answers == [True, True] and kept == 3, (first, answers, kept)
+    assert writer.batches == ([1, 2] if window else [1, 1, 1]), writer.batches
+
+
+def test_a_leg_after_a_quiet_spell_is_not_held_for_the_window(tmp_path: Path) -> None:
+    """The window is for legs that come close together: the first leg after a quiet spell (here,
+    the first of all) commits at once, not after the window (5 s here)."""
+    store = open_store(f"sqlite:///{tmp_path / 'journal.db'}")
+    writer = _CountingWriter(store, lambda: 600, gather_seconds=lambda: 5.0)
+    writer.start()
+    try:
+        leg, body = _legs_of("a")[0]
+        post = gevent.spawn(writer.add, leg, body)
+        post.join(timeout=2.5)
+        answered = post.value if post.ready() else "no answer within 2.5 s"
+    finally:
+        writer.stop()
+    store.close()
+    assert answered is True and writer.batches == [1], (answered, writer.batches)

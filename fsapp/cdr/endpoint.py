@@ -122,7 +122,8 @@ class Listener:
     """The daemon's CDR listener and its writer, started and stopped together."""
 
     def __init__(self, app: Any) -> None:
-        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds, AfterCall(app))
+        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds, AfterCall(app),
+                                lambda: app.config.storage_group_commit_ms / 1000)
         self.endpoint = CDREndpoint(self.writer, lambda: app.config.cdr)
         self.writer.start()
         try:

@@ -6,6 +6,15 @@ the previous batch was committing, as one transaction (``Store.cdr_add``), then
 wakes each post with its own outcome. A quiet daemon commits a lone leg at once; a
 busy one commits many per transaction, as the store's group commit does for calls.
 
+Gathering (``gather_seconds``, the store's group commit window): a leg committed alone
+costs two and a half times a leg in a batch of ten (its call's forty index pages are
+written for it alone, and its call's row twice when the B leg and the A leg each commit
+on their own). At a middling rate the writer keeps up leg by leg and never batches, so
+it did the most work a leg just where it could have done the least. So a leg that
+finds the writer idle, when the leg before it came less than the window ago, waits out
+the window for the legs behind it (FreeSWITCH posts a call's legs together) and they
+commit as one; a leg after a quiet spell still commits at once.
+
 With ``after`` (``fsapp.cdr.aftercall.AfterCall``), a call the batch completes that
 only its CDR knows gets the after-call work: its queue entries in the same
 transaction, the rest once that has committed.
@@ -13,6 +22,7 @@ transaction, the rest once that has committed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -43,10 +53,14 @@ class _Pending:
 
 
 class CDRWriter:
-    def __init__(self, store: Store, too_long_seconds: Callable[[], int], after: After | None = None) -> None:
+    def __init__(self, store: Store, too_long_seconds: Callable[[], int], after: After | None = None,
+                 gather_seconds: Callable[[], float] = lambda: 0.0) -> None:
         self.store = store
         self.too_long_seconds = too_long_seconds
         self.after = after
+        self.gather_seconds = gather_seconds
+        self._last_leg = float("-inf")  # when the last leg came (time.monotonic)
+        self._gather = 0.0  # how long the writer waits for more before this batch (see above)
         self._queue: list[_Pending] = []
         self._wake = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -57,6 +71,10 @@ class CDRWriter:
         if self._greenlet is None:
             return self._commit([(leg, body)])[0]
         pending = _Pending(leg, body)
+        now, window = time.monotonic(), self.gather_seconds()
+        if not self._queue:  # the first of a batch: gather if legs are coming close together
+            self._gather = window if now - self._last_leg < window else 0.0
+        self._last_leg = now
         self._queue.append(pending)
         self._wake.set()
         return bool(pending.result.get())
@@ -80,6 +98,8 @@ class CDRWriter:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            if self._gather and not self._stopping:
+                gevent.sleep(self._gather)  # the legs behind this one join its transaction
             if not self._stopping:
                 self._wake.clear()
             self._drain()
