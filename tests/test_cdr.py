@@ -620,7 +620,7 @@ def test_legs_coming_close_together_share_a_transaction(tmp_path: Path, window: 
     writer.start()
     try:
         first = _post_legs(writer, _legs_of("a")[:1], 0)
-        answers = _post_legs(writer, _legs_of("c"), 0.01)  # the B leg comes 10 ms after the last
+        answers = _post_legs(writer, _legs_of("c"), 0.01)  # B just after that answer, A 10 ms after B
     finally:
         writer.stop()
     kept = store.cdr_leg_count()
