@@ -43,13 +43,16 @@ class After(Protocol):
     def done(self, row: dict[str, Any]) -> None: ...
 
 
-class _Pending:
-    __slots__ = ("leg", "body", "result")
+Done = Callable[[bool, BaseException | None], None]  # (new, None) once committed, (False, error) if not
 
-    def __init__(self, leg: dict[str, Any], body: bytes) -> None:
+
+class _Pending:
+    __slots__ = ("leg", "body", "done")
+
+    def __init__(self, leg: dict[str, Any], body: bytes, done: Done) -> None:
         self.leg = leg
         self.body = body
-        self.result = gevent.event.AsyncResult()
+        self.done = done
 
 
 class CDRWriter:
@@ -68,16 +71,27 @@ class CDRWriter:
 
     def add(self, leg: dict[str, Any], body: bytes) -> bool:
         """Keep one leg; True if new, False for a replay. Raises StorageError when not committed."""
+        result = gevent.event.AsyncResult()
+        self.submit(leg, body, lambda new, exc: result.set(new) if exc is None else result.set_exception(exc))
+        return bool(result.get())
+
+    def submit(self, leg: dict[str, Any], body: bytes, done: Done) -> None:
+        """Queue one leg; ``done`` is called from the writer (it must not block) once it is committed or
+        has failed. Before ``start()``, the leg is committed at once and ``done`` called before this returns."""
         if self._greenlet is None:
-            return self._commit([(leg, body)])[0]
-        pending = _Pending(leg, body)
+            try:
+                new = self._commit([(leg, body)])[0]
+            except Exception as exc:  # noqa: BLE001 - the caller gets the outcome
+                done(False, exc)
+                return
+            done(new, None)
+            return
         now, window = time.monotonic(), self.gather_seconds()
         if not self._queue:  # the first of a batch: gather if legs are coming close together
             self._gather = window if now - self._last_leg < window else 0.0
         self._last_leg = now
-        self._queue.append(pending)
+        self._queue.append(_Pending(leg, body, done))
         self._wake.set()
-        return bool(pending.result.get())
 
     def start(self) -> None:
         self._stopping = False
@@ -139,18 +153,19 @@ class CDRWriter:
             added = self._commit([(p.leg, p.body) for p in batch])
         except Exception as exc:  # noqa: BLE001 - every waiting post gets the outcome
             if len(batch) == 1:
-                batch[0].result.set_exception(exc)
+                batch[0].done(False, exc)
                 return
             self._write_each(batch)  # one leg the database refuses must not sink the others
             return
         for pending, new in zip(batch, added, strict=True):
-            pending.result.set(new)
+            pending.done(new, None)
 
     def _write_each(self, batch: list[_Pending]) -> None:
         for i, pending in enumerate(batch):
             try:
-                pending.result.set(self._commit([(pending.leg, pending.body)])[0])
+                new = self._commit([(pending.leg, pending.body)])[0]
             except Exception as exc:  # noqa: BLE001 - the database is down: the rest fail at once, not one by one
                 for rest in batch[i:]:
-                    rest.result.set_exception(exc)
+                    rest.done(False, exc)
                 return
+            pending.done(new, None)
