@@ -166,6 +166,7 @@ class CDRConfig:
     listen: str = ""  # HOST:PORT for mod_json_cdr's posts; "" = off
     credentials_env: str = ""  # the environment variable holding mod_json_cdr's cred, user:password
     max_body_bytes: int = 1 << 20
+    own_process: bool = True  # the posts' HTTP in a front process of its own (fsapp.cdr.front)
     credentials: str = field(default="", repr=False)  # read from credentials_env at load
 
 
@@ -643,7 +644,7 @@ def _analysis(r: _Reader, data: Mapping[str, Any]) -> AnalysisConfig:
 
 
 def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
-    r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes"))
+    r.unknown(t, "cdr", ("listen", "credentials_env", "max_body_bytes", "own_process"))
     listen = r.get(t, "cdr", "listen", str, "")
     _check_listen(r, "cdr.listen", listen)
     env = r.get(t, "cdr", "credentials_env", str, "")
@@ -655,6 +656,7 @@ def _cdr(r: _Reader, t: Mapping[str, Any]) -> CDRConfig:
         listen=listen,
         credentials_env=env,
         max_body_bytes=r.get(t, "cdr", "max_body_bytes", int, CDRConfig.max_body_bytes, minimum=1024),
+        own_process=r.get(t, "cdr", "own_process", bool, True),
         credentials=credentials,
     )
 

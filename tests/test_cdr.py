@@ -455,6 +455,7 @@ def test_cdr_import_of_a_missing_folder_exits_2(serve: ServeProcess) -> None:
     ('credentials_env = "FSAPP_TEST_UNSET_CRED"', "cdr.credentials_env", "is not set"),
     ('max_body_bytes = 10', "cdr.max_body_bytes", "at least 1024"),
     ('listn = "127.0.0.1:1"', "cdr.listn", "unknown key"),
+    ('own_process = "yes"', "cdr.own_process", "must be bool"),
 ])
 def test_check_names_the_bad_cdr_key(tmp_path: Path, cdr: str, key: str, message: str) -> None:
     path = write_config(tmp_path, CLUB, extra=f"[cdr]\n{cdr}\n")

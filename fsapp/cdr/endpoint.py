@@ -20,21 +20,21 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fsapp import log as logmod
-from fsapp.cdr import http, legs
-from fsapp.cdr.aftercall import AfterCall
+from fsapp.cdr import legs
 from fsapp.cdr.http import Request, Response
-from fsapp.cdr.writer import CDRWriter
-from fsapp.config import CDRConfig, parse_listen, peer_ip
-from fsapp.store import StorageError
+from fsapp.config import CDRConfig, peer_ip
+
+Keep = Callable[[dict[str, Any], bytes], Response]  # a parsed leg and its body -> the post's answer
 
 
 class CDREndpoint:
-    """``POST /cdr``; ``settings()`` gives the current ``[cdr]`` section (a reload applies)."""
+    """``POST /cdr``; ``settings()`` gives the current ``[cdr]`` section (a reload applies), ``keep``
+    stores a leg (``Keeper`` in the daemon, the front process's channel to it in that process)."""
 
-    def __init__(self, writer: CDRWriter, settings: Callable[[], CDRConfig]) -> None:
-        self.writer = writer
+    def __init__(self, settings: Callable[[], CDRConfig], keep: Keep, log: Any = None) -> None:
         self.settings = settings
-        self.log = logmod.get("fsapp").bind(component="cdr")
+        self.keep = keep
+        self.log = log if log is not None else logmod.get("fsapp").bind(component="cdr")
 
     def check(self, request: Request, length: int) -> Response | None:
         """Everything that can refuse a post before its body is read: path, method, peer, credentials, size."""
@@ -72,15 +72,8 @@ class CDREndpoint:
         query = _query_uuid(request.query)
         if query and query != leg["uuid"]:
             return self._refused(request, Response(400, f"?uuid={query} is not the CDR's own uuid {leg['uuid']}\n"))
-        try:
-            new = self.writer.add(leg, request.body)
-        except StorageError as exc:
-            return self._refused(request, Response(503, f"not stored, the database failed: {exc}\n"))
-        except Exception as exc:  # a fault of ours: logged with the reason, and never answered 2xx
-            self.log.exception("cdr_failed", uuid=leg["uuid"])
-            return self._refused(request, Response(500, f"not stored: {exc!r}\n"))
-        self.log.debug("cdr_stored", uuid=leg["uuid"], call_uuid=leg["call_uuid"], replay=not new)
-        return Response(200, "OK\n" if new else "OK (already stored)\n")
+        response = self.keep(leg, request.body)
+        return response if response.status == 200 else self._refused(request, response)
 
     def _refused(self, request: Request, response: Response, length: int | None = None) -> Response:
         self.log.warning("cdr_refused", status=str(response.status), reason=response.text.strip(), peer=request.peer,
@@ -108,34 +101,3 @@ def _basic(header: str) -> bytes | None:
 def _loopback(host: str) -> bool:
     ip = peer_ip(host)
     return ip is not None and ip.is_loopback
-
-
-def start(listen: str, endpoint: CDREndpoint) -> Any:
-    """Serve ``endpoint`` on ``listen`` (HOST:PORT) in this gevent loop; raises OSError if it cannot bind."""
-    host, port = parse_listen(listen)
-    server = http.serve(host, port, endpoint)
-    endpoint.log.info("cdr_listening", listen=f"{host}:{server.server_port}")
-    return server
-
-
-class Listener:
-    """The daemon's CDR listener and its writer, started and stopped together."""
-
-    def __init__(self, app: Any) -> None:
-        self.writer = CDRWriter(app.store, lambda: app.config.journal.too_long_seconds, AfterCall(app),
-                                lambda: app.config.storage_group_commit_ms / 1000)
-        self.endpoint = CDREndpoint(self.writer, lambda: app.config.cdr)
-        self.writer.start()
-        try:
-            self.http = start(app.config.cdr.listen, self.endpoint)
-        except BaseException:
-            self.writer.stop()
-            raise
-
-    @property
-    def port(self) -> int:
-        return int(self.http.server_port)
-
-    def stop(self) -> None:
-        self.http.stop(timeout=2)  # posts in flight get their answer
-        self.writer.stop()

@@ -78,9 +78,22 @@ class _Refuse(Exception):
         self.close = close
 
 
-def serve(host: str, port: int, handler: Handler, *, max_connections: int = 1000, backlog: int = 4096,
-          idle_seconds: float = 30.0) -> StreamServer:
+def listener(host: str, port: int, backlog: int = 4096) -> socket.socket:
+    """A listening socket on ``host:port``; raises OSError if it cannot bind.
+
+    Posts beyond what is being served wait in its queue (capped by net.core.somaxconn), not refused."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
+def serve(host: str, port: int, handler: Handler, **kw: Any) -> StreamServer:
     """Start serving ``handler`` on ``host:port`` in this gevent loop (``.server_port``, ``.stop()``)."""
+    return serve_on(listener(host, port), handler, **kw)
+
+
+def serve_on(sock: socket.socket, handler: Handler, *, max_connections: int = 1000,
+             idle_seconds: float = 30.0) -> StreamServer:
+    """Start serving ``handler`` on the listening socket ``sock`` in this gevent loop."""
 
     def connection(sock: Any, address: tuple[Any, ...]) -> None:
         sock.settimeout(idle_seconds)
@@ -91,8 +104,7 @@ def serve(host: str, port: int, handler: Handler, *, max_connections: int = 1000
         finally:
             sock.close()
 
-    # Posts beyond max_connections wait in the kernel's queue (capped by net.core.somaxconn), not refused.
-    server = StreamServer((host, port), connection, spawn=gevent.pool.Pool(max_connections), backlog=backlog)
+    server = StreamServer(sock, connection, spawn=gevent.pool.Pool(max_connections))  # beyond it: the queue
     server.start()
     return server
 

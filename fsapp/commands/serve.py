@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fsapp import config as configmod
@@ -87,14 +87,17 @@ def run(args: argparse.Namespace) -> int:
         workers.start()
     cdr = None
     if cfg.cdr.listen:
-        from fsapp.cdr.endpoint import Listener
+        from fsapp.cdr.listener import Listener
 
         try:
             cdr = Listener(app)
         except OSError as exc:
             print(f"{cfg.file}:cdr.listen: cannot listen on {cfg.cdr.listen}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_RUNTIME
-    server.on_reload = _reloader(app, path, cfg.file, after=workers.recycle if workers is not None else None)
+    reloaded = [workers.recycle] if workers is not None else []
+    if cdr is not None:
+        reloaded.append(cdr.reconfigure)
+    server.on_reload = _reloader(app, path, cfg.file, after=reloaded)
     try:
         server.serve_forever()
     finally:
@@ -152,7 +155,7 @@ def _first_run(cfg: configmod.Config) -> str:
 
 
 def _reloader(app: App, path: str | None, file: str,
-              after: Callable[[], None] | None = None) -> Callable[[], None]:
+              after: Sequence[Callable[[], None]] = ()) -> Callable[[], None]:
     """SIGHUP: load the config again; a bad one is logged and the running one kept."""
     log = logmod.get("fsapp")
 
@@ -167,7 +170,7 @@ def _reloader(app: App, path: str | None, file: str,
             return
         app.metrics.config_reload(True)
         log.info("config_reloaded", modules=len(new.modules))
-        if after is not None:
-            after()
+        for then in after:
+            then()
 
     return reload

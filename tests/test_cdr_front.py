@@ -1,0 +1,146 @@
+"""The CDR listener's front process (``[cdr] own_process``): it serves the posts' HTTP, the daemon
+commits; it comes back when it dies, ends with the daemon, and takes a reload's new ``[cdr]``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cdrkit import ServeProcess, leg_body
+
+CLUB = """
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+next = "hangup"
+error = "hangup"
+"""
+
+
+def _fronts(pid: int) -> list[int]:
+    """The daemon's child processes running the CDR front."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in map(int, (task / "children").read_text().split()):
+            try:
+                if b"fsapp.cdr.front" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(child)
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def _one_front(d: ServeProcess, other_than: int = 0) -> int:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        fronts = [pid for pid in _fronts(d.proc.pid) if pid != other_than]
+        if len(fronts) == 1:
+            return fronts[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no single front process: {_fronts(d.proc.pid)}")
+
+
+def _gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":  # exited, not yet reaped by its parent
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _wait_log(d: ServeProcess, text: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in d.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not in the log: {d.log_text()}"
+        time.sleep(0.05)
+
+
+def test_a_front_that_dies_comes_back_and_no_post_is_lost_or_doubled(tmp_path: Path) -> None:
+    d = ServeProcess(tmp_path, CLUB)
+    try:
+        first = _one_front(d)
+        assert d.post(leg_body("a", "b"))[0] == 200
+        os.kill(first, signal.SIGKILL)
+        assert d.post(leg_body("a", "a"))[:2] == (200, "OK\n")  # waited in the socket's queue for the new front
+        second = _one_front(d, other_than=first)
+        assert second != first
+        assert d.post(leg_body("a", "a"))[:2] == (200, "OK (already stored)\n")  # FreeSWITCH's retry
+        (row,) = d.calls()
+        assert row["status"] == "answered" and row["talk_seconds"] == 10  # the A leg's account
+        assert "cdr_front_exited" in d.log_text()
+    finally:
+        d.stop()
+
+
+def test_the_front_ends_with_the_daemon(tmp_path: Path) -> None:
+    """Stopped (SIGTERM) or killed, the daemon leaves no front behind holding the port."""
+    d = ServeProcess(tmp_path / "stopped", CLUB)
+    front = _one_front(d)
+    d.stop()
+    assert d.proc.returncode == 0 and _gone(front)
+    assert "cdr_front_exited" not in d.log_text()
+
+    d = ServeProcess(tmp_path / "killed", CLUB)
+    front = _one_front(d)
+    d.proc.kill()
+    d.proc.wait()
+    assert _gone(front)
+
+
+def test_the_front_leaves_signals_to_the_daemon(tmp_path: Path) -> None:
+    """A signal to the whole process group (a terminal's Ctrl-C, systemd's stop) is the daemon's to act
+    on: the front goes on serving until the daemon ends it, so the legs of the calls draining are taken."""
+    d = ServeProcess(tmp_path, CLUB)
+    try:
+        front = _one_front(d)
+        assert d.post(leg_body("b", "b"))[0] == 200  # the front is serving
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(front, number)
+        assert d.post(leg_body("b", "a"))[0] == 200
+        assert not _gone(front, seconds=0.5)
+        assert _fronts(d.proc.pid) == [front]
+    finally:
+        d.stop()
+
+
+def test_a_reload_gives_the_front_the_new_credentials(tmp_path: Path) -> None:
+    env = {"FSAPP_TEST_CDR_OLD": "fs:old", "FSAPP_TEST_CDR_NEW": "fs:new"}
+    d = ServeProcess(tmp_path, CLUB, cdr='credentials_env = "FSAPP_TEST_CDR_OLD"', env=env)
+    try:
+        assert d.post(leg_body("a", "b"), auth="fs:old")[0] == 200
+        d.config.write_text(d.config.read_text().replace("FSAPP_TEST_CDR_OLD", "FSAPP_TEST_CDR_NEW"))
+        d.proc.send_signal(signal.SIGHUP)
+        _wait_log(d, "config_reloaded")
+        deadline = time.monotonic() + 5  # the settings reach the front just after the reload
+        while d.post(leg_body("a", "a"), auth="fs:old")[0] != 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert d.post(leg_body("a", "a"), auth="fs:new")[0] == 200
+        (row,) = d.calls()
+        assert row["status"] == "answered" and row["talk_seconds"] == 10
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("own_process", ["true", "false"])
+def test_either_way_a_refusal_is_logged_by_the_daemon(tmp_path: Path, own_process: str) -> None:
+    d = ServeProcess(tmp_path, CLUB, cdr=f"own_process = {own_process}")
+    try:
+        assert (_fronts(d.proc.pid) != []) == (own_process == "true")
+        status, text, _ = d.post(b'{"variables": 1}', uuid="x")
+        assert status == 400 and "variables" in text
+        assert d.post(leg_body("g", "a"))[0] == 200
+        _wait_log(d, "cdr_refused")
+        assert d.calls()[0]["direction"] == "local"
+    finally:
+        d.stop()
