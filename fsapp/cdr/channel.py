@@ -1,21 +1,22 @@
 """Frames between the daemon and its CDR front process, over a socket pair of their own.
 
-A frame is a tuple, pickled, after its length in four bytes. Both ends are fsapp,
-started together (the daemon makes the pair and hands the child its end), so
-nothing from outside ever reaches a frame; a post's body travels as the bytes it came
-in. Sends from many greenlets go out whole, one at a time.
+A frame is a JSON array (its first item says what it is) and, for a leg, the post's body
+as the bytes it came in: eight bytes of the two lengths, then the JSON, then the body.
+The front parses what anyone may post, so what it sends the daemon is data, never
+anything the daemon would run (no pickle). Sends from many greenlets go out whole,
+one at a time.
 """
 
 from __future__ import annotations
 
-import pickle
 import struct
 from collections.abc import Iterator
 from typing import Any
 
 import gevent.lock
+import orjson
 
-HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!II")  # the JSON's length, the body's
 READ_BYTES = 1 << 18
 
 
@@ -24,14 +25,14 @@ class Channel:
         self.sock = sock
         self._lock = gevent.lock.Semaphore()
 
-    def send(self, *frame: Any) -> None:
+    def send(self, frame: list[Any], body: bytes = b"") -> None:
         """Raises OSError when the other end has gone."""
-        data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        data = orjson.dumps(frame)
         with self._lock:
-            self.sock.sendall(HEADER.pack(len(data)) + data)
+            self.sock.sendall(HEADER.pack(len(data), len(body)) + data + body)
 
-    def frames(self) -> Iterator[tuple[Any, ...]]:
-        """Each frame as it comes; ends when the other end closes (or the socket fails)."""
+    def frames(self) -> Iterator[tuple[list[Any], bytes]]:
+        """Each frame and its body as they come; ends when the other end closes (or the socket fails)."""
         buffer = b""
         while True:
             try:
@@ -43,11 +44,12 @@ class Channel:
             buffer += chunk
             start = 0
             while len(buffer) - start >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer, start)
-                end = start + HEADER.size + size
+                size, body_size = HEADER.unpack_from(buffer, start)
+                middle = start + HEADER.size + size
+                end = middle + body_size
                 if end > len(buffer):
                     break
-                yield pickle.loads(buffer[start + HEADER.size:end])  # noqa: S301 - our own process's frames
+                yield orjson.loads(buffer[start + HEADER.size:middle]), buffer[middle:end]
                 start = end
             buffer = buffer[start:]
 

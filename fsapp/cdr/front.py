@@ -16,13 +16,14 @@ front held got no answer and FreeSWITCH sends them again (a replay changes nothi
 The front ends when its channel to the daemon does. Its refusals come back to be
 logged by the daemon, with their reasons, as its own are.
 
-Frames, daemon to front: ``("settings", CDRConfig)`` first and after each reload,
-``("answers", [(id, status, text), ...])``, ``("stop",)``; front to daemon: ``("leg", id, leg,
-body)``, ``("log", level, event, fields)``.
+Frames (``fsapp.cdr.channel``), daemon to front: ``["settings", {the [cdr] section}]``
+first and after each reload, ``["answers", [[id, status, text], ...]]``, ``["stop"]``; front
+to daemon: ``["leg", id, leg]`` with the post's body, ``["log", level, event, fields]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import signal
@@ -48,6 +49,7 @@ from fsapp.config import CDRConfig
 Submit = Callable[[dict[str, Any], bytes, Callable[[Response], None]], None]
 RESTART_SECONDS = 1.0  # a front that keeps dying is started again at most this often
 STOP_SECONDS = 5.0
+LOG_LEVELS = frozenset(("info", "warning", "error"))  # what the front's lines may be logged as
 
 
 class FrontProcess:
@@ -79,7 +81,7 @@ class FrontProcess:
         finally:
             theirs.close()
         self.channel = Channel(mine)
-        self.channel.send("settings", self.settings())
+        self.channel.send(["settings", _settings(self.settings())])
         self.log.info("cdr_front_started", pid=self.child.pid)
 
     def _run(self) -> None:
@@ -105,12 +107,12 @@ class FrontProcess:
         answers: list[tuple[int, int, str]] = []
         ready = gevent.event.Event()
         sender = gevent.spawn(self._send_answers, channel, answers, ready)
-        for frame in channel.frames():
+        for frame, body in channel.frames():
             if frame[0] == "leg":
-                ident, leg, body = frame[1:]
+                _, ident, leg = frame
                 self.submit(leg, body, functools.partial(self._answered, answers, ready, ident))
-            elif frame[0] == "log":
-                level, event, fields = frame[1:]
+            elif frame[0] == "log" and frame[1] in LOG_LEVELS:
+                _, level, event, fields = frame
                 getattr(self.log, level)(event, **fields)
         sender.kill()
         channel.close()
@@ -129,28 +131,28 @@ class FrontProcess:
             batch = answers[:]
             del answers[:]
             try:
-                channel.send("answers", batch)
+                channel.send(["answers", batch])
             except OSError:
                 return  # the front is gone; FreeSWITCH sends those legs again, and a replay changes nothing
 
     def reconfigure(self) -> None:
         """After a reload: the front checks posts against the new ``[cdr]`` section."""
-        self._tell("settings", self.settings())  # restarting: the new front gets them when it starts
+        self._tell(["settings", _settings(self.settings())])  # restarting: the new front gets them when it starts
 
     def stop(self) -> None:
         """The front stops taking posts, answers those in flight (the daemon still commits them), then ends."""
         self._stopping = True
-        self._tell("stop")
+        self._tell(["stop"])
         if self._watch is not None:
             self._watch.join(timeout=STOP_SECONDS)
             self._watch.kill()
         if self.channel is not None:
             self._reap()
 
-    def _tell(self, *frame: Any) -> None:
+    def _tell(self, frame: list[Any]) -> None:
         try:
             if self.channel is not None:
-                self.channel.send(*frame)
+                self.channel.send(frame)
         except OSError:
             pass  # the front is gone, and comes back (or the daemon is stopping)
 
@@ -176,7 +178,7 @@ class _Front:
         ident = next(self._ids)
         result = self._waiting[ident] = gevent.event.AsyncResult()
         try:
-            self.channel.send("leg", ident, leg, body)
+            self.channel.send(["leg", ident, leg], body)
             return result.get()
         except OSError:
             return Response(503, "not stored: the daemon is stopping or gone\n")
@@ -201,7 +203,7 @@ class _ChannelLog:
 
     def _send(self, level: str, event: str, fields: dict[str, Any]) -> None:
         try:
-            self.channel.send("log", level, event, fields)
+            self.channel.send(["log", level, event, fields])
         except OSError:
             pass  # the daemon is gone: so is its log
 
@@ -224,23 +226,27 @@ def main(argv: list[str]) -> int:
     front = _Front(channel)
     frames = channel.frames()
     first = next(frames, None)
-    if first is None or first[0] != "settings":
+    if first is None or first[0][0] != "settings":
         return 1
-    front.config = first[1]
+    front.config = CDRConfig(**first[0][1])
     endpoint = CDREndpoint(lambda: front.config, front.keep, _ChannelLog(channel))
     server = http.serve_on(socket.socket(fileno=listen_fd), endpoint)
     stopping = None
-    for frame in frames:
+    for frame, _ in frames:
         if frame[0] == "answers":
             for answer in frame[1]:
                 front.answered(*answer)
         elif frame[0] == "settings":
-            front.config = frame[1]
+            front.config = CDRConfig(**frame[1])
         elif frame[0] == "stop" and stopping is None:
             stopping = gevent.spawn(_stop, server, channel)  # the answers of the posts in flight still come
     front.gone()
     server.stop(timeout=0)
     return 0
+
+
+def _settings(cfg: CDRConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
 
 
 def _stop(server: Any, channel: Channel) -> None:
