@@ -3,6 +3,9 @@ commits; it comes back when it dies, ends with the daemon, and takes a reload's 
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.client
+import itertools
 import os
 import signal
 import time
@@ -142,5 +145,48 @@ def test_either_way_a_refusal_is_logged_by_the_daemon(tmp_path: Path, own_proces
         assert d.post(leg_body("g", "a"))[0] == 200
         _wait_log(d, "cdr_refused")
         assert d.calls()[0]["direction"] == "local"
+    finally:
+        d.stop()
+
+
+def _numbered_call(i: int) -> list[bytes]:
+    """Scenario a's two legs (B, then A) with uuids of their own (call ``i``)."""
+    out = []
+    for leg in "ba":
+        text = leg_body("a", leg).decode()
+        for uuid in ("7ea13f86-9781-489a-b42f-6716b6afbb32", "129ca055-5c83-4dbc-8ecc-39f282ea5d69"):
+            text = text.replace(uuid, uuid[:-4] + f"{i:04d}")
+        out.append(text.encode())
+    return out
+
+
+def test_posts_in_flight_when_the_front_dies_are_retried_and_stored_once(tmp_path: Path) -> None:
+    """The front killed while posts come: each one is answered 200 or not at all (FreeSWITCH retries
+    the latter, as mod_json_cdr does); in the end every call is there once, built from both legs."""
+    d = ServeProcess(tmp_path, CLUB)
+    try:
+        front = _one_front(d)
+        bodies = [leg for i in range(120) for leg in _numbered_call(i)]
+        unanswered: list[bytes] = []
+        answered = itertools.count(1)
+
+        def post(body: bytes) -> None:
+            try:
+                if d.post(body)[0] != 200:
+                    unanswered.append(body)
+            except (OSError, http.client.HTTPException):  # the connection died with the front
+                unanswered.append(body)
+            if next(answered) == 60:  # half-way, with seven other posts in flight
+                os.kill(front, signal.SIGKILL)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(post, bodies))
+        for body in unanswered:  # mod_json_cdr's retries
+            assert d.post(body)[0] == 200
+        rows = d.calls()
+        assert len(rows) == 120
+        # the A leg's own account in each: its duration is 12 s, the B leg's 11 s
+        assert {(r["status"], r["talk_seconds"], r["total_seconds"]) for r in rows} == {("answered", 10, 12)}
+        assert _one_front(d, other_than=front) != front
     finally:
         d.stop()
