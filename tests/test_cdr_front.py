@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
+from fsapp.cdr import legs as cdrlegs
+from fsapp.cdr.listener import Keeper
+from fsapp.cdr.writer import CDRWriter
+from fsapp.store import open_store
 from tests.cdrkit import ServeProcess, leg_body
 
 CLUB = """
@@ -190,3 +195,29 @@ def test_posts_in_flight_when_the_front_dies_are_retried_and_stored_once(tmp_pat
         assert _one_front(d, other_than=front) != front
     finally:
         d.stop()
+
+
+class _BrokenWriter(CDRWriter):
+    """A writer with a fault of ours in it: computing a call's row raises."""
+
+    def _compute(self, legs: list[dict[str, object]]) -> dict[str, object]:
+        raise RuntimeError("a fault in the row's computation")
+
+
+def test_a_fault_of_ours_is_500_and_logged_and_the_next_leg_is_stored(tmp_path: Path) -> None:
+    """Neither a 2xx nor a lost post: 500 (mod_json_cdr retries, then files the leg), the fault logged
+    with its traceback, and a leg after it goes in as usual."""
+    store = open_store(f"sqlite:///{tmp_path / 'j.db'}")
+    try:
+        keep = Keeper(_BrokenWriter(store, lambda: 600))
+        leg = cdrlegs.parse(leg_body("a", "a"), "application/json")
+        with structlog.testing.capture_logs() as logs:
+            answer = keep(leg, leg_body("a", "a"))
+        assert answer.status == 500 and "a fault in the row's computation" in answer.text
+        (line,) = [entry for entry in logs if entry["event"] == "cdr_failed"]
+        assert line["uuid"] == leg["uuid"] and isinstance(line["exc_info"], RuntimeError)
+        assert store.cdr_leg_count() == 0  # the transaction went back whole
+        assert Keeper(CDRWriter(store, lambda: 600))(leg, leg_body("a", "a")).status == 200
+        assert store.cdr_leg_count() == 1
+    finally:
+        store.close()

@@ -49,7 +49,7 @@ from fsapp.config import CDRConfig
 Submit = Callable[[dict[str, Any], bytes, Callable[[Response], None]], None]
 RESTART_SECONDS = 1.0  # a front that keeps dying is started again at most this often
 STOP_SECONDS = 5.0
-LOG_LEVELS = frozenset(("info", "warning", "error"))  # what the front's lines may be logged as
+LOG_LEVELS = frozenset(("warning",))  # what the front's lines may be logged as
 
 
 class FrontProcess:
@@ -111,7 +111,7 @@ class FrontProcess:
             if frame[0] == "leg":
                 _, ident, leg = frame
                 self.submit(leg, body, functools.partial(self._answered, answers, ready, ident))
-            elif frame[0] == "log" and frame[1] in LOG_LEVELS:
+            elif frame[0] == "log" and frame[1] in LOG_LEVELS:  # the front's refusals
                 _, level, event, fields = frame
                 getattr(self.log, level)(event, **fields)
         sender.kill()
@@ -207,14 +207,8 @@ class _ChannelLog:
         except OSError:
             pass  # the daemon is gone: so is its log
 
-    def warning(self, event: str, **fields: Any) -> None:
+    def warning(self, event: str, **fields: Any) -> None:  # the endpoint's one kind of line: a refusal
         self._send("warning", event, fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._send("info", event, fields)
-
-    def exception(self, event: str, **fields: Any) -> None:
-        self._send("error", event, {**fields, "reason": repr(sys.exc_info()[1])})
 
 
 def main(argv: list[str]) -> int:

@@ -62,10 +62,15 @@ class Listener:
             return app.config.cdr
 
         self.front = FrontProcess(self.socket, Keeper(self.writer).submit, settings) if cfg.own_process else None
-        if self.front is not None:
-            self.front.start()
-        else:
-            self.http = http.serve_on(self.socket, CDREndpoint(settings, Keeper(self.writer)))
+        try:
+            if self.front is not None:
+                self.front.start()  # raises OSError when it cannot be started
+            else:
+                self.http = http.serve_on(self.socket, CDREndpoint(settings, Keeper(self.writer)))
+        except BaseException:
+            self.writer.stop()
+            self.socket.close()
+            raise
         host, port = self.socket.getsockname()[:2]
         logmod.get("fsapp").bind(component="cdr").info("cdr_listening", listen=f"{host}:{port}",
                                                        own_process=cfg.own_process)
