@@ -20,6 +20,24 @@ from tests.helpers import ROOT, SHARED, write_config
 CDR_DIR = SHARED / "cdr"
 SCENARIOS = "abcdefg"
 
+# A daemon that sends each call it takes to the agent (the captured calls need no more of it).
+CLUB = """
+[dial]
+extension = "sofia/external/{ext}@127.0.0.1:5090"
+ring_seconds = 20
+
+[journal]
+record = true
+record_dir = "/usr/local/freeswitch/recordings/fsapp"
+
+[[modules]]
+code = "main"
+kind = "customer_club"
+auth = "phone"
+next = "ext:agent"
+error = "hangup"
+"""
+
 
 def leg_file(scenario: str, leg: str) -> Path:
     return next(CDR_DIR.glob(f"{scenario}-*.{leg}-leg.json"))
@@ -31,6 +49,17 @@ def leg_body(scenario: str, leg: str) -> bytes:
 
 def leg_uuid(body: bytes) -> str:
     return str(json.loads(body)["variables"]["uuid"])
+
+
+def numbered_call(i: int) -> tuple[bytes, bytes]:
+    """Scenario a's A and B legs, in that order, with uuids of their own (call ``i``)."""
+    out = []
+    for leg in "ab":
+        text = leg_body("a", leg).decode()
+        for uuid in ("7ea13f86-9781-489a-b42f-6716b6afbb32", "129ca055-5c83-4dbc-8ecc-39f282ea5d69"):
+            text = text.replace(uuid, uuid[:-4] + f"{i:04d}")
+        out.append(text.encode())
+    return out[0], out[1]
 
 
 def free_port() -> int:

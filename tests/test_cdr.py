@@ -25,25 +25,8 @@ from fsapp.cdr.writer import CDRWriter
 from fsapp.fakefs import Script, run_call
 from fsapp.journal import ANALYSIS_FIELDS
 from fsapp.store import open_store
-from tests.cdrkit import CDR_DIR, SCENARIOS, ServeProcess, leg_body, leg_uuid, post_together
+from tests.cdrkit import CDR_DIR, CLUB, SCENARIOS, ServeProcess, leg_body, leg_uuid, numbered_call, post_together
 from tests.helpers import ROOT, write_config
-
-CLUB = """
-[dial]
-extension = "sofia/external/{ext}@127.0.0.1:5090"
-ring_seconds = 20
-
-[journal]
-record = true
-record_dir = "/usr/local/freeswitch/recordings/fsapp"
-
-[[modules]]
-code = "main"
-kind = "customer_club"
-auth = "phone"
-next = "ext:agent"
-error = "hangup"
-"""
 
 # The row each captured call yields (shared/cdr/README.md, "What tells the scenarios apart").
 EXPECTED = {
@@ -468,22 +451,11 @@ def test_check_names_the_bad_cdr_key(tmp_path: Path, cdr: str, key: str, message
 # ------------------------------------------------------------------ several daemons, one database
 
 
-def _numbered_call(i: int) -> tuple[bytes, bytes]:
-    """Scenario a's two legs with uuids of their own (call ``i``)."""
-    out = []
-    for leg in "ab":
-        text = leg_body("a", leg).decode()
-        for uuid in ("7ea13f86-9781-489a-b42f-6716b6afbb32", "129ca055-5c83-4dbc-8ecc-39f282ea5d69"):
-            text = text.replace(uuid, uuid[:-4] + f"{i:04d}")
-        out.append(text.encode())
-    return out[0], out[1]
-
-
 def test_several_daemons_on_one_database_write_one_row_per_call(tmp_path: Path, store_url: str) -> None:
     """mod_json_cdr rotates through its URLs: each leg of a call, and its replays, may go to another daemon."""
     daemons = [_started(tmp_path / f"d{n}", db_url=store_url) for n in range(2)]
     try:
-        calls = [_numbered_call(i) for i in range(40)]
+        calls = [numbered_call(i) for i in range(40)]
         jobs = [(daemons[i % 2], a) for i, (a, _b) in enumerate(calls)]
         jobs += [(daemons[(i + 1) % 2], b) for i, (_a, b) in enumerate(calls)]
         jobs += [(daemons[i % 2], b) for i, (_a, b) in enumerate(calls[:10])]  # replays, to the other daemon

@@ -18,16 +18,7 @@ from fsapp.cdr import legs as cdrlegs
 from fsapp.cdr.listener import Keeper
 from fsapp.cdr.writer import CDRWriter
 from fsapp.store import open_store
-from tests.cdrkit import ServeProcess, leg_body
-
-CLUB = """
-[[modules]]
-code = "main"
-kind = "customer_club"
-auth = "phone"
-next = "hangup"
-error = "hangup"
-"""
+from tests.cdrkit import CLUB, ServeProcess, leg_body, numbered_call
 
 
 def _fronts(pid: int) -> list[int]:
@@ -154,24 +145,13 @@ def test_either_way_a_refusal_is_logged_by_the_daemon(tmp_path: Path, own_proces
         d.stop()
 
 
-def _numbered_call(i: int) -> list[bytes]:
-    """Scenario a's two legs (B, then A) with uuids of their own (call ``i``)."""
-    out = []
-    for leg in "ba":
-        text = leg_body("a", leg).decode()
-        for uuid in ("7ea13f86-9781-489a-b42f-6716b6afbb32", "129ca055-5c83-4dbc-8ecc-39f282ea5d69"):
-            text = text.replace(uuid, uuid[:-4] + f"{i:04d}")
-        out.append(text.encode())
-    return out
-
-
 def test_posts_in_flight_when_the_front_dies_are_retried_and_stored_once(tmp_path: Path) -> None:
     """The front killed while posts come: each one is answered 200 or not at all (FreeSWITCH retries
     the latter, as mod_json_cdr does); in the end every call is there once, built from both legs."""
     d = ServeProcess(tmp_path, CLUB)
     try:
         front = _one_front(d)
-        bodies = [leg for i in range(120) for leg in _numbered_call(i)]
+        bodies = [leg for i in range(120) for leg in reversed(numbered_call(i))]  # the B leg first
         unanswered: list[bytes] = []
         answered = itertools.count(1)
 
