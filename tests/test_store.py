@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -243,3 +245,31 @@ def test_processes_opening_a_brand_new_database_at_once_all_open_it(tmp_path: Pa
         assert [out for out, _err in outcomes] == ["opened\n"] * 4, [err for _out, err in outcomes]
         assert open_store(f"sqlite:///{db}").db.one("SELECT MAX(version) AS v FROM schema_version")["v"] == len(
             MIGRATIONS)
+
+
+def test_a_new_database_waits_out_another_process_write_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    """Processes started together on a new file: one holds the write lock past the busy timeout (3 s;
+    CI saw it on a loaded machine, four processes opening a new file at once). Another waits for it,
+    as for the WAL switch, rather than fail with "database is locked". On a database already made,
+    the busy timeout stands (a command fails at once, naming the database)."""
+    path = tmp_path / "j.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("PRAGMA journal_mode = WAL")
+    blocker.execute("BEGIN IMMEDIATE")  # the file exists, empty: a first process making it
+    release = threading.Timer(4.0, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    started = time.monotonic()
+    try:
+        store = open_store(f"sqlite:///{path}")
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 4.0  # it did wait for the lock
+    assert store.db.one("SELECT MAX(version) AS v FROM schema_version")["v"] == len(MIGRATIONS)
+    store.close()
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError, match="database is locked"):
+            open_store(f"sqlite:///{path}")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()

@@ -622,9 +622,9 @@ class _Watched:
         return n
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, wait: float | None = None) -> Iterator[None]:
         try:
-            with self._db.transaction():
+            with self._db.transaction(wait):
                 yield
         except StorageError as exc:
             self._failed(exc)
@@ -646,11 +646,11 @@ class Store(AnalysisStore, CDRStore, StatsStore):
     # ------------------------------------------------------------ schema
 
     def migrate(self) -> int:
-        with self.db.transaction():
+        behind = not self._has_table("schema_version") or self._version() < len(MIGRATIONS)
+        with self.db.transaction(wait=self.db.opening_wait if behind else None):  # see SQLiteDB.opening_wait
             self.db.lock("fsapp-migrate")  # two daemons starting together on an empty database
             self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
-            current = int(row["v"]) if row and row["v"] is not None else 0
+            current = self._version()
             analysed = current < len(MIGRATIONS) and self._analysed()
             for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
                 if callable(sql):  # a data migration: statements that depend on the rows
@@ -664,6 +664,10 @@ class Store(AnalysisStore, CDRStore, StatsStore):
                 self.db.execute("ANALYZE calls")
         self.covered = _covering_indexes in MIGRATIONS
         return len(MIGRATIONS)
+
+    def _version(self) -> int:
+        row = self.db.one("SELECT MAX(version) AS v FROM schema_version")
+        return int(row["v"]) if row and row["v"] is not None else 0
 
     def _analysed(self) -> bool:
         """SQLite: whether the journal has the planner's statistics (``refresh_statistics``). A

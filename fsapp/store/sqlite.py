@@ -86,6 +86,9 @@ class SQLiteDB:
     dialect = "sqlite"
     autoid = "INTEGER PRIMARY KEY AUTOINCREMENT"
     skip_locked = ""  # BEGIN IMMEDIATE already gives one writer at a time
+    # How long a migration waits for another's: processes started together on a new or older file
+    # all migrate it, one after another, as long as they wait for the WAL switch (see __init__).
+    opening_wait = OPEN_WAIT_SECONDS
 
     def __init__(self, path: str, busy_timeout_ms: int = 3000) -> None:
         self.path = path
@@ -119,9 +122,10 @@ class SQLiteDB:
         self._checkpointer: gevent.Greenlet | None = None
         self._checkpoint_problem = ""
 
-    def _retry_locked(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (holding the lock); while the database is busy, sleep and retry."""
-        deadline = time.monotonic() + self._busy_seconds
+    def _retry_locked(self, fn: Callable[[], T], wait: float | None = None) -> T:
+        """Run ``fn`` (holding the lock); while the database is busy, sleep and retry (for up to
+        ``wait`` seconds, by default the busy timeout)."""
+        deadline = time.monotonic() + (self._busy_seconds if wait is None else wait)
         delay = 0.002
         while True:
             try:
@@ -139,8 +143,9 @@ class SQLiteDB:
                 raise StorageError(str(exc)) from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; nested calls join the outer transaction."""
+    def transaction(self, wait: float | None = None) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; nested calls join the outer transaction. ``wait``: how long
+        BEGIN waits for another connection's write to end (by default the busy timeout)."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -149,7 +154,7 @@ class SQLiteDB:
                 finally:
                     self._depth -= 1
                 return
-            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"), wait)
             self._depth = 1
             try:
                 yield
