@@ -1948,4 +1948,5 @@ def open_store(url: str, *, pool_size: int = 20) -> Store:
     store = Store(db)
     store.migrate()
     keep_number_search(store.db)
+    store.db.opened()
     return store

@@ -57,6 +57,9 @@ class PostgresDB:
     skip_locked = " FOR UPDATE SKIP LOCKED"
     opening_wait = None  # SQLite's (see SQLiteDB): here the migration's lock is waited for as it is
 
+    def opened(self) -> None:
+        """SQLite's (see SQLiteDB.opened): nothing to change here."""
+
     def __init__(self, url: str, *, size: int = 20, connect_timeout: float = 5.0, wait_timeout: float = 10.0) -> None:
         if psycopg is None:
             raise StorageError("storage.url: PostgreSQL needs psycopg (pip install 'fsapp[postgres]')")

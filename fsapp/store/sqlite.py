@@ -88,6 +88,8 @@ class SQLiteDB:
     skip_locked = ""  # BEGIN IMMEDIATE already gives one writer at a time
     # How long a migration waits for another's: processes started together on a new or older file
     # all migrate it, one after another, as long as they wait for the WAL switch (see __init__).
+    # Their reads until the store is open wait as long (``opened``): a read waits only while a
+    # connection holds the file alone, as the last one to close does while it copies its WAL back.
     opening_wait = OPEN_WAIT_SECONDS
 
     def __init__(self, path: str, busy_timeout_ms: int = 3000) -> None:
@@ -121,6 +123,7 @@ class SQLiteDB:
         self._last_write = 0.0
         self._checkpointer: gevent.Greenlet | None = None
         self._checkpoint_problem = ""
+        self._read_wait: float | None = OPEN_WAIT_SECONDS  # until opened()
 
     def _retry_locked(self, fn: Callable[[], T], wait: float | None = None) -> T:
         """Run ``fn`` (holding the lock); while the database is busy, sleep and retry (for up to
@@ -300,9 +303,14 @@ class SQLiteDB:
                 count += len(chunk)
         return count
 
+    def opened(self) -> None:
+        """The schema is up to date: from now on a read waits the busy timeout, as a write does."""
+        self._read_wait = None
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            return self._retry_locked(lambda: [dict(r) for r in self.conn.execute(sql, params).fetchall()])
+            return self._retry_locked(lambda: [dict(r) for r in self.conn.execute(sql, params).fetchall()],
+                                      self._read_wait)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
