@@ -49,6 +49,7 @@ from fsapp.config import CDRConfig
 Submit = Callable[[dict[str, Any], bytes, Callable[[Response], None]], None]
 RESTART_SECONDS = 1.0  # a front that keeps dying is started again at most this often
 STOP_SECONDS = 5.0
+_GONE = Response(503, "not stored: the daemon is stopping or gone\n")  # a post the daemon never answered
 LOG_LEVELS = frozenset(("warning",))  # what the front's lines may be logged as
 
 
@@ -181,7 +182,7 @@ class _Front:
             self.channel.send(["leg", ident, leg], body)
             return result.get()
         except OSError:
-            return Response(503, "not stored: the daemon is stopping or gone\n")
+            return _GONE
         finally:
             del self._waiting[ident]
 
@@ -192,7 +193,7 @@ class _Front:
 
     def gone(self) -> None:
         for waiting in list(self._waiting.values()):
-            waiting.set(Response(503, "not stored: the daemon is stopping or gone\n"))
+            waiting.set(_GONE)
 
 
 class _ChannelLog:
