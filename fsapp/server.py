@@ -154,8 +154,9 @@ class Server:
             self.log.error("server_calls_dropped", calls=len(left))
             gevent.killall(left, block=False)
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT (drain, return) — SIGHUP calls ``on_reload``."""
+    def serve_forever(self, starting: StartingSignals | None = None) -> None:
+        """Run until SIGTERM/SIGINT (drain, return) — SIGHUP calls ``on_reload``. A signal
+        ``starting`` kept while the daemon started is acted on once it has."""
         from fsapp import log as logmod
 
         def flush_logs() -> None:
@@ -164,17 +165,41 @@ class Server:
                 logmod.flush()
 
         flusher = gevent.spawn(flush_logs)
-        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.drain))
-        gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.drain))
+        actions: dict[int, Callable[[], Any]] = {signal.SIGTERM: self.drain, signal.SIGINT: self.drain}
         if self.on_reload is not None:
-            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.on_reload))
+            actions[signal.SIGHUP] = self.on_reload
+        for signum, act in actions.items():
+            gevent.signal_handler(signum, gevent.spawn, act)
+        asked = starting.take() if starting is not None else []
         self.start()
         host, port = self.address
         # Type=notify: systemd reports the unit started only now, with the port bound.
         sdnotify.notify("READY=1", f"STATUS=accepting calls on {host}:{port}", f"MAINPID={os.getpid()}")
+        for signum in dict.fromkeys(asked):
+            if signum in actions:
+                gevent.spawn(actions[signum])
         self.stopped.wait()
         flusher.kill()
         logmod.flush()
+
+
+class StartingSignals:
+    """SIGTERM, SIGINT and SIGHUP that come while the daemon starts, kept for ``serve_forever``.
+
+    The ports are bound and the CDR front started before the loop serves; a signal then must not
+    take its default action, which ends the daemon without a drain (or kills it on a reload)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self._watchers = [gevent.signal_handler(s, self.asked.append, s) for s in self.SIGNALS]
+
+    def take(self) -> list[int]:
+        """Stop keeping signals; those kept, in the order they came."""
+        for watcher in self._watchers:
+            watcher.cancel()
+        return self.asked
 
 
 def _close(sock: Any) -> None:

@@ -72,7 +72,7 @@ class ServeProcess:
     """`python -m fsapp serve` in its own process: the ESL server and the [cdr] listener."""
 
     def __init__(self, tmp: Path, body: str = "", *, cdr: str = "", env: dict[str, str] | None = None,
-                 db_url: str = "", cdr_host: str = "127.0.0.1", server: str = "") -> None:
+                 db_url: str = "", cdr_host: str = "127.0.0.1", server: str = "", wait: bool = True) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         for attempt in range(3):
@@ -89,7 +89,8 @@ class ServeProcess:
             self.proc = subprocess.Popen([sys.executable, "-m", "fsapp", "serve", "-c", str(self.config)],
                                          stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env)
             try:
-                self._wait_listening()
+                if wait:
+                    self._wait_listening()
                 return
             except AssertionError as exc:
                 if attempt == 2 or "Address already in use" not in str(exc):

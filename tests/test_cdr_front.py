@@ -8,6 +8,7 @@ import http.client
 import itertools
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -94,6 +95,31 @@ def test_the_front_ends_with_the_daemon(tmp_path: Path) -> None:
     d.proc.kill()
     d.proc.wait()
     assert _gone(front)
+
+
+def test_a_daemon_stopped_while_it_starts_drains_and_leaves_no_front(tmp_path: Path) -> None:
+    """SIGTERM as soon as the ESL port is bound, before the loop serves: a clean stop, not death."""
+    for attempt in range(3):
+        d = ServeProcess(tmp_path / str(attempt), CLUB, wait=False)
+        deadline = time.monotonic() + 20
+        while not _accepts(d.esl_address):
+            assert d.proc.poll() is None and time.monotonic() < deadline, d.log_text()
+            time.sleep(0.001)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(20) == 0, d.log_text()
+        assert "server_stopped" in d.log_text()
+        deadline = time.monotonic() + 10
+        while _accepts(("127.0.0.1", d.cdr_port)):  # the front ends with the daemon's channel
+            assert time.monotonic() < deadline, "a front still holds the CDR port"
+            time.sleep(0.05)
+
+
+def _accepts(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_the_front_leaves_signals_to_the_daemon(tmp_path: Path) -> None:

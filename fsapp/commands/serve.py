@@ -26,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fsapp.app import App
-    from fsapp.server import Server
+    from fsapp.server import Server, StartingSignals
     from fsapp.store import StorageError
 
+    starting = StartingSignals()  # a stop asked while the ports are bound but not yet served drains
     path = config_path(args)
     cfg = configmod.load(path)
     metrics = None
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         reloaded.append(cdr.reconfigure)
     server.on_reload = _reloader(app, path, cfg.file, after=reloaded)
     try:
-        server.serve_forever()
+        server.serve_forever(starting)
     finally:
         if cdr is not None:
             cdr.stop()  # after the drain: the legs of the calls that drained are still taken
