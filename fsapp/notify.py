@@ -6,7 +6,7 @@ import os
 import shlex
 from typing import Any
 
-from gevent import subprocess  # cooperative: a stdlib Popen in a greenlet of the patched daemon never returns
+from fsapp.spawn import Child  # no fork of the daemon; a stdlib Popen in a greenlet of it never returns
 
 
 def notify_reviewer(cmd: str, row: dict[str, Any], log: Any, *, reason: str, flags: tuple[str, ...] = ()) -> None:
@@ -21,6 +21,6 @@ def notify_reviewer(cmd: str, row: dict[str, Any], log: Any, *, reason: str, fla
            "FSAPP_TALK_SECONDS": str(row.get("talk_seconds", 0)), "FSAPP_CUSTOMER_ID": row.get("customer_id", ""),
            "FSAPP_REASON": reason, "FSAPP_FLAGS": ",".join(flags)}
     try:
-        subprocess.Popen(shlex.split(cmd), env=env, stdin=subprocess.DEVNULL)  # noqa: S603
+        Child(shlex.split(cmd), env=env)  # reaped by the event loop when it ends
     except OSError as exc:
         log.error("notify_failed", command=cmd, reason=str(exc))

@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import gevent
-from gevent import subprocess  # cooperative: the daemon waits for no child
 
 from fsapp.config import Config
+from fsapp.spawn import Child
 
 RESTART_SECONDS = 5.0
 
@@ -31,7 +31,7 @@ class WorkerPool:
         self.config_path = config_path
         self.count = count
         self.log = log.bind(component="analysis")
-        self.children: list[subprocess.Popen[bytes] | None] = [None] * count
+        self.children: list[Child | None] = [None] * count
         self.started_at = [0.0] * count
         self._watch: gevent.Greenlet | None = None
 
@@ -47,7 +47,7 @@ class WorkerPool:
     def _spawn(self, i: int) -> None:
         self.started_at[i] = time.monotonic()
         try:
-            self.children[i] = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)  # noqa: S603
+            self.children[i] = Child(self.command())  # no fork: the daemon waits for no child
         except OSError as exc:
             self.children[i] = None
             self.log.error("analysis_worker_failed", reason=str(exc))
@@ -81,8 +81,6 @@ class WorkerPool:
             child.terminate()
         deadline = time.monotonic() + timeout
         for child in live:
-            try:
-                child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if child.wait(timeout=max(0.0, deadline - time.monotonic())) is None:
                 child.kill()
                 child.wait()

@@ -36,7 +36,6 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.socket
-from gevent import subprocess
 
 from fsapp import log as logmod
 from fsapp.cdr import http
@@ -44,6 +43,7 @@ from fsapp.cdr.channel import Channel
 from fsapp.cdr.endpoint import CDREndpoint
 from fsapp.cdr.http import Response
 from fsapp.config import CDRConfig
+from fsapp.spawn import Child
 
 # (leg, body, reply): reply(answer) is called once the leg is committed or has failed
 Submit = Callable[[dict[str, Any], bytes, Callable[[Response], None]], None]
@@ -61,7 +61,7 @@ class FrontProcess:
         self.submit = submit
         self.settings = settings
         self.log = logmod.get("fsapp").bind(component="cdr")
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
         self.channel: Channel | None = None
         self._stopping = False
         self._watch: gevent.Greenlet | None = None
@@ -74,8 +74,8 @@ class FrontProcess:
         mine, theirs = socket.socketpair()
         fds = (self.sock.fileno(), theirs.fileno())
         try:  # a session of its own: a terminal's Ctrl-C or hangup is the daemon's to act on
-            self.child = subprocess.Popen([sys.executable, "-m", "fsapp.cdr.front", *map(str, fds)],  # noqa: S603
-                                          pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.child = Child([sys.executable, "-m", "fsapp.cdr.front", *map(str, fds)], pass_fds=fds,
+                               new_session=True)
         except OSError:
             mine.close()
             raise
@@ -159,9 +159,7 @@ class FrontProcess:
 
     def _reap(self) -> None:
         child = self.child
-        try:
-            child.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
+        if child.wait(timeout=STOP_SECONDS) is None:
             child.kill()
             child.wait()
 
