@@ -29,7 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from fsapp.server import Server, StartingSignals
     from fsapp.store import StorageError
 
-    starting = StartingSignals()  # a stop asked while the ports are bound but not yet served drains
     path = config_path(args)
     cfg = configmod.load(path)
     metrics = None
@@ -52,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a CRM section that cannot work (missing token variable, ...)
         print(f"{cfg.file}:{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # From the first port bound (not before: a Ctrl-C while the store opens still ends it at once),
+    # a stop or a reload asked before the loop serves is kept and acted on once it does.
+    starting = StartingSignals()
     try:
         server = Server(app)
     except OSError as exc:  # the port is taken, the address is not this host's, a port below 1024...
