@@ -1,12 +1,13 @@
 """Child processes started without forking the daemon: ``posix_spawn``, then the event loop's
 child watcher for the exit status.
 
-The daemon has threads of its own (the CDR writer, SQLite's checkpoints). A fork copies only
-the thread that called it, with every lock another thread held at that moment still held, and
-gevent's ``subprocess`` runs Python in the child between its fork and the exec: a lock it takes
-there that another thread held (a logging handler's, the import lock) never comes free, and the
-child hangs before it is even the program it was meant to be. Python 3.12 warns of exactly that. ``posix_spawn`` runs no
-Python in the child (glibc starts it with ``clone(CLONE_VM | CLONE_VFORK)`` and execs at once).
+The daemon has threads (gevent's thread pool, where SQLite's checkpoints and other blocking
+calls run). A fork copies only the thread that called it, with every lock another thread held
+at that moment still held, and gevent's ``subprocess`` runs Python in the child between its
+fork and the exec: a lock it takes there that another thread held (a logging handler's, the
+import lock) never comes free, and the child hangs before it is even the program it was meant
+to be. Python 3.12 warns of exactly that. ``posix_spawn`` runs no Python in the child (glibc
+starts it with ``clone(CLONE_VM | CLONE_VFORK)`` and execs at once).
 
 The loop reaps every child (libev's SIGCHLD handler waits for any), so the status comes
 from its child watcher, never from a ``waitpid`` of our own.
