@@ -52,6 +52,29 @@ def test_the_customers_page_has_details_history_charges_and_debt(app: Flask, jou
     assert "<script" not in fa and " style=" not in fa
 
 
+def _cells(html: str, uuid: str) -> dict[str, str]:
+    """A journal row's cells that name their column (class c-...), by column."""
+    m = re.search(rf'<tr [^>]*data-uuid="{uuid}">(.*?)</tr>', html, re.S)
+    assert m, f"no row {uuid}"
+    return dict(re.findall(r'<td class="c-([a-z_]+)[^"]*">(.*?)</td>', m.group(1), re.S))
+
+
+def test_a_customers_history_row_reads_as_the_journals(app: Flask, journal: Journal) -> None:
+    """Status and direction icons, extension, missed cause, marks, charge: the same cells as the journal's."""
+    c = viewer(app)
+    mine = c.get("/customer/C-1001").get_data(as_text=True)
+    whole = c.get("/?search=1").get_data(as_text=True)
+    assert 'id="i-answered"' in mine  # the icons' sprite is on the page
+    for name in ("answered", "short", "missed"):
+        cells, theirs = _cells(mine, journal.uuids[name]), _cells(whole, journal.uuids[name])
+        named = [col for col in customer_page.COLUMNS if col in theirs]
+        assert {"status", "direction", "extension", "talk_seconds", "missed_cause", "charge"} <= set(named)
+        assert cells == {col: theirs[col] for col in named}, name
+    answered, missed = _cells(mine, journal.uuids["answered"]), _cells(mine, journal.uuids["missed"])
+    assert '<use href="#i-answered"' in answered["status"] and answered["charge"] == "100,000"
+    assert '<use href="#i-missed"' in missed["status"]
+
+
 def test_history_and_charges_page_by_keyset(app: Flask, journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(customer_page, "PAGE", 1)
     c = viewer(app)

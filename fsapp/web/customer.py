@@ -7,13 +7,18 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request
 
+from fsapp import journal
 from fsapp.crm import CRMError
 from fsapp.store import StorageError
 from fsapp.web.context import current_config, current_store
+from fsapp.web.views import RowLinks
 
 customer = Blueprint("customer", __name__)
 
 PAGE = 50
+# The journal's columns a customer's history shows, after the date and time (views.COLUMNS: all of them)
+COLUMNS = ("status", "direction", "caller", "called", "extension", "queue", "talk_seconds", "hold_seconds",
+           "missed_cause", "too_long", "mos", "recording", "charge")
 
 
 @customer.route("/customer/<path:customer_id>")
@@ -32,7 +37,9 @@ def page(customer_id: str) -> Any:
     return render_template(
         "customer.html", customer_id=customer_id, details=details, source=source, problem=problem,
         fallback=calls[0] if calls else {},
-        calls=calls[:PAGE], next_after=calls[PAGE - 1]["uuid"] if len(calls) > PAGE else "",
+        calls=[{**r, "mos": journal.call_mos(r)} for r in calls[:PAGE]], columns=COLUMNS, links=RowLinks(),
+        poor_mos=current_config().analysis.min_mos or 3.5,
+        next_after=calls[PAGE - 1]["uuid"] if len(calls) > PAGE else "",
         charges=charges[:PAGE], next_before=charges[PAGE - 1]["id"] if len(charges) > PAGE else "",
         after=after, before=before, totals=store.charge_totals(customer_id),
         debt=_debt(details, latest))

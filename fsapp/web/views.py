@@ -226,7 +226,7 @@ def _whole_days(days: list[dict[str, Any]], filters: dict[str, Any]) -> None:
             d.update({k: whole[k] for k in ("calls", "answered", "missed", "talk_seconds")})
 
 
-class _RowLinks:
+class RowLinks:
     """The links of a journal row (its call, its customer's calls, its customer's page), each built
     once around a marker and filled per row: url_for for every row and link costs a page some
     milliseconds. The values are quoted as Werkzeug quotes them (path segment, query value)."""
@@ -258,7 +258,7 @@ def calls() -> Any:
         _whole_days(days, filters)
     return render_template("calls.html", days=days, search=search, sort=sort,
                            descending=descending, problems=problems, next_after=next_after, columns=COLUMNS,
-                           links=_RowLinks(),
+                           links=RowLinks(),
                            sortable=SORTABLE_CALL_FIELDS, statuses=journal.STATUSES,
                            directions=journal.DIRECTIONS, causes=journal.MISSED_CAUSES, flags=FLAG_NAMES,
                            poor_mos=cfg.analysis.min_mos or 3.5), 400 if problems else 200
