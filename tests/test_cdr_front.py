@@ -101,12 +101,15 @@ def test_a_daemon_stopped_while_it_starts_drains_and_leaves_no_front(tmp_path: P
     """SIGTERM as soon as the ESL port is bound, before the loop serves: a clean stop, not death."""
     for attempt in range(3):
         d = ServeProcess(tmp_path / str(attempt), CLUB, wait=False)
-        deadline = time.monotonic() + 20
-        while not _accepts(d.esl_address):
-            assert d.proc.poll() is None and time.monotonic() < deadline, d.log_text()
-            time.sleep(0.001)
-        d.proc.send_signal(signal.SIGTERM)
-        assert d.proc.wait(20) == 0, d.log_text()
+        try:
+            deadline = time.monotonic() + 20
+            while not _accepts(d.esl_address):
+                assert d.proc.poll() is None and time.monotonic() < deadline, d.log_text()
+                time.sleep(0.001)
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.proc.wait(20) == 0, d.log_text()
+        finally:
+            d.stop()  # a daemon left running by a failed assertion
         assert "server_stopped" in d.log_text()
         deadline = time.monotonic() + 10
         while _accepts(("127.0.0.1", d.cdr_port)):  # the front ends with the daemon's channel
